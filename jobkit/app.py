@@ -1,0 +1,355 @@
+"""App: the task registry and the wiring of broker and backend."""
+from __future__ import annotations
+
+import logging
+import math
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ParamSpec, TypeVar, overload
+
+from jobkit.backends import Backend, backend_from_url
+from jobkit.brokers import Broker, broker_from_url
+from jobkit.config import Settings
+from jobkit.errors import (BackendError, ConfigError, InvalidState, JobNotFound, PayloadError,
+                           PoisonMessage, TaskNotFound)
+from jobkit.job import Job, JobState, JobStatus
+from jobkit.message import Envelope, new_job_id
+from jobkit.task import Task, TaskOptions, check_priority, check_queue
+
+log = logging.getLogger("jobkit")
+P = ParamSpec("P")
+R = TypeVar("R")
+_KEY_SPACE = uuid.UUID("6f1d2a8e-6b0e-4f55-9d0b-7a4c1c2b9e31")
+
+
+class App:
+    """A set of tasks and where their jobs go.
+
+    Args:
+        name: a label for logs and the API.
+        broker: a broker URL or instance; default: ``settings.broker_url``.
+        backend: a backend URL or instance; default: ``settings.backend_url``.
+        settings: defaults to :meth:`Settings.from_env`, read on first use.
+
+    Nothing connects until a job is sent or read.
+    """
+
+    def __init__(
+        self,
+        name: str = "jobkit",
+        *,
+        broker: str | Broker | None = None,
+        backend: str | Backend | None = None,
+        settings: Settings | None = None,
+    ) -> None:
+        self.name = name
+        self.tasks: dict[str, Task[Any, Any]] = {}
+        self._broker_spec = broker
+        self._backend_spec = backend
+        self._settings = settings
+        self._broker: Broker | None = broker if isinstance(broker, Broker) else None
+        self._backend: Backend | None = backend if isinstance(backend, Backend) else None
+
+    def __repr__(self) -> str:
+        return f"<App {self.name}: {len(self.tasks)} tasks>"
+
+    # -- configuration -----------------------------------------------------
+
+    @property
+    def settings(self) -> Settings:
+        """The settings in force (read from the environment on first use)."""
+        if self._settings is None:
+            self._settings = Settings.from_env()
+        return self._settings
+
+    def configure(
+        self,
+        *,
+        settings: Settings | None = None,
+        broker: str | Broker | None = None,
+        backend: str | Backend | None = None,
+    ) -> None:
+        """Change settings, broker or backend before the app is used.
+
+        Explicit ``broker``/``backend`` win over those given to the
+        constructor, which win over ``settings``.
+        """
+        if settings is not None:
+            self._settings = settings
+        if broker is not None:
+            self._broker_spec = broker
+        if backend is not None:
+            self._backend_spec = backend
+        self.close()
+        self._broker = self._broker_spec if isinstance(self._broker_spec, Broker) else None
+        self._backend = self._backend_spec if isinstance(self._backend_spec, Backend) else None
+
+    @property
+    def broker(self) -> Broker:
+        """The broker (created on first use; connects lazily)."""
+        if self._broker is None:
+            url = self._broker_spec if isinstance(self._broker_spec, str) else self.settings.broker_url
+            self._broker = broker_from_url(url)
+        return self._broker
+
+    @property
+    def backend(self) -> Backend:
+        """The result backend (created on first use; connects lazily)."""
+        if self._backend is None:
+            spec = self._backend_spec
+            url = spec if isinstance(spec, str) else self.settings.backend_url
+            self._backend = backend_from_url(url, result_ttl=self.settings.result_ttl)
+        return self._backend
+
+    def close(self) -> None:
+        """Close broker and backend connections (they reopen if used again)."""
+        for part in (self._broker, self._backend):
+            if part is not None:
+                part.close()
+
+    # -- tasks -------------------------------------------------------------
+
+    @overload
+    def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+
+    @overload
+    def task(self, *, name: str | None = None, **options: Any) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+    def task(self, fn: Callable[P, R] | None = None, /, *, name: str | None = None,
+             **options: Any) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
+        """Register a function as a task: ``@app.task`` or ``@app.task(name=…, queue=…)``.
+
+        Options are the fields of :class:`~jobkit.task.TaskOptions`. Never connects.
+
+        Raises:
+            ConfigError: an option is invalid, or the name is taken by another function.
+        """
+        if isinstance(options.get("retry_on"), type):
+            options["retry_on"] = (options["retry_on"],)
+        try:
+            opts = TaskOptions(**options)
+        except TypeError as exc:
+            raise ConfigError(f"bad task option: {exc}") from None
+
+        def register(func: Callable[P, R]) -> Task[P, R]:
+            task = Task(self, func, name or func.__name__, opts)
+            old = self.tasks.get(task.name)
+            if old is not None and old.fn is not func:
+                raise ConfigError(f"task name {task.name!r} is already registered")
+            self.tasks[task.name] = task
+            return task
+
+        return register(fn) if fn is not None else register
+
+    def get_task(self, name: str) -> Task[Any, Any]:
+        """Return the registered task called ``name``.
+
+        Raises:
+            TaskNotFound: no such task.
+        """
+        try:
+            return self.tasks[name]
+        except KeyError:
+            raise TaskNotFound(f"no task named {name!r}") from None
+
+    # -- jobs --------------------------------------------------------------
+
+    def send(
+        self,
+        task_name: str,
+        args: Iterable[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        queue: str | None = None,
+        priority: int | None = None,
+        delay: float = 0,
+        ttr: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> Job:
+        """Enqueue a job of a registered task (see :meth:`Task.apply_async`).
+
+        The returned job's ``created`` is False when ``idempotency_key``
+        matched an earlier job, which is returned instead.
+
+        Raises:
+            TaskNotFound: no such task.
+            PayloadError: arguments are not JSON data, or too large.
+            ConfigError: an option is invalid.
+            BrokerUnavailable: the broker cannot take the job; nothing is recorded.
+            BackendUnavailable: the job could not be recorded; it was taken back.
+        """
+        task = self.get_task(task_name)
+        opts = task.options
+        if not isinstance(delay, (int, float)) or isinstance(delay, bool) or not 0 <= delay < 2**32:
+            raise ConfigError(f"delay must be a number of seconds >= 0, not {delay!r}")
+        ttr_s = opts.ttr if ttr is None else ttr
+        if isinstance(ttr_s, bool) or not isinstance(ttr_s, int) or not 1 <= ttr_s < 2**32:
+            raise ConfigError(f"ttr must be a whole number of seconds >= 1, not {ttr_s!r}")
+        if kwargs is not None and not isinstance(kwargs, Mapping):
+            raise PayloadError("kwargs must be an object")
+        env = Envelope(
+            id=new_job_id() if idempotency_key is None else key_job_id(idempotency_key),
+            task=task.name, args=list(args), kwargs=dict(kwargs or {}),
+            queue=check_queue(opts.queue if queue is None else queue),
+            priority=check_priority(opts.priority if priority is None else priority),
+            ttr=ttr_s, max_retries=opts.max_retries, enqueued_at=time.time(),
+        )
+        return self._enqueue(env, math.ceil(delay), idempotency_key)
+
+    def _enqueue(self, env: Envelope, delay_s: int, key: str | None) -> Job:
+        body = env.encode()
+        record = env.record() | {"idempotency_key": key}
+        if key is not None and not self.backend.add(record):
+            return Job(self, env.id, created=False)  # a repeat: the first job stands
+        try:
+            broker_id = self.broker.put(body, queue=env.queue, priority=env.priority,
+                                        delay_s=delay_s, ttr_s=env.ttr)
+        except Exception:
+            if key is not None:
+                self._forget(env.id)
+            raise
+        try:
+            self.backend.add(record | {"broker_id": broker_id})
+        except BackendError:
+            self._take_back(broker_id, env.id)
+            raise
+        return Job(self, env.id)
+
+    def _forget(self, job_id: str) -> None:
+        try:
+            self.backend.delete(job_id)
+        except BackendError:
+            log.error("job %s: broker refused it and its record could not be removed", job_id)
+
+    def _take_back(self, broker_id: int, job_id: str) -> None:
+        try:
+            self.broker.delete(broker_id)
+        except Exception:
+            log.error("job %s: could not be recorded nor taken back from the broker", job_id)
+
+    def job(self, job_id: str) -> Job:
+        """Return a handle on the job ``job_id`` (does not check that it exists)."""
+        return Job(self, job_id)
+
+    def status(self, job_id: str) -> JobStatus:
+        """Return the job's record. Raises JobNotFound when there is none."""
+        return Job(self, job_id).status()
+
+    def locate(self, job_id: str, broker_id: int | None) -> dict[str, Any] | None:
+        """Return beanstalkd's ``stats-job`` for the job while the broker holds it, else None.
+
+        The message is peeked to make sure ``broker_id`` still names this job
+        (broker ids restart with a broker that has no binlog).
+        """
+        if broker_id is None:
+            return None
+        peeked = self.broker.peek(broker_id)
+        if peeked is None or _job_id_of(peeked.body) != job_id:
+            return None
+        return peeked.stats
+
+    def cancel(self, job_id: str) -> JobStatus:
+        """Cancel a job: delete it from the broker, or flag it when a worker runs it.
+
+        A running job's outcome is then discarded and it is not retried.
+
+        Raises:
+            JobNotFound: no such job.
+            InvalidState: the job succeeded already.
+        """
+        status = self.status(job_id)
+        if status.state in (JobState.SUCCEEDED, JobState.CANCELLED):
+            raise InvalidState(f"job {job_id} is {status.state.value}: nothing to cancel")
+        broker_id = status.record.get("broker_id")
+        if self.locate(job_id, broker_id) is not None and broker_id is not None:
+            self.broker.delete(broker_id)  # fails harmlessly when a worker holds it
+        now = time.time()
+        changed = self.backend.update(
+            job_id, {"state": "cancelled", "finished_at": now,
+                     "expires_at": now + self.backend.result_ttl},
+            unless=("succeeded", "cancelled"))
+        if not changed:
+            raise InvalidState(f"job {job_id} finished before it could be cancelled")
+        return self.status(job_id)
+
+    def retry(self, job_id: str) -> JobStatus:
+        """Run a failed or cancelled job again: kick it when it is buried, else enqueue it anew.
+
+        Raises:
+            JobNotFound: no such job.
+            InvalidState: the job is not failed or cancelled.
+        """
+        status = self.status(job_id)
+        if status.state not in (JobState.FAILED, JobState.CANCELLED):
+            raise InvalidState(f"job {job_id} is {status.state.value}: only failed or cancelled jobs are retried")
+        rec = status.record
+        fresh = {"state": "queued", "attempts": 0, "error": None, "result": None,
+                 "started_at": None, "finished_at": None, "expires_at": None}
+        if not self.backend.update(job_id, fresh, unless=("queued", "running", "retrying", "succeeded")):
+            raise InvalidState(f"job {job_id} changed state meanwhile")
+        try:
+            self._requeue(rec)
+        except Exception:
+            self.backend.update(job_id, {k: rec.get(k) for k in fresh})  # as it was
+            raise
+        return self.status(job_id)
+
+    def _requeue(self, rec: dict[str, Any]) -> None:
+        stats = self.locate(rec["id"], rec.get("broker_id"))
+        if stats is not None and stats["state"] == "buried" and self.broker.kick(rec["broker_id"]):
+            return
+        task = self.tasks.get(rec.get("task") or "")
+        env = Envelope(
+            id=rec["id"], task=rec["task"], args=rec.get("args") or [],
+            kwargs=rec.get("kwargs") or {}, queue=rec.get("queue") or "default",
+            priority=rec.get("priority") or 0, ttr=task.options.ttr if task else 60,
+            max_retries=task.options.max_retries if task else 0,
+            enqueued_at=rec.get("created_at") or time.time(),
+        )
+        broker_id = self.broker.put(env.encode(), queue=env.queue, priority=env.priority,
+                                    delay_s=0, ttr_s=env.ttr)
+        self.backend.update(rec["id"], {"broker_id": broker_id})
+
+    def kick(self, *, queue: str | None = None, job_id: str | None = None, limit: int = 10_000) -> int:
+        """Bring dead letters back: one job by id, or the buried jobs of one queue or of all.
+
+        Returns:
+            How many jobs were made ready again.
+        """
+        if job_id is not None:
+            self.retry(job_id)
+            return 1
+        queues = [queue] if queue is not None else [
+            q for q, counts in self.broker.stats().items() if counts["buried"]]
+        kicked = 0
+        for name in queues:
+            budget = min(limit - kicked, self.broker.stats().get(name, {}).get("buried", 0))
+            for _ in range(budget):
+                peeked = self.broker.peek_buried(name)
+                if peeked is None:
+                    break
+                found = _job_id_of(peeked.body)
+                if found is not None:
+                    self.backend.update(found, {"state": "queued", "attempts": 0, "error": None,
+                                                "finished_at": None, "expires_at": None})
+                kicked += self.broker.kick(peeked.broker_id)
+        return kicked
+
+    def stats(self) -> dict[str, Any]:
+        """Return ``{"queues": per-queue broker counts, "jobs": record counts by state}``."""
+        return {"queues": self.broker.stats(), "jobs": self.backend.counts()}
+
+
+def key_job_id(idempotency_key: str) -> str:
+    """The job id an idempotency key stands for (the same key, the same job)."""
+    if not isinstance(idempotency_key, str) or not 0 < len(idempotency_key) <= 255:
+        raise ConfigError("an idempotency key is 1 to 255 characters")
+    return uuid.uuid5(_KEY_SPACE, idempotency_key).hex
+
+
+def _job_id_of(body: bytes) -> str | None:
+    try:
+        return Envelope.decode(body).id
+    except PoisonMessage as exc:
+        return exc.job_id

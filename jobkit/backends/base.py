@@ -1,0 +1,163 @@
+"""The result-backend boundary.
+
+A backend keeps one record per job id (:data:`jobkit.job.RECORD_FIELDS`).
+Every write is an upsert keyed by job id, so the API's "accepted" write and
+the worker's writes may arrive in any order. Implementations write the eight
+abstract methods; waiting, finishing and expiry rules live here once.
+"""
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Collection
+from typing import Any
+
+from jobkit.errors import JobNotFound, JobTimeout
+from jobkit.job import FINISHED_STATES
+
+DEFAULT_RESULT_TTL = 7 * 24 * 3600.0
+_UNSET: Any = object()
+
+
+class Backend(ABC):
+    """Stores job records.
+
+    Args:
+        url: the backend URL; each implementation documents its form.
+        result_ttl: seconds a finished record is kept before it expires.
+    """
+
+    def __init__(self, url: str, *, result_ttl: float = DEFAULT_RESULT_TTL) -> None:
+        self.url = url
+        self.result_ttl = result_ttl
+
+    @abstractmethod
+    def add(self, record: dict[str, Any]) -> bool:
+        """Insert ``record`` for a newly accepted job.
+
+        When a record with that id exists already (a worker got there first,
+        or an idempotent request repeats), only ``broker_id``, ``priority``
+        and ``queue`` are refreshed, never the state or outcome.
+
+        Returns:
+            True when the record was created, False when it existed.
+        """
+
+    @abstractmethod
+    def claim(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Mark a job ``running`` and count the attempt, unless it is finished.
+
+        Args:
+            record: the job's fields from its envelope plus ``worker`` and
+                ``started_at``; used to create the record when it is missing.
+
+        Returns:
+            The record after the write (unchanged when it was finished).
+        """
+
+    @abstractmethod
+    def update(
+        self,
+        job_id: str,
+        fields: dict[str, Any],
+        *,
+        unless: Collection[str] = (),
+        insert: dict[str, Any] | None = None,
+    ) -> bool:
+        """Set ``fields`` on a record whose state is not in ``unless``.
+
+        Args:
+            job_id: the record to change.
+            fields: field -> new value.
+            unless: states that must not be overwritten.
+            insert: when given and the record is missing, create it from
+                ``insert`` updated with ``fields``.
+
+        Returns:
+            True when a record was written.
+        """
+
+    @abstractmethod
+    def get(self, job_id: str) -> dict[str, Any] | None:
+        """Return the record, or None when there is none (or it expired)."""
+
+    @abstractmethod
+    def find(
+        self, *, state: str | None = None, task: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """Return up to ``limit`` records, newest first, filtered by state and task."""
+
+    @abstractmethod
+    def counts(self) -> dict[str, int]:
+        """Return the number of records in each state."""
+
+    @abstractmethod
+    def delete(self, job_id: str) -> None:
+        """Remove a record (used to take back a job the broker refused)."""
+
+    @abstractmethod
+    def ping(self) -> None:
+        """Check that the backend answers.
+
+        Raises:
+            BackendUnavailable: it does not.
+        """
+
+    def prune(self, now: float | None = None) -> int:
+        """Delete expired records; returns how many. Backends that expire by themselves return 0."""
+        return 0
+
+    def close(self) -> None:
+        """Release connections. The backend reconnects if used again."""
+
+    # -- shared rules ------------------------------------------------------
+
+    def finish(
+        self,
+        job_id: str,
+        state: str,
+        *,
+        result: Any = _UNSET,
+        error: dict[str, Any] | None = None,
+        attempts: int | None = None,
+        insert: dict[str, Any] | None = None,
+        now: float | None = None,
+    ) -> bool:
+        """Store a job's outcome (``succeeded``, ``failed`` or ``retrying``).
+
+        A cancelled job keeps its state. Finished records get ``expires_at``.
+
+        Returns:
+            True when the outcome was written (False: the job was cancelled).
+        """
+        now = time.time() if now is None else now
+        fields: dict[str, Any] = {"state": state, "error": error, "finished_at": now}
+        if result is not _UNSET:
+            fields["result"] = result
+        if attempts is not None:
+            fields["attempts"] = attempts
+        fields["expires_at"] = now + self.result_ttl if state in FINISHED_STATES else None
+        return self.update(job_id, fields, unless=("cancelled",), insert=insert)
+
+    def wait(self, job_id: str, timeout: float | None) -> dict[str, Any]:
+        """Return the record once the job is finished.
+
+        Polls with a backoff from 5 ms to 200 ms.
+
+        Raises:
+            JobNotFound: there is no record for ``job_id``.
+            JobTimeout: still not finished after ``timeout`` seconds.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.005
+        while True:
+            record = self.get(job_id)
+            if record is None:
+                raise JobNotFound(job_id)
+            if record["state"] in FINISHED_STATES:
+                return record
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise JobTimeout(f"job {job_id} not finished after {timeout} s (state {record['state']})")
+            time.sleep(pause if left is None else min(pause, left))
+            pause = min(pause * 2, 0.2)

@@ -1,0 +1,130 @@
+"""In-process result backend.
+
+URL: ``memory://``. Features: everything the contract asks, for one process
+(tests, ``jobkit up`` demos). Records are copied through JSON on the way in
+and out, exactly as a real backend would store them. Nothing survives the
+process.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Collection
+from typing import Any
+
+from jobkit.backends.base import Backend
+from jobkit.job import FINISHED_STATES, RECORD_FIELDS
+
+_BROKER_FIELDS = ("broker_id", "priority", "queue")
+
+
+def _copy(record: dict[str, Any]) -> dict[str, Any]:
+    copied: dict[str, Any] = json.loads(json.dumps(record))
+    return copied
+
+
+class MemoryBackend(Backend):
+    """Records in a dict, guarded by one lock."""
+
+    def __init__(self, url: str = "memory://", **options: Any) -> None:
+        super().__init__(url, **options)
+        self._records: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, record: dict[str, Any]) -> bool:
+        with self._lock:
+            current = self._live(record["id"])
+            if current is None:
+                self._records[record["id"]] = _blank() | _copy(record)
+                return True
+            current.update({k: record[k] for k in _BROKER_FIELDS if record.get(k) is not None})
+            return False
+
+    def claim(self, record: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            current = self._live(record["id"])
+            if current is None:
+                current = self._records[record["id"]] = _blank() | _copy(record)
+                current["attempts"] = 0
+            if current["state"] not in FINISHED_STATES:
+                current.update(state="running", started_at=record["started_at"],
+                               worker=record.get("worker"))
+                current["attempts"] = (current.get("attempts") or 0) + 1
+            return _copy(current)
+
+    def update(
+        self,
+        job_id: str,
+        fields: dict[str, Any],
+        *,
+        unless: Collection[str] = (),
+        insert: dict[str, Any] | None = None,
+    ) -> bool:
+        with self._lock:
+            current = self._live(job_id)
+            if current is None:
+                if insert is None:
+                    return False
+                current = self._records[job_id] = _blank() | _copy(insert) | {"id": job_id}
+            elif current["state"] in unless:
+                return False
+            current.update(_copy(fields))
+            return True
+
+    def get(self, job_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            current = self._live(job_id)
+            return None if current is None else _copy(current)
+
+    def find(
+        self, *, state: str | None = None, task: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = [r for r in self._records.values()
+                    if (state is None or r["state"] == state) and (task is None or r["task"] == task)
+                    and not _expired(r, time.time())]
+        rows.sort(key=lambda r: r.get("created_at") or 0, reverse=True)
+        return [_copy(r) for r in rows[:limit]]
+
+    def counts(self) -> dict[str, int]:
+        now = time.time()
+        counts: dict[str, int] = {}
+        with self._lock:
+            for record in self._records.values():
+                if not _expired(record, now):
+                    counts[record["state"]] = counts.get(record["state"], 0) + 1
+        return counts
+
+    def delete(self, job_id: str) -> None:
+        with self._lock:
+            self._records.pop(job_id, None)
+
+    def ping(self) -> None:
+        return None
+
+    def prune(self, now: float | None = None) -> int:
+        now = time.time() if now is None else now
+        with self._lock:
+            dead = [k for k, r in self._records.items() if _expired(r, now)]
+            for key in dead:
+                del self._records[key]
+        return len(dead)
+
+    def _live(self, job_id: str) -> dict[str, Any] | None:
+        record = self._records.get(job_id)
+        if record is not None and _expired(record, time.time()):
+            del self._records[job_id]
+            return None
+        return record
+
+
+def _blank() -> dict[str, Any]:
+    record: dict[str, Any] = dict.fromkeys(RECORD_FIELDS)
+    record.update(state="queued", attempts=0, args=[], kwargs={})
+    return record
+
+
+def _expired(record: dict[str, Any], now: float) -> bool:
+    expires = record.get("expires_at")
+    return expires is not None and expires <= now

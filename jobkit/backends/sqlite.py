@@ -1,0 +1,232 @@
+"""SQLite result backend: the embedded default.
+
+URL: ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``.
+Options (query string): ``synchronous=normal|full`` (default ``normal``:
+survives a killed process; ``full`` also survives power loss, slower),
+``timeout=<seconds>`` to wait on a locked database (default 30).
+
+Features: WAL journal, so any number of worker processes and API processes
+may share one file; one connection per thread; every write is a single
+upsert statement (atomic, no explicit transactions); args, kwargs, result and
+error are stored as JSON text; expired rows are pruned by :meth:`prune` and
+hidden from reads until then. Needs SQLite 3.35+ (``RETURNING``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from jobkit.backends.base import Backend
+from jobkit.errors import BackendError, BackendUnavailable, ConfigError
+from jobkit.job import FINISHED_STATES, RECORD_FIELDS
+
+_JSON_FIELDS = frozenset({"args", "kwargs", "result", "error"})
+_COLUMNS = ", ".join(RECORD_FIELDS)
+_FINISHED = "('" + "','".join(sorted(FINISHED_STATES)) + "')"
+
+
+class SQLiteBackend(Backend):
+    """Job records in one SQLite table, ``jobs``."""
+
+    DDL = (
+        """CREATE TABLE IF NOT EXISTS jobs (
+            id TEXT PRIMARY KEY, task TEXT, args TEXT, kwargs TEXT, queue TEXT,
+            state TEXT NOT NULL, broker_id INTEGER, priority INTEGER,
+            attempts INTEGER NOT NULL DEFAULT 0, result TEXT, error TEXT,
+            created_at REAL, started_at REAL, finished_at REAL, expires_at REAL,
+            worker TEXT, idempotency_key TEXT)""",
+        "CREATE INDEX IF NOT EXISTS jobs_state_created ON jobs (state, created_at)",
+        "CREATE INDEX IF NOT EXISTS jobs_task_created ON jobs (task, created_at)",
+        "CREATE INDEX IF NOT EXISTS jobs_expires ON jobs (expires_at)",
+    )
+    ADD = (f"INSERT OR IGNORE INTO jobs ({_COLUMNS})"
+           f" VALUES ({', '.join('?' * len(RECORD_FIELDS))})")
+    REFRESH = ("UPDATE jobs SET broker_id = coalesce(?, broker_id),"
+               " priority = coalesce(?, priority), queue = coalesce(?, queue) WHERE id = ?")
+    CLAIM = (
+        "INSERT INTO jobs (id, task, args, kwargs, queue, priority, created_at, state, attempts,"
+        " started_at, worker) VALUES (?, ?, ?, ?, ?, ?, ?, 'running', 1, ?, ?) "
+        "ON CONFLICT (id) DO UPDATE SET state = 'running', attempts = attempts + 1,"
+        " started_at = excluded.started_at, worker = excluded.worker"
+        f" WHERE state NOT IN {_FINISHED} RETURNING {_COLUMNS}"
+    )
+
+    def __init__(self, url: str, **options: Any) -> None:
+        super().__init__(url, **options)
+        parts = urlsplit(url)
+        self.path = parts.path[1:] if parts.path.startswith("/") else parts.path
+        if not self.path or self.path == ":memory:":
+            raise ConfigError(f"{url!r}: give sqlite a file path (memory:// keeps records in memory)")
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        self.synchronous = query.get("synchronous", "normal").upper()
+        if self.synchronous not in ("NORMAL", "FULL", "EXTRA"):
+            raise ConfigError(f"{url!r}: synchronous must be normal, full or extra")
+        self.timeout_s = float(query.get("timeout", 30))
+        self._local = threading.local()
+        self._pid = os.getpid()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
+
+    # -- connections -------------------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._pid != os.getpid():  # forked: the parent's connections are not ours
+            self._local, self._all, self._pid = threading.local(), [], os.getpid()
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+            with self._all_lock:
+                self._all.append(conn)
+        return conn
+
+    def _connect(self) -> sqlite3.Connection:
+        if sqlite3.sqlite_version_info < (3, 35):
+            raise ConfigError(f"SQLite {sqlite3.sqlite_version} is too old: jobkit needs 3.35+")
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None,
+                               check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        for statement in self.DDL:
+            conn.execute(statement)
+        return conn
+
+    @contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        try:
+            yield self._conn()
+        except sqlite3.OperationalError as exc:
+            raise BackendUnavailable(f"sqlite {self.path}: {exc}") from None
+        except sqlite3.Error as exc:
+            raise BackendError(f"sqlite {self.path}: {exc}") from None
+
+    def close(self) -> None:
+        with self._all_lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            conn.close()
+        self._local = threading.local()
+
+    # -- the contract ------------------------------------------------------
+
+    def add(self, record: dict[str, Any]) -> bool:
+        full = {"state": "queued", "attempts": 0} | record
+        with self._db() as db:
+            if db.execute(self.ADD, [_out(f, full.get(f)) for f in RECORD_FIELDS]).rowcount:
+                return True
+            db.execute(self.REFRESH, (record.get("broker_id"), record.get("priority"),
+                                      record.get("queue"), record["id"]))
+        return False
+
+    def claim(self, record: dict[str, Any]) -> dict[str, Any]:
+        r = record
+        with self._db() as db:
+            row = db.execute(self.CLAIM, (
+                r["id"], r.get("task"), _json(r.get("args", [])), _json(r.get("kwargs", {})),
+                r.get("queue"), r.get("priority"), r.get("created_at"), r["started_at"],
+                r.get("worker"),
+            )).fetchone()
+        if row is not None:
+            return _record(row)
+        current = self.get(r["id"])  # finished: left as it was
+        if current is None:  # finished long ago and expired: start afresh
+            self.delete(r["id"])
+            return self.claim(record)
+        return current
+
+    def update(
+        self,
+        job_id: str,
+        fields: dict[str, Any],
+        *,
+        unless: Collection[str] = (),
+        insert: dict[str, Any] | None = None,
+    ) -> bool:
+        names = list(fields)
+        guard = f" AND state NOT IN ({', '.join('?' * len(unless))})" if unless else ""
+        with self._db() as db:
+            if insert is None:
+                sets = ", ".join(f"{n} = ?" for n in names)
+                cur = db.execute(f"UPDATE jobs SET {sets} WHERE id = ?{guard}",
+                                 [_out(n, fields[n]) for n in names] + [job_id, *unless])
+                return cur.rowcount > 0
+            full = {"state": "queued", "attempts": 0} | insert | fields | {"id": job_id}
+            cols = list(full)
+            sets = ", ".join(f"{n} = excluded.{n}" for n in names)
+            where = guard.replace(" AND ", " WHERE ", 1)
+            cur = db.execute(
+                f"INSERT INTO jobs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
+                f"ON CONFLICT (id) DO UPDATE SET {sets}{where}",
+                [_out(c, full[c]) for c in cols] + list(unless))
+            return cur.rowcount > 0
+
+    def get(self, job_id: str) -> dict[str, Any] | None:
+        with self._db() as db:
+            row = db.execute(
+                f"SELECT {_COLUMNS} FROM jobs WHERE id = ? AND (expires_at IS NULL OR expires_at > ?)",
+                (job_id, time.time())).fetchone()
+        return None if row is None else _record(row)
+
+    def find(
+        self, *, state: str | None = None, task: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        where, params = ["(expires_at IS NULL OR expires_at > ?)"], [time.time()]
+        if state is not None:
+            where.append("state = ?")
+            params.append(state)  # type: ignore[arg-type]
+        if task is not None:
+            where.append("task = ?")
+            params.append(task)  # type: ignore[arg-type]
+        sql = (f"SELECT {_COLUMNS} FROM jobs WHERE {' AND '.join(where)}"
+               " ORDER BY created_at DESC LIMIT ?")
+        with self._db() as db:
+            rows = db.execute(sql, [*params, limit]).fetchall()
+        return [_record(row) for row in rows]
+
+    def counts(self) -> dict[str, int]:
+        with self._db() as db:
+            rows = db.execute(
+                "SELECT state, count(*) FROM jobs WHERE expires_at IS NULL OR expires_at > ?"
+                " GROUP BY state", (time.time(),)).fetchall()
+        return {state: n for state, n in rows}
+
+    def delete(self, job_id: str) -> None:
+        with self._db() as db:
+            db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+
+    def ping(self) -> None:
+        with self._db() as db:
+            db.execute("SELECT 1").fetchone()
+
+    def prune(self, now: float | None = None) -> int:
+        with self._db() as db:
+            cur = db.execute("DELETE FROM jobs WHERE expires_at <= ?",
+                             (time.time() if now is None else now,))
+        return cur.rowcount
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _out(field: str, value: Any) -> Any:
+    if field in _JSON_FIELDS and value is not None:
+        return _json(value)
+    return value
+
+
+def _record(row: tuple[Any, ...]) -> dict[str, Any]:
+    record = dict(zip(RECORD_FIELDS, row))
+    for field in _JSON_FIELDS:
+        if record[field] is not None:
+            record[field] = json.loads(record[field])
+    return record

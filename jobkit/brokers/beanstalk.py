@@ -1,0 +1,302 @@
+"""beanstalkd broker, over greenstalk.
+
+URL: ``beanstalk://host:port`` (port 11300 by default). Options (query
+string): ``connect_timeout=<seconds>`` (default 2).
+
+Features: one tube per queue; priority, delay and TTR are beanstalkd's own
+(seconds; priority 0 is most urgent); a consumer is one connection, and
+delete/release/bury/touch go over the connection that reserved the job, as
+beanstalkd requires. Producers share a small pool of connections; a pooled
+connection found dead is replaced once before an error is reported, so a
+restarted beanstalkd costs no failed request. ``DRAINING`` and connection
+errors raise :class:`~jobkit.errors.BrokerUnavailable`; ``JOB_TOO_BIG``
+raises :class:`~jobkit.errors.PayloadTooLarge`.
+"""
+from __future__ import annotations
+
+import os
+import queue as queue_mod
+import socket
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlsplit
+
+import greenstalk
+
+from jobkit.brokers.base import STATS_JOB_KEYS, Broker, Consumer, Delivery, Peeked
+from jobkit.errors import BrokerError, BrokerUnavailable, ConfigError, PayloadTooLarge
+
+T = TypeVar("T")
+# ValueError: I/O on a socket another thread closed, or a garbled reply
+_LOST = (ConnectionError, OSError, EOFError, ValueError, AssertionError,
+         greenstalk.UnknownResponseError)
+_POOL_SIZE = 16
+OP_TIMEOUT_S = 5.0  # a single command; a reserve waits its own timeout on top
+
+
+def parse_url(url: str) -> tuple[tuple[str, int], float]:
+    """Return ``((host, port), connect_timeout_s)`` for a ``beanstalk://`` URL.
+
+    Raises:
+        ConfigError: the URL has no usable host or port.
+    """
+    parts = urlsplit(url)
+    try:
+        port = parts.port or 11300
+    except ValueError:
+        raise ConfigError(f"bad beanstalk URL {url!r}: invalid port") from None
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    try:
+        timeout = float(query.get("connect_timeout", 2.0))
+    except ValueError:
+        raise ConfigError(f"bad beanstalk URL {url!r}: connect_timeout is not a number") from None
+    return (parts.hostname or "127.0.0.1", port), timeout
+
+
+class _Connection:
+    """A greenstalk client, its socket and the tube it is using."""
+
+    def __init__(self, address: tuple[str, int], connect_timeout_s: float) -> None:
+        try:
+            self.sock = socket.create_connection(address, timeout=connect_timeout_s)
+        except OSError as exc:
+            raise BrokerUnavailable(f"beanstalkd at {address[0]}:{address[1]}: {exc}") from None
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.settimeout(OP_TIMEOUT_S)
+        self.client: greenstalk.Client[bytes] = greenstalk.Client(self.sock, encoding=None)
+        self.tube = "default"
+
+    def close(self) -> None:
+        try:
+            self.client.close()
+        except OSError:
+            pass
+
+    def use(self, tube: str) -> None:
+        if tube != self.tube:
+            self.client.use(tube)
+            self.tube = tube
+
+
+class BeanstalkBroker(Broker):
+    """beanstalkd as jobkit's broker."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.address, self.connect_timeout_s = parse_url(url)
+        self._pool: queue_mod.LifoQueue[_Connection] = queue_mod.LifoQueue()
+        self._pid = os.getpid()
+
+    @contextmanager
+    def _producer(self, fresh: bool = False) -> Iterator[_Connection]:
+        if self._pid != os.getpid():  # forked: leave the parent's sockets alone
+            self._pool, self._pid = queue_mod.LifoQueue(), os.getpid()
+        conn = None if fresh else self._take()
+        if conn is None:
+            conn = _Connection(self.address, self.connect_timeout_s)
+        try:
+            yield conn
+        except greenstalk.BeanstalkdError:
+            self._give(conn)  # an error reply leaves the connection usable
+            raise
+        except BaseException:
+            conn.close()
+            raise
+        self._give(conn)
+
+    def _give(self, conn: _Connection) -> None:
+        if self._pool.qsize() < _POOL_SIZE:
+            self._pool.put(conn)
+        else:
+            conn.close()
+
+    def _take(self) -> _Connection | None:
+        try:
+            return self._pool.get_nowait()
+        except queue_mod.Empty:
+            return None
+
+    def _call(self, action: Callable[[_Connection], T]) -> T:
+        """Run ``action`` on a pooled connection; retry once on a fresh one if it was dead."""
+        try:
+            for attempt in (0, 1):
+                reused = attempt == 0 and not self._pool.empty()
+                try:
+                    with self._producer(fresh=attempt == 1) as conn:
+                        return action(conn)
+                except _LOST as exc:
+                    if not reused:
+                        raise BrokerUnavailable(f"beanstalkd at {self._where}: {exc!r}") from None
+        except greenstalk.DrainingError:
+            raise BrokerUnavailable(f"beanstalkd at {self._where} is draining") from None
+        except greenstalk.JobTooBigError:
+            raise PayloadTooLarge("job is larger than beanstalkd's max-job-size") from None
+        except greenstalk.BeanstalkdError as exc:
+            raise BrokerError(f"beanstalkd: {type(exc).__name__}") from None
+        raise AssertionError("unreachable")
+
+    @property
+    def _where(self) -> str:
+        return f"{self.address[0]}:{self.address[1]}"
+
+    def put(self, body: bytes, *, queue: str, priority: int, delay_s: int, ttr_s: int) -> int:
+        def put(conn: _Connection) -> int:
+            conn.use(queue)
+            return conn.client.put(body, priority=priority, delay=delay_s, ttr=ttr_s)
+        return self._call(put)
+
+    def consumer(self, queues: Sequence[str]) -> Consumer:
+        return BeanstalkConsumer(self.address, self.connect_timeout_s, queues)
+
+    def peek(self, broker_id: int) -> Peeked | None:
+        def peek(conn: _Connection) -> Peeked | None:
+            try:
+                job = conn.client.peek(broker_id)
+                stats = conn.client.stats_job(broker_id)
+            except greenstalk.NotFoundError:
+                return None
+            return Peeked(broker_id, job.body, _job_stats(stats))
+        return self._call(peek)
+
+    def peek_buried(self, queue: str) -> Peeked | None:
+        def peek(conn: _Connection) -> Peeked | None:
+            conn.use(queue)
+            try:
+                job = conn.client.peek_buried()
+                stats = conn.client.stats_job(job.id)
+            except greenstalk.NotFoundError:
+                return None
+            return Peeked(job.id, job.body, _job_stats(stats))
+        return self._call(peek)
+
+    def delete(self, broker_id: int) -> bool:
+        def delete(conn: _Connection) -> bool:
+            try:
+                conn.client.delete(broker_id)
+            except greenstalk.NotFoundError:
+                return False
+            return True
+        return self._call(delete)
+
+    def kick(self, broker_id: int) -> bool:
+        def kick(conn: _Connection) -> bool:
+            try:
+                conn.client.kick_job(broker_id)
+            except greenstalk.NotFoundError:
+                return False
+            return True
+        return self._call(kick)
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        def stats(conn: _Connection) -> dict[str, dict[str, int]]:
+            return {tube: _tube_stats(conn.client.stats_tube(tube)) for tube in conn.client.tubes()}
+        return self._call(stats)
+
+    def close(self) -> None:
+        while (conn := self._take()) is not None:
+            conn.close()
+
+
+class BeanstalkConsumer(Consumer):
+    """One beanstalkd connection watching the given tubes."""
+
+    def __init__(self, address: tuple[str, int], connect_timeout_s: float,
+                 queues: Sequence[str]) -> None:
+        self.address = address
+        self.connect_timeout_s = connect_timeout_s
+        self.queues = list(queues)
+        self._conn: _Connection | None = None
+        self._session = 0
+        self._closed = False
+
+    def _connected(self) -> _Connection:
+        if self._closed:
+            raise BrokerUnavailable("consumer was interrupted")
+        if self._conn is None:
+            conn = _Connection(self.address, self.connect_timeout_s)
+            try:
+                for tube in self.queues:
+                    conn.client.watch(tube)
+                if "default" not in self.queues:
+                    conn.client.ignore("default")
+            except _LOST as exc:
+                conn.close()
+                raise BrokerUnavailable(f"beanstalkd: {exc!r}") from None
+            self._conn, self._session = conn, self._session + 1
+        return self._conn
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def reserve(self, timeout_s: float) -> Delivery | None:
+        conn = self._connected()
+        wait = max(0, int(timeout_s))
+        try:
+            conn.sock.settimeout(wait + OP_TIMEOUT_S)
+            job = conn.client.reserve(timeout=wait)
+            conn.sock.settimeout(OP_TIMEOUT_S)
+        except (greenstalk.TimedOutError, greenstalk.DeadlineSoonError):
+            conn.sock.settimeout(OP_TIMEOUT_S)
+            return None
+        except _LOST as exc:
+            self._drop()
+            raise BrokerUnavailable(f"beanstalkd connection lost: {exc!r}") from None
+        return Delivery(job.id, job.body, self._session)
+
+    def _settle(self, delivery: Delivery, command: Callable[[greenstalk.Client[bytes]], Any]) -> bool:
+        if delivery.session != self._session or self._conn is None:
+            return False
+        try:
+            command(self._conn.client)
+        except greenstalk.NotFoundError:
+            return False
+        except _LOST:
+            self._drop()
+            return False
+        return True
+
+    def delete(self, delivery: Delivery) -> bool:
+        return self._settle(delivery, lambda c: c.delete(delivery.broker_id))
+
+    def release(self, delivery: Delivery, *, priority: int, delay_s: int) -> bool:
+        job = greenstalk.Job(delivery.broker_id, b"")
+        return self._settle(delivery, lambda c: c.release(job, priority=priority, delay=delay_s))
+
+    def bury(self, delivery: Delivery, *, priority: int) -> bool:
+        job = greenstalk.Job(delivery.broker_id, b"")
+        return self._settle(delivery, lambda c: c.bury(job, priority=priority))
+
+    def touch(self, delivery: Delivery) -> bool:
+        job = greenstalk.Job(delivery.broker_id, b"")
+        return self._settle(delivery, lambda c: c.touch(job))
+
+    def interrupt(self) -> None:
+        self._closed = True
+        conn = self._conn
+        if conn is not None:
+            try:
+                conn.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self._closed = True
+        self._drop()
+
+
+def _job_stats(raw: Any) -> dict[str, Any]:
+    return {key: raw.get(key) for key in STATS_JOB_KEYS}
+
+
+def _tube_stats(raw: Any) -> dict[str, int]:
+    return {
+        "ready": raw["current-jobs-ready"], "reserved": raw["current-jobs-reserved"],
+        "delayed": raw["current-jobs-delayed"], "buried": raw["current-jobs-buried"],
+        "urgent": raw["current-jobs-urgent"], "total": raw["total-jobs"],
+        "waiting": raw["current-waiting"],
+    }

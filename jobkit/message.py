@@ -1,0 +1,177 @@
+"""The wire envelope: one JSON object per broker message, UTF-8, never pickle.
+
+``{"v": 1, "id", "task", "args", "kwargs", "queue", "priority", "ttr",
+"max_retries", "enqueued_at"}``. Also the JSON rules every edge shares: no
+NaN/Infinity, no NUL characters, no lone surrogates, nesting at most
+:data:`MAX_DEPTH` levels.
+"""
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from jobkit.errors import PayloadError, PoisonMessage
+
+VERSION = 1
+MAX_DEPTH = 64
+#: Job ids are URL-safe: letters, digits, ``-`` and ``_``; at most 64 characters.
+JOB_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
+#: Task and queue names: what beanstalkd accepts as a tube name, minus leading ``-``.
+NAME_RE = re.compile(r"[A-Za-z0-9_.:+/;$()][A-Za-z0-9_.:+/;$()-]{0,199}\Z")
+
+_encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+
+
+def new_job_id() -> str:
+    """Return a fresh job id: 32 hex digits (a random UUID), unique across brokers and restarts."""
+    return uuid.uuid4().hex
+
+
+def dumps(value: Any) -> str:
+    """Encode ``value`` as compact JSON text.
+
+    Raises:
+        PayloadError: the value is not plain JSON data, or nests too deeply.
+    """
+    check_shape(value)
+    try:
+        return _encode(value)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise PayloadError(f"not JSON-serialisable: {exc}") from None
+
+
+def loads(data: bytes | str) -> Any:
+    """Decode JSON text, holding it to the rules of this module.
+
+    Raises:
+        PayloadError: invalid UTF-8 or JSON, NaN/Infinity, NUL, nesting over MAX_DEPTH.
+    """
+    try:
+        value = json.loads(data, parse_constant=_reject_constant)
+    except UnicodeDecodeError:
+        raise PayloadError("body is not valid UTF-8") from None
+    except RecursionError:
+        raise PayloadError(f"JSON nests deeper than {MAX_DEPTH} levels") from None
+    except ValueError as exc:  # JSONDecodeError, or an integer over Python's digit limit
+        raise PayloadError(f"malformed JSON: {exc}") from None
+    check_shape(value)
+    return value
+
+
+def check_shape(value: Any) -> None:
+    """Check nesting depth, NUL characters and lone surrogates without recursion.
+
+    Raises:
+        PayloadError: the value breaks one of those rules.
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            _check_text(item)
+        elif isinstance(item, (dict, list, tuple)):
+            if depth > MAX_DEPTH:
+                raise PayloadError(f"JSON nests deeper than {MAX_DEPTH} levels")
+            if isinstance(item, dict):
+                for key in item:
+                    if isinstance(key, str):
+                        _check_text(key)
+                stack.extend((v, depth + 1) for v in item.values())
+            else:
+                stack.extend((v, depth + 1) for v in item)
+
+
+def _check_text(text: str) -> None:
+    if "\x00" in text:
+        raise PayloadError("NUL characters are not allowed in JSON strings")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise PayloadError("lone surrogate in JSON string") from None
+
+
+def _reject_constant(name: str) -> Any:
+    raise PayloadError(f"{name} is not valid JSON")
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """One job as it travels through the broker."""
+
+    id: str
+    task: str
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    queue: str = "default"
+    priority: int = 1024
+    ttr: int = 60
+    max_retries: int = 0
+    enqueued_at: float = 0.0
+
+    def encode(self) -> bytes:
+        """Return the message body.
+
+        Raises:
+            PayloadError: args or kwargs are not plain JSON data.
+        """
+        body = {
+            "v": VERSION, "id": self.id, "task": self.task, "args": self.args,
+            "kwargs": self.kwargs, "queue": self.queue, "priority": self.priority,
+            "ttr": self.ttr, "max_retries": self.max_retries, "enqueued_at": self.enqueued_at,
+        }
+        return dumps(body).encode("utf-8")
+
+    def record(self) -> dict[str, Any]:
+        """The job-record fields this envelope knows (see :data:`jobkit.job.RECORD_FIELDS`)."""
+        return {"id": self.id, "task": self.task, "args": self.args, "kwargs": self.kwargs,
+                "queue": self.queue, "priority": self.priority, "created_at": self.enqueued_at}
+
+    @classmethod
+    def decode(cls, body: bytes) -> Envelope:
+        """Parse a message body.
+
+        Raises:
+            PoisonMessage: the body is not a version-1 jobkit envelope; its
+                ``job_id`` attribute holds the id when one could be read.
+        """
+        try:
+            data = loads(body)
+        except PayloadError as exc:
+            raise PoisonMessage(f"undecodable message: {exc}") from None
+        if not isinstance(data, dict):
+            raise PoisonMessage("message is not a JSON object")
+        job_id = data.get("id")
+        if not isinstance(job_id, str) or not JOB_ID_RE.match(job_id):
+            raise PoisonMessage("message has no valid job id")
+        try:
+            return cls._from_dict(data)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PoisonMessage(f"malformed envelope: {exc}", job_id) from None
+
+    @classmethod
+    def _from_dict(cls, data: dict[str, Any]) -> Envelope:
+        if data.get("v") != VERSION:
+            raise ValueError(f"unsupported envelope version {data.get('v')!r}")
+        env = cls(
+            id=data["id"], task=data["task"], args=data.get("args", []),
+            kwargs=data.get("kwargs", {}), queue=data.get("queue", "default"),
+            priority=data.get("priority", 1024), ttr=data.get("ttr", 60),
+            max_retries=data.get("max_retries", 0), enqueued_at=data.get("enqueued_at", 0.0),
+        )
+        checks = (
+            isinstance(env.task, str), isinstance(env.args, list), isinstance(env.kwargs, dict),
+            isinstance(env.queue, str), _is_int(env.priority), _is_int(env.ttr),
+            _is_int(env.max_retries), isinstance(env.enqueued_at, (int, float)),
+        )
+        if not all(checks):
+            raise TypeError("a field has the wrong type")
+        return env
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+

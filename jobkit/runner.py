@@ -1,0 +1,205 @@
+"""One job's way through a worker: decode, claim, run, store, settle.
+
+Delivery semantics (at-least-once): a message is deleted only after its
+outcome is stored; a job whose record is already finished is settled without
+running again; failures are retried with backoff (release) until retries run
+out, then buried as dead letters; a job whose outcome cannot be stored goes
+back to the broker with a delay. See DESIGN.md, "Delivery semantics".
+"""
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from jobkit.brokers.base import DEFAULT_PRIORITY, Consumer, Delivery
+from jobkit.errors import BackendError, PayloadError, PoisonMessage, Retry
+from jobkit.message import Envelope, dumps
+
+if TYPE_CHECKING:
+    from jobkit.app import App
+    from jobkit.task import Task
+
+log = logging.getLogger("jobkit.worker")
+TRACEBACK_LIMIT = 16_384  # characters of traceback kept in a record
+OUTAGE_DELAY_S = 5  # how long a job waits in the broker when its outcome could not be stored
+
+
+@dataclass
+class Outcome:
+    """What one attempt produced."""
+
+    ok: bool
+    result: Any = None
+    error: dict[str, Any] | None = None
+    retry: bool = False  # the failure earns another attempt
+    retry_delay_s: float | None = None
+
+
+@dataclass
+class Attempt:
+    """A job a slot is running; the heartbeat touches it and enforces its time limit."""
+
+    delivery: Delivery
+    envelope: Envelope
+    task: Task[Any, Any]
+    attempts: int
+    started: float = field(default_factory=time.monotonic)
+    touched: float = 0.0  # monotonic time of the last touch (or the start)
+    done: bool = False  # the slot took the outcome
+    abandoned: bool = False  # the heartbeat or shutdown took the job away from the slot
+
+    def __post_init__(self) -> None:
+        self.touched = self.started
+
+    @property
+    def next_due(self) -> float:
+        """When the heartbeat must next look at this attempt (monotonic seconds)."""
+        limit_at = self.limit_at
+        touch_at = self.touched + self.touch_every_s
+        return touch_at if limit_at is None else min(touch_at, limit_at)
+
+    @property
+    def touch_every_s(self) -> float:
+        return max(0.5, self.envelope.ttr / 2)
+
+    @property
+    def limit_at(self) -> float | None:
+        limit = self.task.options.time_limit
+        return None if limit is None else self.started + limit
+
+
+def describe(exc: BaseException, with_traceback: bool = True) -> dict[str, Any]:
+    """The stored form of an error: ``{"type", "message", "traceback"}``."""
+    text = "".join(traceback.format_exception(exc)) if with_traceback else ""
+    return {"type": type(exc).__name__, "message": str(exc), "traceback": text[-TRACEBACK_LIMIT:]}
+
+
+class Runner:
+    """Runs deliveries for one worker; shared by its slots, holds no per-job state."""
+
+    def __init__(self, app: App, worker_name: str) -> None:
+        self.app = app
+        self.worker_name = worker_name
+
+    # -- before running ----------------------------------------------------
+
+    def prepare(self, consumer: Consumer, delivery: Delivery) -> Attempt | None:
+        """Decode and claim a delivery; settle it at once when it must not run.
+
+        Returns:
+            The attempt to run, or None when the delivery was settled here.
+
+        Raises:
+            BackendError: the claim could not be written (the job was released).
+        """
+        try:
+            env = Envelope.decode(delivery.body)
+        except PoisonMessage as exc:
+            self._poison(consumer, delivery, exc.job_id, str(exc), None)
+            return None
+        task = self.app.tasks.get(env.task)
+        if task is None:
+            self._poison(consumer, delivery, env.id, f"unknown task {env.task!r}", env)
+            return None
+        try:
+            record = self.app.backend.claim(env.record() | {
+                "worker": self.worker_name, "started_at": time.time()})
+        except BackendError:
+            consumer.release(delivery, priority=env.priority, delay_s=OUTAGE_DELAY_S)
+            raise
+        state, attempts = record["state"], record.get("attempts") or 0
+        if state in ("succeeded", "cancelled"):
+            consumer.delete(delivery)  # its outcome is stored: a redelivery, not new work
+        elif state == "failed":
+            consumer.bury(delivery, priority=env.priority)  # a dead letter stays one
+        elif attempts > env.max_retries + 1:
+            error = {"type": "WorkerLost", "traceback": "", "message":
+                     f"reserved {attempts} times without an outcome: its worker died each time"}
+            self._store_then(consumer, delivery, env, "failed", Outcome(False, error=error), attempts)
+        else:
+            return Attempt(delivery, env, task, attempts)
+        return None
+
+    def _poison(self, consumer: Consumer, delivery: Delivery, job_id: str | None,
+                reason: str, env: Envelope | None) -> None:
+        log.error("burying message %s (job %s): %s", delivery.broker_id, job_id, reason)
+        priority = env.priority if env is not None else DEFAULT_PRIORITY
+        if job_id is not None:
+            error = {"type": "PoisonMessage", "message": reason, "traceback": ""}
+            insert = env.record() if env is not None else {"task": None}
+            try:
+                self.app.backend.finish(job_id, "failed", error=error, insert=insert)
+            except BackendError:
+                log.warning("could not record why job %s was buried", job_id)
+        consumer.bury(delivery, priority=priority)
+
+    # -- running -----------------------------------------------------------
+
+    def execute(self, attempt: Attempt) -> Outcome:
+        """Call the task; never raises."""
+        env, opts = attempt.envelope, attempt.task.options
+        try:
+            result = attempt.task.fn(*env.args, **env.kwargs)
+            dumps(result)  # a result that cannot be stored is a failure now, not later
+            return Outcome(True, result=result)
+        except Retry as exc:
+            return Outcome(False, error=describe(exc, False), retry=True, retry_delay_s=exc.delay)
+        except PayloadError as exc:
+            return Outcome(False, error=describe(exc, False) | {"message": f"result: {exc}"})
+        except BaseException as exc:  # noqa: BLE001 - a task's failure is data here
+            return Outcome(False, error=describe(exc), retry=isinstance(exc, opts.retry_on))
+
+    # -- after running -----------------------------------------------------
+
+    def settle(self, consumer: Consumer, attempt: Attempt, outcome: Outcome) -> None:
+        """Store the outcome, then delete, release or bury the message.
+
+        Raises:
+            BackendError: the outcome could not be stored (the job was released).
+        """
+        env = attempt.envelope
+        if outcome.ok:
+            self._store_then(consumer, attempt.delivery, env, "succeeded", outcome, attempt.attempts)
+        elif outcome.retry and attempt.attempts <= env.max_retries:
+            self._store_then(consumer, attempt.delivery, env, "retrying", outcome, attempt.attempts)
+        else:
+            self._store_then(consumer, attempt.delivery, env, "failed", outcome, attempt.attempts)
+
+    def _store_then(self, consumer: Consumer, delivery: Delivery, env: Envelope, state: str,
+                    outcome: Outcome, attempts: int) -> None:
+        backend = self.app.backend
+        result = {"result": outcome.result} if outcome.ok else {}
+        try:
+            stored = backend.finish(env.id, state, error=outcome.error, attempts=attempts,
+                                    insert=env.record(), **result)
+        except BackendError:
+            log.warning("job %s: outcome not stored, back to the broker in %s s", env.id,
+                        OUTAGE_DELAY_S)
+            consumer.release(delivery, priority=env.priority, delay_s=OUTAGE_DELAY_S)
+            raise
+        if not stored or state == "succeeded":  # not stored: cancelled meanwhile
+            consumer.delete(delivery)
+        elif state == "retrying":
+            delay = outcome.retry_delay_s
+            delay_s = self.app.get_task(env.task).options.backoff(attempts) if delay is None else delay
+            log.info("job %s: attempt %d failed (%s), retrying in %s s", env.id, attempts,
+                     (outcome.error or {}).get("type"), delay_s)
+            consumer.release(delivery, priority=env.priority, delay_s=int(max(0, delay_s) + 0.999))
+        else:
+            log.warning("job %s failed for good after %d attempt(s): %s", env.id, attempts,
+                        (outcome.error or {}).get("message"))
+            consumer.bury(delivery, priority=env.priority)
+
+    def give_back(self, consumer: Consumer, attempt: Attempt) -> None:
+        """Release a job the worker stops running (shutdown); the attempt is not counted."""
+        env = attempt.envelope
+        consumer.release(attempt.delivery, priority=env.priority, delay_s=0)
+        try:
+            self.app.backend.update(env.id, {"state": "queued", "attempts": attempt.attempts - 1},
+                                    unless=("succeeded", "failed", "cancelled"))
+        except BackendError:
+            log.warning("job %s released, but its record still says running", env.id)
+

@@ -1,0 +1,135 @@
+"""Tasks: registered functions, their options, and how they are sent."""
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+
+from jobkit.brokers.base import DEFAULT_PRIORITY, DEFAULT_TTR, MAX_PRIORITY
+from jobkit.errors import ConfigError
+from jobkit.message import NAME_RE
+
+if TYPE_CHECKING:
+    from jobkit.app import App
+    from jobkit.job import Job
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    """How a task's jobs are queued, run and retried. Every time is in seconds.
+
+    Attributes:
+        queue: the queue (beanstalkd tube) its jobs go to.
+        priority: beanstalkd priority, 0 most urgent.
+        ttr: seconds a worker may hold a job before beanstalkd hands it to
+            another; the worker touches running jobs every ttr/2, so this only
+            matters when a worker dies or is cut off.
+        max_retries: further attempts after a failed one (0: fail at once).
+        retry_backoff: the first retry's delay; each further one doubles it.
+        retry_backoff_max: the cap on a retry's delay.
+        retry_on: exception types that earn a retry; others fail at once.
+        time_limit: seconds one attempt may run; None for no limit.
+    """
+
+    queue: str = "default"
+    priority: int = DEFAULT_PRIORITY
+    ttr: int = DEFAULT_TTR
+    max_retries: int = 0
+    retry_backoff: float = 1.0
+    retry_backoff_max: float = 600.0
+    retry_on: tuple[type[BaseException], ...] = field(default=(Exception,))
+    time_limit: float | None = None
+
+    def __post_init__(self) -> None:
+        check_queue(self.queue)
+        check_priority(self.priority)
+        if not isinstance(self.ttr, int) or self.ttr < 1:
+            raise ConfigError(f"ttr must be a whole number of seconds >= 1, not {self.ttr!r}")
+        if not isinstance(self.max_retries, int) or self.max_retries < 0:
+            raise ConfigError(f"max_retries must be an int >= 0, not {self.max_retries!r}")
+        if self.retry_backoff < 0 or self.retry_backoff_max < 0:
+            raise ConfigError("retry_backoff and retry_backoff_max must be >= 0 seconds")
+        if self.time_limit is not None and self.time_limit <= 0:
+            raise ConfigError(f"time_limit must be > 0 seconds, not {self.time_limit!r}")
+
+    def backoff(self, retry: int) -> int:
+        """Seconds to wait before retry number ``retry`` (1-based): exponential,
+        capped, with full jitter over its upper half, rounded up for beanstalkd."""
+        ceiling = min(self.retry_backoff_max, self.retry_backoff * 2 ** (retry - 1))
+        return math.ceil(random.uniform(ceiling / 2, ceiling))
+
+
+def check_queue(queue: Any) -> str:
+    """Return ``queue`` when it is a usable queue name, else raise ConfigError."""
+    if not isinstance(queue, str) or not NAME_RE.match(queue):
+        raise ConfigError(f"invalid queue name {queue!r}")
+    return queue
+
+
+def check_priority(priority: Any) -> int:
+    """Return ``priority`` when it is a beanstalkd priority, else raise ConfigError."""
+    if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= MAX_PRIORITY:
+        raise ConfigError(f"priority must be an int from 0 to {MAX_PRIORITY}, not {priority!r}")
+    return priority
+
+
+class Task(Generic[P, R]):
+    """A function registered with an :class:`~jobkit.App`.
+
+    Calling the task runs the function here and now; :meth:`delay` and
+    :meth:`apply_async` send it to a worker.
+    """
+
+    def __init__(self, app: App, fn: Callable[P, R], name: str, options: TaskOptions) -> None:
+        if not NAME_RE.match(name):
+            raise ConfigError(f"invalid task name {name!r}")
+        self.app = app
+        self.fn = fn
+        self.name = name
+        self.options = options
+        self.__doc__ = fn.__doc__
+        self.__wrapped__ = fn
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name}>"
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.fn(*args, **kwargs)
+
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> Job:
+        """Send the task with these arguments; return its :class:`~jobkit.Job`."""
+        return self.apply_async(args, kwargs)
+
+    def apply_async(
+        self,
+        args: Iterable[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        queue: str | None = None,
+        priority: int | None = None,
+        delay: float = 0,
+        ttr: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> Job:
+        """Send the task with per-call options.
+
+        Args:
+            args: positional arguments (JSON data).
+            kwargs: keyword arguments (JSON data).
+            queue: overrides the task's queue.
+            priority: overrides the task's priority (0 most urgent).
+            delay: seconds before the job may run (rounded up to whole seconds).
+            ttr: overrides the task's TTR, in seconds.
+            idempotency_key: a repeat with the same key returns the first job.
+
+        Raises:
+            PayloadError: arguments are not JSON data or too large.
+            BrokerUnavailable: the broker cannot take the job (nothing is recorded).
+        """
+        return self.app.send(self.name, args, kwargs, queue=queue, priority=priority,
+                             delay=delay, ttr=ttr, idempotency_key=idempotency_key)

@@ -1,0 +1,311 @@
+"""The worker: slots that reserve and run jobs, a heartbeat, and shutdown.
+
+Each slot is one thread with its own broker connection: blocking reserve ->
+run -> store -> delete, everything for a job on the connection that reserved
+it. A heartbeat thread touches running jobs every TTR/2 and stops jobs that
+overrun their task's ``time_limit``: it records them as failed by timeout
+and settles them; the thread pool then abandons the stuck thread and starts
+a fresh slot, while a process-pool child exits so that its supervisor
+replaces it (see :mod:`jobkit.pool`). SIGTERM/SIGINT stop reserving and let
+running jobs finish within ``grace_s``; then (or at a second signal) the
+jobs still running are released and the worker returns.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from jobkit.errors import BackendError, BrokerUnavailable, ConfigError, TimeLimitExceeded
+from jobkit.runner import Attempt, Outcome, Runner, describe
+
+if TYPE_CHECKING:
+    from jobkit.app import App
+
+log = logging.getLogger("jobkit.worker")
+IDLE_RESERVE_S = 30  # a blocking reserve wakes this often when idle (cost: ~0 CPU)
+PRUNE_EVERY_S = 3600.0
+EXIT_TIME_LIMIT = 70  # a process-pool child's exit code after it stopped an overrunning job
+
+
+class Backoff:
+    """Delays that double from ``first_s`` to ``max_s`` while failures repeat."""
+
+    def __init__(self, first_s: float = 0.1, max_s: float = 10.0) -> None:
+        self.first_s, self.max_s, self._next = first_s, max_s, first_s
+
+    def next(self) -> float:
+        delay, self._next = self._next, min(self._next * 2, self.max_s)
+        return delay
+
+    def reset(self) -> None:
+        self._next = self.first_s
+
+
+class Slot:
+    """One consumer connection and the thread that uses it."""
+
+    def __init__(self, worker: Worker, index: int) -> None:
+        self.worker = worker
+        self.consumer = worker.app.broker.consumer(worker.queues)
+        self.lock = threading.Lock()  # guards `attempt` and consumer use by other threads
+        self.attempt: Attempt | None = None
+        self.busy = False
+        self.retired = False
+        self.thread = threading.Thread(target=self._loop, name=f"jobkit-slot-{index}", daemon=True)
+
+    def _loop(self) -> None:
+        backoff = Backoff()
+        stopping = self.worker.stopping
+        try:
+            while not stopping.is_set() and not self.retired:
+                try:
+                    delivery = self.consumer.reserve(IDLE_RESERVE_S)
+                except BrokerUnavailable as exc:
+                    if not stopping.is_set():
+                        log.warning("broker unavailable (%s); retrying", exc)
+                        stopping.wait(backoff.next())
+                    continue
+                if delivery is None:
+                    continue
+                with self.lock:
+                    self.busy = True
+                try:
+                    if stopping.is_set():  # reserved just as the stop came: give it back
+                        self.consumer.release(delivery, priority=2**31, delay_s=0)
+                        break
+                    self._handle(delivery)
+                    backoff.reset()
+                except BackendError as exc:
+                    log.warning("backend unavailable (%s); pausing", exc)
+                    stopping.wait(backoff.next())
+                finally:
+                    with self.lock:
+                        self.busy = False
+        finally:
+            self.consumer.close()
+
+    def _handle(self, delivery: Any) -> None:
+        runner = self.worker.runner
+        attempt = runner.prepare(self.consumer, delivery)
+        if attempt is None:
+            return
+        with self.lock:
+            self.attempt = attempt
+        self.worker.heartbeat.watch(attempt)
+        outcome = runner.execute(attempt)
+        with self.lock:
+            self.attempt = None
+            if attempt.abandoned:  # the heartbeat or shutdown settled it already
+                return
+            attempt.done = True
+        runner.settle(self.consumer, attempt, outcome)
+
+    def take_over(self, attempt: Attempt) -> bool:
+        """Take ``attempt`` away from this slot's thread; False when it finished first."""
+        with self.lock:
+            if attempt.done or attempt.abandoned or self.attempt is not attempt:
+                return False
+            attempt.abandoned = True
+            return True
+
+    def interrupt_if_idle(self) -> None:
+        with self.lock:
+            if not self.busy:
+                self.consumer.interrupt()
+
+
+class Heartbeat:
+    """Touches running jobs every TTR/2 and enforces time limits; prunes expired records.
+
+    It sleeps until the earliest thing due; a slot starting a job wakes it
+    only when that job is due sooner than the heartbeat's next wake-up.
+    """
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.cond = threading.Condition()
+        self.closed = False
+        self.next_prune = time.monotonic()
+        self._wake_at = 0.0
+        self._sleeping = False
+        self._dirty = False
+        self.thread = threading.Thread(target=self._loop, name="jobkit-heartbeat", daemon=True)
+
+    def watch(self, attempt: Attempt) -> None:
+        """Tell the heartbeat a slot started ``attempt``."""
+        with self.cond:
+            if not self._sleeping or attempt.next_due < self._wake_at:
+                self._dirty = True
+                self.cond.notify()
+
+    def close(self) -> None:
+        with self.cond:
+            self.closed = True
+            self.cond.notify()
+
+    def _loop(self) -> None:
+        while True:
+            wait = self._beat(time.monotonic())
+            with self.cond:
+                if self.closed:
+                    return
+                if self._dirty:
+                    self._dirty = False
+                    continue
+                self._wake_at, self._sleeping = time.monotonic() + wait, True
+                self.cond.wait(wait)
+                self._sleeping = False
+
+    def _beat(self, now: float) -> float:
+        """Do what is due; return seconds until something else will be."""
+        if now >= self.next_prune:
+            self._prune()
+        wake = self.next_prune
+        for slot in self.worker.live_slots():
+            attempt = slot.attempt
+            if attempt is None:
+                continue
+            if attempt.limit_at is not None and now >= attempt.limit_at:
+                self.worker.time_limit_hit(slot, attempt)
+                continue
+            if now - attempt.touched >= attempt.touch_every_s:
+                with slot.lock:
+                    if slot.attempt is attempt and not attempt.done:
+                        slot.consumer.touch(attempt.delivery)
+                attempt.touched = now
+            wake = min(wake, attempt.next_due)
+        return max(0.05, wake - now)
+
+    def _prune(self) -> None:
+        self.next_prune = time.monotonic() + PRUNE_EVERY_S
+        try:
+            removed = self.worker.app.backend.prune()
+        except BackendError as exc:
+            log.warning("could not prune expired records: %s", exc)
+            return
+        if removed:
+            log.info("pruned %d expired job records", removed)
+
+
+class Worker:
+    """Runs jobs from ``queues`` with ``concurrency`` thread slots in this process.
+
+    Args:
+        app: the app whose tasks run here.
+        queues: queue names to reserve from (default: every queue of the app's tasks).
+        concurrency: how many jobs run at once.
+        grace_s: seconds running jobs get to finish after a stop.
+        exit_on_time_limit: exit the process when a job overruns its time
+            limit (process-pool children) instead of abandoning its thread.
+    """
+
+    def __init__(self, app: App, *, queues: Sequence[str] | None = None, concurrency: int = 1,
+                 grace_s: float = 30.0, exit_on_time_limit: bool = False) -> None:
+        if concurrency < 1:
+            raise ConfigError("concurrency must be at least 1")
+        if app.broker.url.startswith("memory:") and exit_on_time_limit:
+            raise ConfigError("the memory:// broker lives in one process: use --pool thread")
+        self.app = app
+        self.queues = list(queues or sorted({t.options.queue for t in app.tasks.values()} or {"default"}))
+        self.concurrency = concurrency
+        self.grace_s = grace_s
+        self.exit_on_time_limit = exit_on_time_limit
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self.runner = Runner(app, self.name)
+        self.stopping = threading.Event()
+        self.done = threading.Event()
+        self._hurry = threading.Event()
+        self.slots: list[Slot] = []
+        self._slots_lock = threading.Lock()
+        self.heartbeat = Heartbeat(self)
+
+    def start(self) -> None:
+        """Start the slots and the heartbeat in background threads."""
+        log.info("worker %s: %d slot(s) on queues %s", self.name, self.concurrency, ",".join(self.queues))
+        self.heartbeat.thread.start()
+        for index in range(self.concurrency):
+            self._add_slot(index)
+
+    def live_slots(self) -> list[Slot]:
+        """The slots not retired."""
+        with self._slots_lock:
+            return [slot for slot in self.slots if not slot.retired]
+
+    def _add_slot(self, index: int) -> None:
+        slot = Slot(self, index)
+        with self._slots_lock:
+            self.slots.append(slot)
+        slot.thread.start()
+
+    def run(self, install_signals: bool = True) -> None:
+        """Start, then block until stopped by :meth:`stop` or a signal."""
+        if install_signals:
+            self._install_signals()
+        self.start()
+        self.stopping.wait()
+        self._drain()
+
+    def stop(self, graceful: bool = True) -> None:
+        """Stop reserving; running jobs get ``grace_s`` unless ``graceful`` is False."""
+        if not graceful or self.stopping.is_set():
+            self._hurry.set()
+        self.stopping.set()
+        with self._slots_lock:
+            slots = list(self.slots)
+        for slot in slots:
+            slot.interrupt_if_idle()
+
+    def _install_signals(self) -> None:
+        def handler(signum: int, frame: Any) -> None:
+            log.warning("worker %s: %s, %s", self.name, signal.Signals(signum).name,
+                        "releasing running jobs now" if self.stopping.is_set()
+                        else f"finishing running jobs (up to {self.grace_s} s)")
+            self.stop()
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def _drain(self) -> None:
+        deadline = time.monotonic() + self.grace_s
+        for slot in list(self.slots):
+            while slot.thread.is_alive() and not slot.retired and not self._hurry.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                slot.thread.join(min(left, 0.1))
+        for slot in list(self.slots):
+            attempt = slot.attempt
+            if attempt is not None and slot.take_over(attempt):
+                log.warning("job %s released unfinished", attempt.envelope.id)
+                self.runner.give_back(slot.consumer, attempt)
+            slot.consumer.close()
+        self.heartbeat.close()
+        self.done.set()
+
+    def time_limit_hit(self, slot: Slot, attempt: Attempt) -> None:
+        """Record an overrunning attempt as failed by timeout and stop waiting for it."""
+        if not slot.take_over(attempt):
+            return
+        limit = attempt.task.options.time_limit
+        error = describe(TimeLimitExceeded(f"ran longer than its time limit of {limit} s"), False)
+        outcome = Outcome(False, error=error,
+                          retry=issubclass(TimeLimitExceeded, attempt.task.options.retry_on))
+        try:
+            self.runner.settle(slot.consumer, attempt, outcome)
+        except BackendError:
+            pass  # released for a later attempt by settle
+        if self.exit_on_time_limit:
+            log.error("job %s overran its time limit: exiting so the pool replaces this process",
+                      attempt.envelope.id)
+            os._exit(EXIT_TIME_LIMIT)
+        log.error("job %s overran its time limit: its thread is abandoned", attempt.envelope.id)
+        slot.retired = True
+        if not self.stopping.is_set():
+            with self._slots_lock:
+                index = len(self.slots)
+            self._add_slot(index)

@@ -1,0 +1,212 @@
+"""One contract, every backend (memory, sqlite, MongoDB)."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from jobkit.backends import Backend, backend_from_url
+from jobkit.errors import BackendUnavailable, ConfigError, JobNotFound, JobTimeout
+from tests.conftest import unique
+
+
+def accepted(job_id: str, **extra: object) -> dict[str, object]:
+    return {"id": job_id, "task": "add", "args": [1, 2], "kwargs": {"k": "v"}, "queue": "default",
+            "priority": 1024, "created_at": time.time(), "broker_id": 7} | extra
+
+
+def claim(backend: Backend, job_id: str) -> dict[str, object]:
+    return backend.claim(accepted(job_id, worker="w1", started_at=time.time()))
+
+
+def test_add_creates_a_queued_record_once(backend: Backend) -> None:
+    job_id = unique()
+    assert backend.add(accepted(job_id)) is True
+    assert backend.add(accepted(job_id, broker_id=9)) is False
+    record = backend.get(job_id)
+    assert record is not None
+    assert record["state"] == "queued" and record["attempts"] == 0
+    assert record["args"] == [1, 2] and record["kwargs"] == {"k": "v"}
+    assert record["broker_id"] == 9  # refreshed, the rest untouched
+
+
+def test_get_unknown_is_none(backend: Backend) -> None:
+    assert backend.get(unique()) is None
+
+
+def test_claim_counts_attempts_and_marks_running(backend: Backend) -> None:
+    job_id = unique()
+    backend.add(accepted(job_id))
+    assert claim(backend, job_id)["attempts"] == 1
+    record = claim(backend, job_id)
+    assert record["state"] == "running" and record["attempts"] == 2 and record["worker"] == "w1"
+
+
+def test_claim_creates_a_missing_record_from_the_envelope(backend: Backend) -> None:
+    job_id = unique()
+    record = claim(backend, job_id)
+    assert record["state"] == "running" and record["attempts"] == 1
+    assert record["task"] == "add" and record["args"] == [1, 2]
+
+
+def test_claim_leaves_a_finished_job_alone(backend: Backend) -> None:
+    job_id = unique()
+    claim(backend, job_id)
+    backend.finish(job_id, "succeeded", result={"x": 1}, attempts=1)
+    record = claim(backend, job_id)
+    assert record["state"] == "succeeded" and record["attempts"] == 1 and record["result"] == {"x": 1}
+
+
+def test_accept_after_finish_keeps_the_outcome(backend: Backend) -> None:
+    """The worker may store the outcome before the API records the job: order never matters."""
+    job_id = unique()
+    claim(backend, job_id)
+    backend.finish(job_id, "succeeded", result=3, attempts=1, insert=accepted(job_id))
+    assert backend.add(accepted(job_id, broker_id=11)) is False
+    record = backend.get(job_id)
+    assert record is not None
+    assert record["state"] == "succeeded" and record["result"] == 3 and record["broker_id"] == 11
+
+
+def test_finish_inserts_when_missing_and_sets_expiry(backend: Backend) -> None:
+    job_id = unique()
+    before = time.time()
+    assert backend.finish(job_id, "failed", error={"type": "E", "message": "m", "traceback": ""},
+                          insert=accepted(job_id))
+    record = backend.get(job_id)
+    assert record is not None and record["state"] == "failed"
+    assert record["error"]["type"] == "E" and record["task"] == "add"
+    assert before + 3600 - 5 <= record["expires_at"] <= time.time() + 3600 + 5
+
+
+def test_finish_never_overwrites_cancelled(backend: Backend) -> None:
+    job_id = unique()
+    backend.add(accepted(job_id))
+    assert backend.update(job_id, {"state": "cancelled"}, unless=("succeeded",))
+    assert backend.finish(job_id, "succeeded", result=1, insert=accepted(job_id)) is False
+    record = backend.get(job_id)
+    assert record is not None and record["state"] == "cancelled" and record["result"] is None
+
+
+def test_update_guards_states_and_does_not_insert_by_default(backend: Backend) -> None:
+    job_id = unique()
+    assert backend.update(job_id, {"state": "cancelled"}) is False
+    assert backend.get(job_id) is None
+    backend.add(accepted(job_id))
+    assert backend.update(job_id, {"state": "running"}, unless=("queued",)) is False
+    assert backend.update(job_id, {"state": "running"}, unless=("succeeded",)) is True
+
+
+def test_results_keep_any_json_and_never_read_keys_as_operators(backend: Backend) -> None:
+    job_id = unique()
+    result = {"$where": "1", "a.b": [1, {"$set": None}], "big": 10**40, "text": "é\u2028",
+              "nested": [[[["deep"]]]], "f": 1.5, "t": True}
+    backend.add(accepted(job_id, args=[{"$inc": {"x": 1}}]))
+    backend.finish(job_id, "succeeded", result=result)
+    record = backend.get(job_id)
+    assert record is not None and record["result"] == result
+    assert record["args"] == [{"$inc": {"x": 1}}]
+
+
+def test_find_filters_and_orders_newest_first(backend: Backend) -> None:
+    task = unique("task")
+    ids = []
+    for i in range(5):
+        job_id = unique()
+        ids.append(job_id)
+        backend.add(accepted(job_id, task=task, created_at=1000.0 + i))
+    backend.finish(ids[0], "succeeded", result=0)
+    found = backend.find(task=task, limit=3)
+    assert [r["id"] for r in found] == [ids[4], ids[3], ids[2]]
+    assert [r["id"] for r in backend.find(task=task, state="succeeded")] == [ids[0]]
+    assert backend.find(task=unique("none")) == []
+
+
+def test_counts_by_state(backend: Backend) -> None:
+    start = backend.counts()
+    a, b = unique(), unique()
+    backend.add(accepted(a))
+    backend.add(accepted(b))
+    backend.finish(b, "failed", error={"type": "E", "message": "", "traceback": ""})
+    counts = backend.counts()
+    assert counts.get("queued", 0) == start.get("queued", 0) + 1
+    assert counts.get("failed", 0) == start.get("failed", 0) + 1
+
+
+def test_delete(backend: Backend) -> None:
+    job_id = unique()
+    backend.add(accepted(job_id))
+    backend.delete(job_id)
+    assert backend.get(job_id) is None
+
+
+def test_expired_records_are_hidden_then_pruned(backend: Backend) -> None:
+    job_id, live = unique(), unique()
+    backend.add(accepted(job_id))
+    backend.add(accepted(live))
+    backend.finish(job_id, "succeeded", result=1, now=time.time() - 7200)  # expired an hour ago
+    assert backend.get(job_id) is None
+    assert job_id not in [r["id"] for r in backend.find(limit=1000)]
+    backend.prune()
+    assert backend.get(live) is not None
+    claim(backend, job_id)  # a redelivered job whose record expired starts afresh
+    record = backend.get(job_id)
+    assert record is not None and record["state"] == "running" and record["attempts"] == 1
+
+
+def test_wait_returns_finished_record_or_times_out(backend: Backend) -> None:
+    job_id = unique()
+    backend.add(accepted(job_id))
+    with pytest.raises(JobTimeout):
+        backend.wait(job_id, 0.05)
+    backend.finish(job_id, "succeeded", result=5)
+    assert backend.wait(job_id, 1)["result"] == 5
+    with pytest.raises(JobNotFound):
+        backend.wait(unique(), 1)
+
+
+def test_ping(backend: Backend) -> None:
+    backend.ping()
+
+
+def test_unknown_scheme_lists_the_known_ones() -> None:
+    with pytest.raises(ConfigError, match="memory://.*mongodb://.*sqlite://"):
+        backend_from_url("redis://localhost")
+
+
+def test_mongo_down_is_unavailable_quickly() -> None:
+    from jobkit.embedded import free_port
+
+    backend = backend_from_url(f"mongodb://127.0.0.1:{free_port()}/x?serverSelectionTimeoutMS=300")
+    with pytest.raises(BackendUnavailable):
+        backend.get("x")
+
+
+def test_mongo_indexes_include_ttl_on_expires_at(mongo_url: str) -> None:
+    backend = backend_from_url(mongo_url)
+    backend.ping()
+    import pymongo
+
+    indexes = list(pymongo.MongoClient(mongo_url).get_default_database()["jobs"].list_indexes())
+    keys = {tuple(ix["key"].keys()): ix for ix in indexes}
+    assert ("state", "created_at") in keys
+    assert keys[("expires_at",)].get("expireAfterSeconds") == 0
+
+
+def test_sqlite_is_shared_by_threads(sqlite_url: str) -> None:
+    import threading
+
+    backend = backend_from_url(sqlite_url)
+    ids = [unique() for _ in range(40)]
+
+    def work(chunk: list[str]) -> None:
+        for job_id in chunk:
+            claim(backend, job_id)
+            backend.finish(job_id, "succeeded", result=job_id)
+
+    threads = [threading.Thread(target=work, args=(ids[i::4],)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all((backend.get(i) or {}).get("result") == i for i in ids)
