@@ -10,4 +10,4 @@ from jobkit.task import Task, TaskOptions
 
 __version__ = "0.1.0"
 
-__all__ = ["App", "Job", "JobState", "JobStatus", "Task", "TaskOptions", "errors", "__version__"]
+__all__ = ["App", "Job", "JobState", "JobStatus", "Task", "TaskOptions", "__version__", "errors"]

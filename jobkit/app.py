@@ -11,8 +11,15 @@ from typing import Any, ParamSpec, TypeVar, overload
 from jobkit.backends import Backend, backend_from_url
 from jobkit.brokers import Broker, broker_from_url
 from jobkit.config import Settings
-from jobkit.errors import (BackendError, ConfigError, InvalidState, JobNotFound, PayloadError,
-                           PoisonMessage, TaskNotFound)
+from jobkit.errors import (
+    BackendError,
+    BrokerError,
+    ConfigError,
+    InvalidState,
+    PayloadError,
+    PoisonMessage,
+    TaskNotFound,
+)
 from jobkit.job import Job, JobState, JobStatus
 from jobkit.message import Envelope, new_job_id
 from jobkit.task import Task, TaskOptions, check_priority, check_queue
@@ -114,7 +121,8 @@ class App:
     def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
 
     @overload
-    def task(self, *, name: str | None = None, **options: Any) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+    def task(self, fn: None = None, /, *, name: str | None = None,
+             **options: Any) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
     def task(self, fn: Callable[P, R] | None = None, /, *, name: str | None = None,
              **options: Any) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
@@ -225,7 +233,7 @@ class App:
     def _take_back(self, broker_id: int, job_id: str) -> None:
         try:
             self.broker.delete(broker_id)
-        except Exception:
+        except BrokerError:
             log.error("job %s: could not be recorded nor taken back from the broker", job_id)
 
     def job(self, job_id: str) -> Job:
@@ -282,7 +290,8 @@ class App:
         """
         status = self.status(job_id)
         if status.state not in (JobState.FAILED, JobState.CANCELLED):
-            raise InvalidState(f"job {job_id} is {status.state.value}: only failed or cancelled jobs are retried")
+            raise InvalidState(
+                f"job {job_id} is {status.state.value}: only failed or cancelled jobs are retried")
         rec = status.record
         fresh = {"state": "queued", "attempts": 0, "error": None, "result": None,
                  "started_at": None, "finished_at": None, "expires_at": None}

@@ -168,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help="serve the HTTP API" + (" (alias of api)" if name == "manager" else ""),
                            description="Serve the HTTP API on waitress.")
         _api_flags(p)
-        p.add_argument("--processes", type=_positive, default=1, help="processes sharing the port (default 1)")
+        p.add_argument("--processes", type=_positive, default=1,
+                       help="processes sharing the port (default 1)")
         p.add_argument("--threads", type=_positive, default=8, help="threads per process (default 8)")
         _common(p, "INFO")
         p.set_defaults(func=cmd_api)

@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from dotenv import dotenv_values
 
@@ -72,7 +72,7 @@ class Settings:
             result_ttl=_number(env, float, cls.result_ttl, "JOBKIT_RESULT_TTL"),
         )
 
-    def replace(self, **changes: object) -> Settings:
+    def replace(self, **changes: Any) -> Settings:
         """Return a copy with ``changes`` applied; ``None`` values are ignored."""
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 

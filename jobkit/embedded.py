@@ -4,15 +4,35 @@ Also used by the tests and benchmarks to start real servers.
 """
 from __future__ import annotations
 
+import argparse
+import contextlib
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from jobkit.config import Settings, read_env
 from jobkit.errors import ConfigError
 
+if TYPE_CHECKING:
+    from jobkit.app import App
+
 DEFAULT_MAX_JOB_SIZE = 1 << 20  # bytes; beanstalkd's own default is 65,535
+
+
+def die_with_parent() -> None:
+    """Ask Linux to SIGTERM this process when its parent dies (best effort; no-op elsewhere)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -86,7 +106,8 @@ class Beanstalkd:
 
     def start(self) -> Beanstalkd:
         """Start beanstalkd and wait until it accepts connections."""
-        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, start_new_session=True,
+                                     preexec_fn=die_with_parent)
         wait_for_port(self.port, self.host, proc=self.proc)
         return self
 
@@ -109,3 +130,78 @@ class Beanstalkd:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+# -- jobkit up ----------------------------------------------------------------
+
+def up(settings: Settings, app: App, args: argparse.Namespace) -> int:
+    """Run the API, workers and (when installed) beanstalkd on this machine until a signal.
+
+    The broker is the configured one when ``JOBKIT_BROKER_URL`` (or the seed's
+    ``BEANSTALK_*``) is set, else a beanstalkd started here with a binlog under
+    ``.jobkit/``, else the in-process memory broker.
+    """
+    from jobkit.api.server import serve
+
+    with contextlib.ExitStack() as stack:
+        broker_url, how = _choose_broker(settings, args, stack)
+        app.configure(broker=broker_url)
+        settings = settings.replace(broker_url=broker_url)
+        workers = _start_workers(settings, app, args, stack)
+        _banner(settings, app, how, workers)
+        serve(settings, app, processes=1, threads=8)
+    return 0
+
+
+def _choose_broker(settings: Settings, args: argparse.Namespace,
+                   stack: contextlib.ExitStack) -> tuple[str, str]:
+    env = read_env(env_file=args.env_file)
+    if args.broker or any(k in env for k in ("JOBKIT_BROKER_URL", "BEANSTALK_HOST", "BEANSTALK_PORT")):
+        return settings.broker_url, "as configured"
+    if shutil.which("beanstalkd") is None:
+        return "memory://", "in-process memory broker (install beanstalkd for a durable queue)"
+    port = 11300 if port_is_free(11300) else free_port()
+    server = Beanstalkd(port=port, binlog_dir=Path(".jobkit") / "beanstalkd").start()
+    stack.callback(server.stop)
+    return server.url, "beanstalkd started here, binlog in .jobkit/beanstalkd"
+
+
+def _start_workers(settings: Settings, app: App, args: argparse.Namespace,
+                   stack: contextlib.ExitStack) -> str:
+    if settings.broker_url.startswith("memory:"):
+        from jobkit.worker import Worker
+
+        worker = Worker(app, concurrency=args.workers)
+        worker.start()
+        stack.callback(worker.shutdown)
+        return f"{args.workers} worker threads in this process"
+    argv = [sys.executable, "-m", "jobkit", "worker", "-A", settings.app, "--broker",
+            settings.broker_url, "--backend", settings.backend_url, "--env-file", args.env_file,
+            "--result-ttl", str(settings.result_ttl), "-c", str(args.workers), "--pool", "process",
+            "-l", args.loglevel]
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True,
+                            preexec_fn=die_with_parent)
+
+    def stop() -> None:
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    stack.callback(stop)
+    return f"{args.workers} worker processes (jobkit worker --pool process)"
+
+
+def _banner(settings: Settings, app: App, how: str, workers: str) -> None:
+    host = "127.0.0.1" if settings.api_host in ("0.0.0.0", "::", "") else settings.api_host
+    where = f"{host}:{settings.api_port}"
+    print(f"""jobkit up: app {settings.app} ({len(app.tasks)} tasks)
+  broker   {settings.broker_url}  ({how})
+  backend  {settings.backend_url}
+  workers  {workers}
+  api      http://{where}   (Ctrl-C to stop)
+try:
+  curl -X POST {where} -H "Content-Type: application/json" --data '{{"example":"data"}}'
+  curl {where}/<id>/""", flush=True)

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from multiprocessing.connection import wait
 from typing import TYPE_CHECKING, Any
 
+from jobkit.embedded import die_with_parent
 from jobkit.worker import Worker
 
 if TYPE_CHECKING:
@@ -34,19 +35,8 @@ def _child(app: App, queues: Sequence[str] | None, grace_s: float) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, signal.SIG_DFL)
     os.setpgrp()  # a terminal's Ctrl-C reaches the supervisor only, which forwards it once
-    _die_with_parent()
+    die_with_parent()
     Worker(app, queues=queues, concurrency=1, grace_s=grace_s, exit_on_time_limit=True).run()
-
-
-def _die_with_parent() -> None:
-    """Ask Linux to send SIGTERM to this process when its supervisor dies (best effort)."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 class ProcessPool:

@@ -21,7 +21,12 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from jobkit.errors import BackendError, BrokerUnavailable, ConfigError, TimeLimitExceeded
+from jobkit.errors import (
+    BackendError,
+    BrokerUnavailable,
+    ConfigError,
+    TimeLimitExceeded,
+)
 from jobkit.runner import Attempt, Outcome, Runner, describe
 
 if TYPE_CHECKING:
@@ -249,7 +254,7 @@ class Worker:
             self._install_signals()
         self.start()
         self.stopping.wait()
-        self._drain()
+        self.join()
 
     def stop(self, graceful: bool = True) -> None:
         """Stop reserving; running jobs get ``grace_s`` unless ``graceful`` is False."""
@@ -270,7 +275,13 @@ class Worker:
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
 
-    def _drain(self) -> None:
+    def shutdown(self, graceful: bool = True) -> None:
+        """Stop (see :meth:`stop`) and wait until the worker is done (see :meth:`join`)."""
+        self.stop(graceful)
+        self.join()
+
+    def join(self) -> None:
+        """After a stop: wait up to ``grace_s`` for running jobs, then release those left."""
         deadline = time.monotonic() + self.grace_s
         for slot in list(self.slots):
             while slot.thread.is_alive() and not slot.retired and not self._hurry.is_set():

@@ -48,7 +48,7 @@ class MongoBackend(Backend):
         except (mongo_errors.InvalidURI, mongo_errors.ConfigurationError, ValueError) as exc:
             raise ConfigError(f"bad MongoDB URL: {exc}") from None
         self.database = parsed.get("database") or "jobs"
-        self._client_options = {k: v for k, v in _DEFAULT_OPTIONS.items()
+        self._client_options: dict[str, Any] = {k: v for k, v in _DEFAULT_OPTIONS.items()
                                 if k.lower() not in parsed["options"]}
         self._client: pymongo.MongoClient[dict[str, Any]] | None = None
         self._pid = os.getpid()
@@ -188,7 +188,7 @@ def _live(query: dict[str, Any]) -> dict[str, Any]:
 
 
 def _date(seconds: float) -> dt.datetime:
-    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc)
+    return dt.datetime.fromtimestamp(seconds, dt.UTC)
 
 
 def _to_doc(record: dict[str, Any]) -> dict[str, Any]:
@@ -213,7 +213,7 @@ def _from_doc(doc: dict[str, Any]) -> dict[str, Any]:
         elif key in _JSON_FIELDS and isinstance(value, str):
             record[key] = json.loads(value)
         elif key == "expires_at" and isinstance(value, dt.datetime):
-            aware = value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+            aware = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
             record[key] = aware.timestamp()
         elif key in record:
             record[key] = value

@@ -62,7 +62,7 @@ class SQLiteBackend(Backend):
     def __init__(self, url: str, **options: Any) -> None:
         super().__init__(url, **options)
         parts = urlsplit(url)
-        self.path = parts.path[1:] if parts.path.startswith("/") else parts.path
+        self.path = parts.path.removeprefix("/")
         if not self.path or self.path == ":memory:":
             raise ConfigError(f"{url!r}: give sqlite a file path (memory:// keeps records in memory)")
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
@@ -74,6 +74,7 @@ class SQLiteBackend(Backend):
         self._pid = os.getpid()
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
+        self._schema_ready = False
 
     # -- connections -------------------------------------------------------
 
@@ -94,11 +95,31 @@ class SQLiteBackend(Backend):
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None,
                                check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
-        for statement in self.DDL:
-            conn.execute(statement)
+        with self._all_lock:
+            if not self._schema_ready:
+                self._set_up(conn)
+                self._schema_ready = True
         return conn
+
+    def _set_up(self, conn: sqlite3.Connection) -> None:
+        """Switch to WAL and create the table, retrying while another process does the same.
+
+        Changing the journal mode does not wait on SQLite's busy timeout, hence the loop.
+        """
+        deadline = time.monotonic() + self.timeout_s
+        pause = 0.01
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                for statement in self.DDL:
+                    conn.execute(statement)
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 0.25)
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
@@ -225,7 +246,7 @@ def _out(field: str, value: Any) -> Any:
 
 
 def _record(row: tuple[Any, ...]) -> dict[str, Any]:
-    record = dict(zip(RECORD_FIELDS, row))
+    record = dict(zip(RECORD_FIELDS, row, strict=True))
     for field in _JSON_FIELDS:
         if record[field] is not None:
             record[field] = json.loads(record[field])

@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import queue as queue_mod
 import socket
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar

@@ -1,0 +1,89 @@
+"""Tasks the tests run in real worker processes (``-A tests.taskapp:app``)."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from jobkit import App
+from jobkit.errors import Retry
+
+app = App("tests")
+
+
+@app.task
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+@app.task
+def boom(message: str = "boom") -> None:
+    raise ValueError(message)
+
+
+@app.task
+def sleepy(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def bump(path: str) -> int:
+    """Count calls in a file, across processes (one line per call)."""
+    with open(path, "a") as f:
+        f.write(f"{os.getpid()}\n")
+    return len(Path(path).read_text().splitlines())
+
+
+@app.task(max_retries=3, retry_backoff=0)
+def flaky(path: str, failures: int) -> int:
+    """Fail ``failures`` times, then return the number of calls."""
+    calls = bump(path)
+    if calls <= failures:
+        raise ConnectionError(f"failure {calls}")
+    return calls
+
+
+@app.task(max_retries=2, retry_backoff=0)
+def always_fails(path: str) -> None:
+    bump(path)
+    raise RuntimeError("always")
+
+
+@app.task(max_retries=5, retry_backoff=0, retry_on=ConnectionError)
+def picky(path: str) -> None:
+    bump(path)
+    raise KeyError("not retried")
+
+
+@app.task(max_retries=1)
+def asks_retry(path: str) -> int:
+    calls = bump(path)
+    if calls == 1:
+        raise Retry(delay=1, reason="not yet")
+    return calls
+
+
+@app.task(time_limit=1, ttr=5)
+def overruns(path: str, seconds: float) -> str:
+    bump(path)
+    time.sleep(seconds)
+    return "finished"
+
+
+@app.task(ttr=1)
+def long_job(path: str, seconds: float) -> float:
+    bump(path)
+    time.sleep(seconds)
+    return seconds
+
+
+@app.task(max_retries=2, ttr=2)
+def crash(path: str) -> None:
+    """Kill the worker process running it, every time."""
+    bump(path)
+    os._exit(3)
+
+
+@app.task
+def unserialisable() -> object:
+    return {1, 2}

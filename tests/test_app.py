@@ -1,0 +1,193 @@
+"""The Python API: App, @app.task, Task.delay/apply_async, Job, cancel/retry/kick."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from jobkit import App, Job, JobState
+from jobkit.embedded import free_port
+from jobkit.errors import (
+    BrokerUnavailable,
+    ConfigError,
+    InvalidState,
+    JobCancelled,
+    JobNotFound,
+    JobTimeout,
+    PayloadError,
+    TaskNotFound,
+)
+from jobkit.worker import Worker
+from tests.helpers import eventually
+
+
+@pytest.fixture
+def app(broker_url: str, backend_url: str) -> Iterator[App]:
+    """An app over each broker and each backend."""
+    app = App("t", broker=broker_url, backend=backend_url)
+    yield app
+    app.close()
+
+
+def test_decorating_never_connects() -> None:
+    app = App("t", broker=f"beanstalk://127.0.0.1:{free_port()}", backend=f"mongodb://127.0.0.1:{free_port()}/x")
+
+    @app.task
+    def plain(x: int) -> int:
+        return x * 2
+
+    @app.task(name="custom", queue="images", priority=100, ttr=120, max_retries=5,
+              retry_backoff=2.0, time_limit=60)
+    def resize(url: str, width: int) -> str:
+        return f"{url}@{width}"
+
+    assert plain(4) == 8 and resize("u", 10) == "u@10"  # direct calls run in-process
+    assert set(app.tasks) == {"plain", "custom"}
+    opts = app.tasks["custom"].options
+    assert (opts.queue, opts.priority, opts.ttr, opts.max_retries, opts.retry_backoff, opts.time_limit) == (
+        "images", 100, 120, 5, 2.0, 60)
+    with pytest.raises(BrokerUnavailable):  # sending is what connects
+        plain.delay(1)
+
+
+@pytest.mark.parametrize("options", [{"priority": -1}, {"priority": 2**32}, {"ttr": 0}, {"queue": "-bad"},
+                                     {"queue": "a b"}, {"max_retries": -1}, {"time_limit": 0},
+                                     {"nonsense": 1}])
+def test_bad_task_options_fail_at_decoration(options: dict[str, object]) -> None:
+    with pytest.raises(ConfigError):
+        App().task(**options)(lambda: None)
+
+
+def test_a_name_cannot_be_registered_twice() -> None:
+    app = App()
+    app.task(name="x")(lambda: 1)
+    with pytest.raises(ConfigError, match="already registered"):
+        app.task(name="x")(lambda: 2)
+
+
+def test_delay_records_the_job_as_queued(app: App) -> None:
+    @app.task
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    job = add.delay(1, 2)
+    assert isinstance(job, Job) and job.created
+    status = job.status()
+    assert status.state is JobState.QUEUED and status.attempts == 0
+    assert status.record["args"] == [1, 2] and status.record["task"] == "add"
+    assert app.locate(job.id, status.record["broker_id"])["state"] == "ready"
+
+
+def test_apply_async_options_reach_the_broker(app: App) -> None:
+    @app.task
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    job = add.apply_async((1,), {"b": 2}, queue="other", priority=3, delay=30, ttr=9)
+    record = job.status().record
+    stats = app.locate(job.id, record["broker_id"])
+    assert stats is not None
+    assert (stats["tube"], stats["pri"], stats["ttr"], stats["state"]) == ("other", 3, 9, "delayed")
+    assert record["kwargs"] == {"b": 2} and record["queue"] == "other"
+
+
+@pytest.mark.parametrize("call", [
+    lambda t: t.delay({1, 2}),
+    lambda t: t.apply_async((), {"k": object()}),
+    lambda t: t.delay(float("nan")),
+])
+def test_arguments_must_be_json(app: App, call: object) -> None:
+    task = app.task(name="t")(lambda *a, **k: None)
+    with pytest.raises(PayloadError):
+        call(task)  # type: ignore[operator]
+    assert app.backend.counts() == {}
+
+
+@pytest.mark.parametrize("options", [{"priority": -1}, {"delay": -1}, {"delay": "soon"}, {"ttr": 0},
+                                     {"queue": "with space"}, {"queue": "x" * 201}, {"idempotency_key": ""}])
+def test_bad_send_options_are_refused(app: App, options: dict[str, object]) -> None:
+    task = app.task(name="t")(lambda: None)
+    with pytest.raises(ConfigError):
+        task.apply_async(**options)  # type: ignore[arg-type]
+    assert app.backend.counts() == {}
+
+
+def test_unknown_tasks_and_jobs(app: App) -> None:
+    with pytest.raises(TaskNotFound):
+        app.send("nope")
+    with pytest.raises(JobNotFound):
+        app.job("0" * 32).status()
+    with pytest.raises(JobNotFound):
+        app.job("0" * 32).get(timeout=1)
+
+
+def test_get_times_out_while_queued(app: App) -> None:
+    job = app.task(name="t")(lambda: None).delay()
+    with pytest.raises(JobTimeout):
+        job.get(timeout=0.1)
+
+
+def test_idempotency_key_returns_the_first_job(app: App, queue: str) -> None:
+    task = app.task(name="t", queue=queue)(lambda x: x)
+    first = task.apply_async((1,), idempotency_key="order-42")
+    again = task.apply_async((2,), idempotency_key="order-42")
+    assert first.created and not again.created and again.id == first.id
+    assert first.status().record["args"] == [1]
+    assert app.broker.stats()[queue]["total"] == 1
+
+
+def test_broker_down_leaves_no_record(backend_url: str) -> None:
+    app = App("t", broker=f"beanstalk://127.0.0.1:{free_port()}", backend=backend_url)
+    task = app.task(name="t")(lambda: None)
+    for key in (None, "k1"):
+        with pytest.raises(BrokerUnavailable):
+            task.apply_async(idempotency_key=key)
+    assert app.backend.counts() == {}
+
+
+def test_cancel_a_queued_job_removes_it_from_the_broker(app: App) -> None:
+    job = app.task(name="t")(lambda: None).delay()
+    broker_id = job.status().record["broker_id"]
+    assert job.cancel().state is JobState.CANCELLED
+    assert app.broker.peek(broker_id) is None
+    with pytest.raises(JobCancelled):
+        job.get(timeout=1)
+    with pytest.raises(InvalidState):
+        job.cancel()
+
+
+def test_retry_kicks_a_dead_letter_and_kick_brings_queues_back(broker_url: str, sqlite_url: str,
+                                                                 queue: str) -> None:
+    app = App("t", broker=broker_url, backend=sqlite_url)
+    state = {"fail": True}
+
+    @app.task(queue=queue)
+    def sometimes() -> str:
+        if state["fail"]:
+            raise RuntimeError("down")
+        return "up"
+
+    worker = Worker(app, concurrency=1)
+    worker.start()
+    try:
+        jobs = [sometimes.delay() for _ in range(3)]
+        eventually(lambda: all(j.status().state is JobState.FAILED for j in jobs), what="failed")
+        assert app.broker.stats()[queue]["buried"] == 3
+        state["fail"] = False
+        assert app.retry(jobs[0].id).state is JobState.QUEUED
+        assert jobs[0].get(timeout=10) == "up"
+        assert app.kick(queue=queue) == 2
+        assert [job.get(timeout=10) for job in jobs[1:]] == ["up", "up"]
+        assert jobs[1].status().attempts == 1  # a kicked job starts its count afresh
+        with pytest.raises(InvalidState):
+            app.retry(jobs[0].id)  # succeeded: nothing to retry
+    finally:
+        worker.shutdown(graceful=False)
+
+
+def test_stats_counts_queues_and_states(app: App, queue: str) -> None:
+    task = app.task(name="t", queue=queue)(lambda: None)
+    task.delay()
+    task.delay()
+    stats = app.stats()
+    assert stats["queues"][queue]["ready"] == 2 and stats["jobs"] == {"queued": 2}

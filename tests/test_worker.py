@@ -1,0 +1,185 @@
+"""The worker loop in this process: every outcome, retries, dead letters, limits, shutdown."""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from jobkit import App, JobState
+from jobkit.errors import JobFailed
+from jobkit.message import Envelope
+from jobkit.worker import Worker
+from tests import taskapp
+from tests.helpers import eventually
+
+
+@pytest.fixture
+def app(broker_url: str, sqlite_url: str, queue: str) -> Iterator[App]:
+    """The test tasks on each broker, results in SQLite, routed to a queue of this test's own."""
+    app = App("worker-tests", broker=broker_url, backend=sqlite_url)
+    for name, task in taskapp.app.tasks.items():
+        app.task(name=name, **{**task.options.__dict__, "queue": queue})(task.fn)
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def worker(app: App) -> Iterator[Worker]:
+    worker = Worker(app, concurrency=2, grace_s=5)
+    worker.start()
+    yield worker
+    worker.shutdown(graceful=False)
+
+
+def calls(path: Path) -> int:
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def test_runs_jobs_and_stores_results(app: App, worker: Worker) -> None:
+    jobs = [app.tasks["add"].delay(i, i) for i in range(50)]
+    assert [job.get(timeout=10) for job in jobs] == [2 * i for i in range(50)]
+    status = jobs[0].status()
+    assert status.state is JobState.SUCCEEDED and status.attempts == 1
+    assert status.record["worker"] == worker.name
+    assert status.record["finished_at"] >= status.record["started_at"]
+
+
+def test_a_raising_task_fails_with_type_message_and_traceback(app: App, worker: Worker, queue: str) -> None:
+    job = app.tasks["boom"].delay("bad input")
+    with pytest.raises(JobFailed) as caught:
+        job.get(timeout=10)
+    assert caught.value.error["type"] == "ValueError"
+    assert caught.value.error["message"] == "bad input"
+    assert "raise ValueError(message)" in caught.value.error["traceback"]
+    assert job.status().state is JobState.FAILED
+    assert app.broker.stats()[queue]["buried"] == 1  # a dead letter
+
+
+def test_retries_with_backoff_then_succeeds(app: App, worker: Worker, tmp_path: Path) -> None:
+    path = tmp_path / "calls"
+    job = app.tasks["flaky"].delay(str(path), 2)
+    assert job.get(timeout=15) == 3
+    assert job.status().attempts == 3
+
+
+def test_retries_run_out_then_buried(app: App, worker: Worker, tmp_path: Path, queue: str) -> None:
+    path = tmp_path / "calls"
+    job = app.tasks["always_fails"].delay(str(path))
+    with pytest.raises(JobFailed):
+        job.get(timeout=15)
+    assert calls(path) == 3  # max_retries=2: three attempts in all
+    status = job.status()
+    assert status.attempts == 3 and status.error is not None and status.error["type"] == "RuntimeError"
+    assert app.broker.stats()[queue]["buried"] == 1
+
+
+def test_retry_on_limits_what_is_retried(app: App, worker: Worker, tmp_path: Path) -> None:
+    path = tmp_path / "calls"
+    with pytest.raises(JobFailed):
+        app.tasks["picky"].delay(str(path)).get(timeout=10)
+    assert calls(path) == 1
+
+
+def test_raise_retry_asks_for_another_attempt(app: App, worker: Worker, tmp_path: Path) -> None:
+    path = tmp_path / "calls"
+    job = app.tasks["asks_retry"].delay(str(path))
+    eventually(lambda: job.status().state is JobState.RETRYING, what="state retrying")
+    assert job.status().error == {"type": "Retry", "message": "not yet", "traceback": ""}
+    assert job.get(timeout=10) == 2
+
+
+def test_a_result_that_is_not_json_fails_the_job(app: App, worker: Worker) -> None:
+    with pytest.raises(JobFailed) as caught:
+        app.tasks["unserialisable"].delay().get(timeout=10)
+    assert caught.value.error["type"] == "PayloadError"
+
+
+def test_poison_messages_are_buried_with_the_reason(app: App, worker: Worker, queue: str) -> None:
+    put = app.broker.put
+    put(b"\xff\xfe not json", queue=queue, priority=0, delay_s=0, ttr_s=5)
+    unknown = Envelope(id="unknowntask1", task="no_such_task", queue=queue)
+    put(unknown.encode(), queue=queue, priority=0, delay_s=0, ttr_s=5)
+    put(b'{"v": 1, "id": "badargs1", "task": "add", "args": 5}', queue=queue, priority=0,
+        delay_s=0, ttr_s=5)
+    eventually(lambda: app.broker.stats()[queue]["buried"] == 3, what="three buried messages")
+    for job_id, reason in (("unknowntask1", "unknown task 'no_such_task'"), ("badargs1", "malformed")):
+        with pytest.raises(JobFailed) as caught:
+            app.job(job_id).get(timeout=10)
+        assert caught.value.error["type"] == "PoisonMessage"
+        assert reason in caught.value.error["message"]
+    assert app.tasks["add"].delay(1, 1).get(timeout=10) == 2  # the worker carries on
+
+
+def test_a_redelivered_finished_job_is_not_run_again(app: App, worker: Worker, queue: str,
+                                                     tmp_path: Path) -> None:
+    path = tmp_path / "calls"
+    job = app.tasks["flaky"].delay(str(path), 0)
+    assert job.get(timeout=10) == 1
+    # the same message again, as if the worker had died between storing and deleting
+    record = job.status().record
+    env = Envelope(id=job.id, task="flaky", args=record["args"], queue=queue)
+    app.broker.put(env.encode(), queue=queue, priority=0, delay_s=0, ttr_s=5)
+    eventually(lambda: not any(app.broker.stats()[queue][k] for k in ("ready", "reserved")),
+               what="the redelivered message settled")
+    assert calls(path) == 1 and job.status().attempts == 1
+
+
+def test_time_limit_abandons_the_thread_and_work_goes_on(app: App, tmp_path: Path) -> None:
+    worker = Worker(app, concurrency=1, grace_s=1)
+    worker.start()
+    try:
+        path = tmp_path / "calls"
+        started = time.monotonic()
+        job = app.tasks["overruns"].delay(str(path), 3)
+        with pytest.raises(JobFailed) as caught:
+            job.get(timeout=10)
+        assert caught.value.error["type"] == "TimeLimitExceeded"
+        assert time.monotonic() - started < 2.5  # stopped at its limit, not when it finished
+        assert app.tasks["add"].delay(2, 2).get(timeout=5) == 4  # a fresh slot took over
+    finally:
+        worker.shutdown(graceful=False)
+
+
+def test_long_jobs_are_touched_so_they_run_once(app: App, worker: Worker, tmp_path: Path) -> None:
+    path = tmp_path / "calls"
+    job = app.tasks["long_job"].delay(str(path), 3.2)  # TTR is 1 s
+    assert job.get(timeout=10) == 3.2
+    assert calls(path) == 1
+    assert job.status().attempts == 1
+
+
+def test_stop_lets_running_jobs_finish_within_grace(app: App, tmp_path: Path) -> None:
+    worker = Worker(app, concurrency=1, grace_s=10)
+    worker.start()
+    job = app.tasks["sleepy"].delay(1.0)
+    eventually(lambda: job.status().state is JobState.RUNNING, what="state running")
+    worker.stop()
+    waiting = app.tasks["add"].delay(1, 2)  # sent after the stop: must not be taken
+    worker.join()
+    assert job.status().state is JobState.SUCCEEDED
+    assert waiting.status().state is JobState.QUEUED
+
+
+def test_stop_after_grace_releases_running_jobs(app: App, queue: str) -> None:
+    worker = Worker(app, concurrency=1, grace_s=0.3)
+    worker.start()
+    job = app.tasks["sleepy"].delay(3.0)
+    eventually(lambda: job.status().state is JobState.RUNNING, what="state running")
+    stopper = threading.Thread(target=worker.stop)
+    stopper.start()
+    started = time.monotonic()
+    worker.join()
+    assert time.monotonic() - started < 2
+    status = job.status()
+    assert status.state is JobState.QUEUED and status.attempts == 0  # not counted
+    stats = app.broker.stats()[queue]
+    assert (stats["ready"], stats["reserved"]) == (1, 0)
+    again = Worker(app, concurrency=1)
+    again.start()
+    try:
+        assert job.get(timeout=10) == 3.0
+    finally:
+        again.shutdown(graceful=False)
