@@ -10,6 +10,7 @@ from typing import Any, ParamSpec, TypeVar, overload
 
 from jobkit.backends import Backend, backend_from_url
 from jobkit.brokers import Broker, broker_from_url
+from jobkit.brokers.base import DEFAULT_PRIORITY, DEFAULT_TTR
 from jobkit.config import Settings
 from jobkit.errors import (
     BackendError,
@@ -312,7 +313,8 @@ class App:
         env = Envelope(
             id=rec["id"], task=rec["task"], args=rec.get("args") or [],
             kwargs=rec.get("kwargs") or {}, queue=rec.get("queue") or "default",
-            priority=rec.get("priority") or 0, ttr=task.options.ttr if task else 60,
+            priority=rec["priority"] if rec.get("priority") is not None else DEFAULT_PRIORITY,
+            ttr=task.options.ttr if task else DEFAULT_TTR,
             max_retries=task.options.max_retries if task else 0,
             enqueued_at=rec.get("created_at") or time.time(),
         )

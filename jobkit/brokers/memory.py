@@ -50,6 +50,7 @@ class MemoryBroker(Broker):
         self._ready: dict[str, list[tuple[int, int]]] = {}  # queue -> heap of (priority, id)
         self._ids = itertools.count(1)
         self._waiting: dict[str, int] = {}
+        self._timed: list[tuple[float, int]] = []  # heap of (due, id): delays and TTR deadlines
 
     # -- producer side -------------------------------------------------------
 
@@ -62,6 +63,7 @@ class MemoryBroker(Broker):
             msg.delay_s = delay_s
             if delay_s > 0:
                 msg.state, msg.ready_at = "delayed", now + delay_s
+                self._schedule(msg.ready_at, msg)
             else:
                 self._make_ready(msg)
             return msg.id
@@ -118,23 +120,26 @@ class MemoryBroker(Broker):
         heapq.heappush(self._ready[msg.queue], (msg.priority, msg.id))
         self._cond.notify_all()
 
+    def _schedule(self, due: float, msg: _Message) -> None:
+        heapq.heappush(self._timed, (due, msg.id))
+
     def _tick(self, now: float) -> float | None:
         """Move due delayed messages and timed-out reservations to ready.
 
         Returns the seconds until the next such change, or None.
         """
-        nearest: float | None = None
-        for msg in self._messages.values():
-            due = msg.ready_at if msg.state == "delayed" else (
-                msg.deadline if msg.state == "reserved" else None)
-            if due is None:
+        timed = self._timed
+        while timed and timed[0][0] <= now:
+            due, msg_id = heapq.heappop(timed)
+            msg = self._messages.get(msg_id)
+            if msg is None:
                 continue
-            if due <= now:
-                msg.timeouts += msg.state == "reserved"
+            if msg.state == "delayed" and msg.ready_at == due:
                 self._make_ready(msg)
-            elif nearest is None or due - now < nearest:
-                nearest = due - now
-        return nearest
+            elif msg.state == "reserved" and msg.deadline == due:
+                msg.timeouts += 1
+                self._make_ready(msg)
+        return timed[0][0] - now if timed else None
 
     def _pop_ready(self, queues: Sequence[str]) -> _Message | None:
         best: tuple[int, int, str] | None = None
@@ -190,6 +195,7 @@ class MemoryConsumer(Consumer):
                     if msg is not None:
                         msg.state, msg.holder = "reserved", self
                         msg.deadline, msg.reserves = now + msg.ttr_s, msg.reserves + 1
+                        b._schedule(msg.deadline, msg)
                         return Delivery(msg.id, msg.body)
                     if now >= end:
                         return None
@@ -218,6 +224,7 @@ class MemoryConsumer(Consumer):
             msg.priority, msg.releases, msg.delay_s = priority, msg.releases + 1, delay_s
             if delay_s > 0:
                 msg.state, msg.holder, msg.ready_at = "delayed", None, time.monotonic() + delay_s
+                self.broker._schedule(msg.ready_at, msg)
                 self.broker._cond.notify_all()
             else:
                 self.broker._make_ready(msg)
@@ -238,6 +245,7 @@ class MemoryConsumer(Consumer):
             if msg is None:
                 return False
             msg.deadline = time.monotonic() + msg.ttr_s
+            self.broker._schedule(msg.deadline, msg)
             return True
 
     def interrupt(self) -> None:
