@@ -23,7 +23,7 @@ from jobkit.errors import (
 )
 from jobkit.job import Job, JobState, JobStatus
 from jobkit.message import Envelope, new_job_id
-from jobkit.task import Task, TaskOptions, check_priority, check_queue
+from jobkit.task import Task, TaskOptions, check_priority, check_queue, check_ttr
 
 log = logging.getLogger("jobkit")
 P = ParamSpec("P")
@@ -192,9 +192,7 @@ class App:
         opts = task.options
         if not isinstance(delay, (int, float)) or isinstance(delay, bool) or not 0 <= delay < 2**32:
             raise ConfigError(f"delay must be a number of seconds >= 0, not {delay!r}")
-        ttr_s = opts.ttr if ttr is None else ttr
-        if isinstance(ttr_s, bool) or not isinstance(ttr_s, int) or not 1 <= ttr_s < 2**32:
-            raise ConfigError(f"ttr must be a whole number of seconds >= 1, not {ttr_s!r}")
+        ttr_s = check_ttr(opts.ttr if ttr is None else ttr)
         if kwargs is not None and not isinstance(kwargs, Mapping):
             raise PayloadError("kwargs must be an object")
         env = Envelope(

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
-from jobkit.brokers.base import DEFAULT_PRIORITY, DEFAULT_TTR, MAX_PRIORITY
+from jobkit.brokers.base import DEFAULT_PRIORITY, DEFAULT_TTR, MAX_PRIORITY, MIN_TTR
 from jobkit.errors import ConfigError
 from jobkit.message import NAME_RE
 
@@ -48,8 +48,7 @@ class TaskOptions:
     def __post_init__(self) -> None:
         check_queue(self.queue)
         check_priority(self.priority)
-        if not isinstance(self.ttr, int) or self.ttr < 1:
-            raise ConfigError(f"ttr must be a whole number of seconds >= 1, not {self.ttr!r}")
+        check_ttr(self.ttr)
         if not isinstance(self.max_retries, int) or self.max_retries < 0:
             raise ConfigError(f"max_retries must be an int >= 0, not {self.max_retries!r}")
         if self.retry_backoff < 0 or self.retry_backoff_max < 0:
@@ -69,6 +68,13 @@ def check_queue(queue: Any) -> str:
     if not isinstance(queue, str) or not NAME_RE.match(queue):
         raise ConfigError(f"invalid queue name {queue!r}")
     return queue
+
+
+def check_ttr(ttr: Any) -> int:
+    """Return ``ttr`` when it is a usable time-to-run in seconds, else raise ConfigError."""
+    if isinstance(ttr, bool) or not isinstance(ttr, int) or not MIN_TTR <= ttr < 2**32:
+        raise ConfigError(f"ttr must be a whole number of seconds >= {MIN_TTR}, not {ttr!r}")
+    return ttr
 
 
 def check_priority(priority: Any) -> int:

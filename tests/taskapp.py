@@ -70,7 +70,7 @@ def overruns(path: str, seconds: float) -> str:
     return "finished"
 
 
-@app.task(ttr=1)
+@app.task(ttr=2)
 def long_job(path: str, seconds: float) -> float:
     bump(path)
     time.sleep(seconds)

@@ -145,8 +145,8 @@ def test_time_limit_abandons_the_thread_and_work_goes_on(app: App, tmp_path: Pat
 
 def test_long_jobs_are_touched_so_they_run_once(app: App, worker: Worker, tmp_path: Path) -> None:
     path = tmp_path / "calls"
-    job = app.tasks["long_job"].delay(str(path), 3.2)  # TTR is 1 s
-    assert job.get(timeout=10) == 3.2
+    job = app.tasks["long_job"].delay(str(path), 6.5)  # more than 3x its TTR of 2 s
+    assert job.get(timeout=15) == 6.5
     assert calls(path) == 1
     assert job.status().attempts == 1
 

@@ -16,6 +16,9 @@ from typing import Any
 
 DEFAULT_PRIORITY = 1024  # beanstalkd's convention: 0 is most urgent
 DEFAULT_TTR = 60
+#: beanstalkd 1.12 does not always hand a job whose 1 s TTR ran out to a worker
+#: already waiting in reserve (its 1 s safety margin); 2 s is the least that is reliable.
+MIN_TTR = 2
 MAX_PRIORITY = 2**32 - 1
 
 #: Keys of :attr:`Peeked.stats`, named as beanstalkd's ``stats-job`` names them.
