@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from jobkit import __version__
@@ -38,9 +39,23 @@ def load_app(spec: str) -> App:
     return app
 
 
+def env_file(args: argparse.Namespace) -> Path:
+    """The dotenv file to read: ``--env-file`` (which must exist), else ``./.env`` if present.
+
+    Raises:
+        ConfigError: an explicit ``--env-file`` is missing.
+    """
+    if args.env_file is None:
+        return Path(".env")
+    path = Path(args.env_file)
+    if not path.is_file():
+        raise ConfigError(f"--env-file {args.env_file}: no such file")
+    return path
+
+
 def context(args: argparse.Namespace) -> tuple[Settings, App]:
     """Settings from env + .env + flags, and the app they name, configured with them."""
-    settings = Settings.from_env(env_file=args.env_file).replace(
+    settings = Settings.from_env(env_file=env_file(args)).replace(
         app=args.app, broker_url=args.broker, backend_url=args.backend,
         result_ttl=args.result_ttl, **{k: getattr(args, k, None) for k in
                                        ("api_host", "api_port", "api_token", "max_body", "default_task")})
@@ -133,8 +148,8 @@ def _common(parser: argparse.ArgumentParser, loglevel: str = "WARNING") -> None:
     group.add_argument("--backend", help="result backend URL (JOBKIT_BACKEND_URL)")
     group.add_argument("--result-ttl", type=float, metavar="S",
                        help="seconds finished records are kept (JOBKIT_RESULT_TTL)")
-    group.add_argument("--env-file", default=".env", metavar="PATH",
-                       help="dotenv file to read (default: .env)")
+    group.add_argument("--env-file", metavar="PATH",
+                       help="dotenv file to read; it must exist (default: ./.env when present)")
     group.add_argument("-l", "--loglevel", default=loglevel, help=f"log level (default {loglevel})")
 
 

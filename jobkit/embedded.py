@@ -155,7 +155,7 @@ def up(settings: Settings, app: App, args: argparse.Namespace) -> int:
 
 def _choose_broker(settings: Settings, args: argparse.Namespace,
                    stack: contextlib.ExitStack) -> tuple[str, str]:
-    env = read_env(env_file=args.env_file)
+    env = read_env(env_file=args.env_file or ".env")
     if args.broker or any(k in env for k in ("JOBKIT_BROKER_URL", "BEANSTALK_HOST", "BEANSTALK_PORT")):
         return settings.broker_url, "as configured"
     if shutil.which("beanstalkd") is None:
@@ -176,7 +176,8 @@ def _start_workers(settings: Settings, app: App, args: argparse.Namespace,
         stack.callback(worker.shutdown)
         return f"{args.workers} worker threads in this process"
     argv = [sys.executable, "-m", "jobkit", "worker", "-A", settings.app, "--broker",
-            settings.broker_url, "--backend", settings.backend_url, "--env-file", args.env_file,
+            settings.broker_url, "--backend", settings.backend_url,
+            *(["--env-file", args.env_file] if args.env_file else []),
             "--result-ttl", str(settings.result_ttl), "-c", str(args.workers), "--pool", "process",
             "-l", args.loglevel]
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True,

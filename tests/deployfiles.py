@@ -142,8 +142,8 @@ def load_compose(name: str, env: Mapping[str, str] | None = None) -> dict[str, A
 def read_dotenv(path: Path) -> dict[str, str]:
     """``KEY=value`` lines of a Compose .env file (Compose's simple syntax)."""
     pairs: dict[str, str] = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
         if line and not line.startswith("#"):
             key, sep, value = line.partition("=")
             assert sep, f"{path.name}: not KEY=value: {line!r}"

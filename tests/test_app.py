@@ -50,9 +50,9 @@ def test_decorating_never_connects() -> None:
         plain.delay(1)
 
 
-@pytest.mark.parametrize("options", [{"priority": -1}, {"priority": 2**32}, {"ttr": 0}, {"ttr": 1}, {"queue": "-bad"},
-                                     {"queue": "a b"}, {"max_retries": -1}, {"time_limit": 0},
-                                     {"nonsense": 1}])
+@pytest.mark.parametrize("options", [{"priority": -1}, {"priority": 2**32}, {"ttr": 0}, {"ttr": 1},
+                                     {"queue": "-bad"}, {"queue": "a b"}, {"max_retries": -1},
+                                     {"time_limit": 0}, {"nonsense": 1}])
 def test_bad_task_options_fail_at_decoration(options: dict[str, object]) -> None:
     with pytest.raises(ConfigError):
         App().task(**options)(lambda: None)

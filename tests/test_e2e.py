@@ -119,3 +119,12 @@ def test_cli_bad_input_gives_a_clear_error(tmp_path: Path) -> None:
     assert bad_url.returncode == 1 and "known schemes are beanstalk://, memory://" in bad_url.stderr
     for out in (not_json, unknown, bad_app, bad_url):
         assert "Traceback" not in out.stderr
+
+
+def test_cli_reads_an_env_file_and_refuses_a_missing_one(tmp_path: Path) -> None:
+    env_file = tmp_path / "jobkit.env"
+    env_file.write_text(f"JOBKIT_BROKER_URL=memory://\nJOBKIT_BACKEND_URL=sqlite:///{tmp_path / 'e.db'}\n")
+    ok = jobkit("stats", "--env-file", str(env_file))
+    assert ok.returncode == 0 and json.loads(ok.stdout)["jobs"] == {}
+    missing = jobkit("stats", "--env-file", str(tmp_path / "nope.env"))
+    assert missing.returncode == 1 and "no such file" in missing.stderr
