@@ -61,7 +61,11 @@ class MongoBackend(Backend):
                 if self._client is None or self._pid != os.getpid():
                     client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
                         self.url, **self._client_options)
-                    _create_indexes(client[self.database]["jobs"])
+                    try:
+                        _create_indexes(client[self.database]["jobs"])
+                    except BaseException:
+                        client.close()  # or every failed call leaks a client and its threads
+                        raise
                     self._client, self._pid = client, os.getpid()
         return self._client[self.database]["jobs"]
 
