@@ -48,8 +48,8 @@ class MongoBackend(Backend):
         except (mongo_errors.InvalidURI, mongo_errors.ConfigurationError, ValueError) as exc:
             raise ConfigError(f"bad MongoDB URL: {exc}") from None
         self.database = parsed.get("database") or "jobs"
-        self._client_options = {k: v for k, v in _DEFAULT_OPTIONS.items()
-                                if k.lower() not in parsed["options"]}
+        given = {name.lower() for name in parsed["options"]}  # option names are case-insensitive
+        self._client_options = {k: v for k, v in _DEFAULT_OPTIONS.items() if k.lower() not in given}
         self._client: pymongo.MongoClient[dict[str, Any]] | None = None
         self._pid = os.getpid()
         self._lock = threading.Lock()
