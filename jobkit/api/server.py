@@ -28,7 +28,7 @@ from jobkit.api import create_app
 from jobkit.api.errors import dumps
 from jobkit.app import App
 from jobkit.config import Settings
-from jobkit.errors import ConfigError
+from jobkit.errors import ConfigError, JobkitError
 
 log = logging.getLogger("jobkit.api")
 
@@ -122,7 +122,9 @@ def serve(settings: Settings, app: App, *, processes: int = 1, threads: int = 8)
     if processes == 1:
         _run(make_server(settings, wsgi, sock, threads))
     else:
-        Supervisor(lambda: _run(make_server(settings, wsgi, sock, threads)), processes).run()
+        supervisor = Supervisor(lambda: _run(make_server(settings, wsgi, sock, threads)), processes)
+        if not supervisor.run():
+            raise JobkitError("API processes kept dying at start-up; see the log above")
 
 
 def _run(server: Any) -> None:
@@ -150,8 +152,13 @@ class Supervisor:
         self.children: dict[int, float] = {}  # pid -> start time (monotonic)
         self.stopping = False
 
-    def run(self) -> None:
-        """Start the children and wait until all of them have exited."""
+    def run(self) -> bool:
+        """Start the children and wait until all of them have exited.
+
+        Returns:
+            False when the supervisor gave up on a child dying at start-up, else True.
+        """
+        healthy = True
         for signum in _SIGNALS:
             signal.signal(signum, self._forward)
         for _ in range(self.processes):
@@ -167,9 +174,11 @@ class Supervisor:
             log.error("api process %d exited (%s)", pid, _describe(status))
             if time.monotonic() - started < MIN_CHILD_LIFE_S:
                 log.error("it died within %.0f s of starting: stopping the others", MIN_CHILD_LIFE_S)
+                healthy = False
                 self._forward(signal.SIGTERM, None)
             else:
                 self._spawn()
+        return healthy
 
     def _spawn(self) -> None:
         signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)  # none may run the parent's handler in a child

@@ -346,3 +346,16 @@ def test_create_app_connects_to_nothing(settings: Settings) -> None:
 def test_create_app_refuses_an_unknown_broker_scheme(settings: Settings) -> None:
     with pytest.raises(ConfigError, match="known schemes"):
         create_app(settings, App("bad", broker="rabbit://x", backend="memory://"))
+
+
+def test_an_unexpected_error_is_a_json_500_without_details(client: falcon.testing.TestClient,
+                                                           jobkit_app: App,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken() -> None:
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(jobkit_app.broker, "stats", broken)
+    result = client.simulate_get("/v1/queues")
+    assert_error(result, 500)
+    assert "secret" not in result.text and "Traceback" not in result.text
+    assert client.simulate_get("/healthz").status_code == 200

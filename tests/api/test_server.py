@@ -215,3 +215,18 @@ def test_sigterm_stops_a_single_process_server_cleanly(server: Server) -> None:
     assert request(server.port, "GET", "/healthz")[0] == 200
     assert server.command.stop(signal.SIGTERM) == 0
     assert "Traceback" not in server.command.output()
+
+
+CRASHING = textwrap.dedent("""
+    import jobkit.api.server as server
+    def crash():
+        raise RuntimeError("cannot start")
+    print("healthy" if server.Supervisor(crash, 2).run() else "gave up", flush=True)
+""")
+
+
+def test_supervisor_gives_up_on_children_that_die_at_start(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-c", CRASHING], cwd=ROOT, env=clean_env(), timeout=30,
+                          capture_output=True, text=True)
+    assert done.stdout.strip() == "gave up"
+    assert "cannot start" in done.stderr
