@@ -257,6 +257,19 @@ def test_operator_and_dotted_keys_in_data_are_stored_verbatim(client: falcon.tes
     assert (record["args"], record["state"]) == ([data], "queued")
 
 
+def test_operator_keys_are_never_interpreted_by_mongodb(mongo_url: str) -> None:
+    app = make_app(broker="memory://", backend=mongo_url)
+    client = falcon.testing.TestClient(create_app(Settings(), app))
+    data = {"$set": {"state": "succeeded"}, "a.b": 1, "$where": "true", "state": {"$ne": None}}
+    body = {"task": "echo", "args": [data], "kwargs": {"$inc": {"attempts": 9}}}
+    job_id = post(client, "/v1/jobs", body).json["id"]
+    record = client.simulate_get(f"/v1/jobs/{job_id}").json
+    assert (record["args"], record["kwargs"]) == ([data], {"$inc": {"attempts": 9}})
+    assert (record["state"], record["attempts"]) == ("queued", 0)
+    assert client.simulate_get("/v1/jobs", params={"task": "$where"}).json == {"jobs": []}
+    app.close()
+
+
 # -- job ids --------------------------------------------------------------------
 
 ID_ROUTES = ["/{}", "/{}/", "/v1/jobs/{}", "/v1/jobs/{}/result"]

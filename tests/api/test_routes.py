@@ -359,3 +359,8 @@ def test_an_unexpected_error_is_a_json_500_without_details(client: falcon.testin
     assert_error(result, 500)
     assert "secret" not in result.text and "Traceback" not in result.text
     assert client.simulate_get("/healthz").status_code == 200
+
+
+def test_healthz_answers_whatever_comes_with_it(client: falcon.testing.TestClient) -> None:
+    result = client.simulate_get("/healthz/", body=b"x" * 100_000, headers={"Content-Type": "text/plain"})
+    assert result.status_code == 200
