@@ -64,6 +64,26 @@ class JSONErrorChannel(HTTPChannel):  # type: ignore[misc]
     error_task_class = JSONErrorTask
 
 
+class OncePer(logging.Filter):
+    """Let one record through per ``interval_s`` seconds.
+
+    waitress warns "Task queue depth is N" for every request that waits for a
+    thread: under load, thousands of lines a second saying one thing.
+    """
+
+    def __init__(self, interval_s: float) -> None:
+        super().__init__()
+        self.interval_s = interval_s
+        self._next = 0.0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = time.monotonic()
+        if now < self._next:
+            return False
+        self._next = now + self.interval_s
+        return True
+
+
 def server_options(settings: Settings, threads: int) -> dict[str, Any]:
     """waitress adjustments for ``settings`` and ``threads`` worker threads per process."""
     return {
@@ -117,6 +137,9 @@ def serve(settings: Settings, app: App, *, processes: int = 1, threads: int = 8)
     if processes > 1 and "memory://" in (app.broker.url, app.backend.url):
         raise ConfigError("memory:// lives in one process: use --processes 1 or a real broker and backend")
     sock = bind(settings.api_host, settings.api_port)
+    queue_log = logging.getLogger("waitress.queue")
+    if not any(isinstance(f, OncePer) for f in queue_log.filters):
+        queue_log.addFilter(OncePer(10.0))
     host, port = sock.getsockname()[:2]
     log.info("jobkit api: http://%s:%s/ (%d process(es) x %d threads)", host, port, processes, threads)
     if processes == 1:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from jobkit.api.server import FRAMING_ALLOWANCE, server_options
+from jobkit.api.server import FRAMING_ALLOWANCE, OncePer, server_options
 from jobkit.config import Settings
 from jobkit.embedded import free_port
 from tests.api.serving import ROOT, Command, children, clean_env, raw_exchange, request, wait_until
@@ -230,3 +231,10 @@ def test_supervisor_gives_up_on_children_that_die_at_start(tmp_path: Path) -> No
                           capture_output=True, text=True)
     assert done.stdout.strip() == "gave up"
     assert "cannot start" in done.stderr
+
+
+def test_once_per_lets_one_record_through_per_interval() -> None:
+    once = OncePer(60.0)
+    record = logging.LogRecord("waitress.queue", logging.WARNING, __file__, 1, "Task queue depth is 1",
+                               (), None)
+    assert [once.filter(record) for _ in range(3)] == [True, False, False]
