@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -58,6 +59,7 @@ class App:
         self._settings = settings
         self._broker: Broker | None = broker if isinstance(broker, Broker) else None
         self._backend: Backend | None = backend if isinstance(backend, Backend) else None
+        self._lock = threading.Lock()  # threads racing to first use must share one broker/backend
 
     def __repr__(self) -> str:
         return f"<App {self.name}: {len(self.tasks)} tasks>"
@@ -96,19 +98,21 @@ class App:
     @property
     def broker(self) -> Broker:
         """The broker (created on first use; connects lazily)."""
-        if self._broker is None:
-            url = self._broker_spec if isinstance(self._broker_spec, str) else self.settings.broker_url
-            self._broker = broker_from_url(url)
-        return self._broker
+        with self._lock:
+            if self._broker is None:
+                spec = self._broker_spec
+                self._broker = broker_from_url(spec if isinstance(spec, str) else self.settings.broker_url)
+            return self._broker
 
     @property
     def backend(self) -> Backend:
         """The result backend (created on first use; connects lazily)."""
-        if self._backend is None:
-            spec = self._backend_spec
-            url = spec if isinstance(spec, str) else self.settings.backend_url
-            self._backend = backend_from_url(url, result_ttl=self.settings.result_ttl)
-        return self._backend
+        with self._lock:
+            if self._backend is None:
+                spec = self._backend_spec
+                url = spec if isinstance(spec, str) else self.settings.backend_url
+                self._backend = backend_from_url(url, result_ttl=self.settings.result_ttl)
+            return self._backend
 
     def close(self) -> None:
         """Close broker and backend connections (they reopen if used again)."""

@@ -50,6 +50,8 @@ def loads(data: bytes | str) -> Any:
         PayloadError: invalid UTF-8 or JSON, NaN/Infinity, NUL, nesting over MAX_DEPTH.
     """
     try:
+        if isinstance(data, (bytes, bytearray)):
+            data = data.decode("utf-8")  # json.loads would also guess UTF-16 and UTF-32
         value = json.loads(data, parse_constant=_reject_constant)
     except UnicodeDecodeError:
         raise PayloadError("body is not valid UTF-8") from None

@@ -182,6 +182,32 @@ def test_mongo_down_is_unavailable_quickly() -> None:
         backend.get("x")
 
 
+def test_mongo_timeouts_in_the_url_win_over_the_defaults() -> None:
+    from jobkit.embedded import free_port
+
+    backend = backend_from_url(f"mongodb://127.0.0.1:{free_port()}/x?serverSelectionTimeoutMS=200")
+    started = time.monotonic()
+    with pytest.raises(BackendUnavailable):
+        backend.get("x")
+    assert time.monotonic() - started < 1.5  # the default would be 2 s
+
+
+def test_mongo_down_leaves_no_client_behind() -> None:
+    import gc
+    import warnings
+
+    from jobkit.embedded import free_port
+
+    backend = backend_from_url(f"mongodb://127.0.0.1:{free_port()}/x?serverSelectionTimeoutMS=100")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        for _ in range(3):
+            with pytest.raises(BackendUnavailable):
+                backend.get("x")
+        gc.collect()
+    assert not [w for w in caught if "Unclosed MongoClient" in str(w.message)]
+
+
 def test_mongo_indexes_include_ttl_on_expires_at(mongo_url: str) -> None:
     backend = backend_from_url(mongo_url)
     backend.ping()

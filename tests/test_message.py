@@ -80,3 +80,18 @@ def test_dumps_refuses_what_json_cannot_hold() -> None:
 def test_big_integers_and_operator_keys_are_plain_data() -> None:
     value = {"$where": "x", "a.b": 10**30}
     assert loads(dumps(value)) == value
+
+
+def test_loads_reads_utf8_bytes() -> None:
+    assert loads('{"k":"é"}'.encode()) == {"k": "é"}
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-32"])
+def test_loads_refuses_bytes_in_other_unicode_encodings(encoding: str) -> None:
+    with pytest.raises(PayloadError):
+        loads('{"k":"v"}'.encode(encoding))
+
+
+def test_loads_refuses_invalid_utf8() -> None:
+    with pytest.raises(PayloadError, match="UTF-8"):
+        loads(b'{"k":"\xff"}')

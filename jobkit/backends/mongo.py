@@ -48,8 +48,9 @@ class MongoBackend(Backend):
         except (mongo_errors.InvalidURI, mongo_errors.ConfigurationError, ValueError) as exc:
             raise ConfigError(f"bad MongoDB URL: {exc}") from None
         self.database = parsed.get("database") or "jobs"
-        self._client_options: dict[str, Any] = {k: v for k, v in _DEFAULT_OPTIONS.items()
-                                if k.lower() not in parsed["options"]}
+        given = {name.lower() for name in parsed["options"]}  # option names are case-insensitive
+        self._client_options: dict[str, Any] = {
+            k: v for k, v in _DEFAULT_OPTIONS.items() if k.lower() not in given}
         self._client: pymongo.MongoClient[dict[str, Any]] | None = None
         self._pid = os.getpid()
         self._lock = threading.Lock()
@@ -61,7 +62,11 @@ class MongoBackend(Backend):
                 if self._client is None or self._pid != os.getpid():
                     client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
                         self.url, **self._client_options)
-                    _create_indexes(client[self.database]["jobs"])
+                    try:
+                        _create_indexes(client[self.database]["jobs"])
+                    except BaseException:
+                        client.close()  # or every failed call leaks a client and its threads
+                        raise
                     self._client, self._pid = client, os.getpid()
         return self._client[self.database]["jobs"]
 

@@ -1,0 +1,72 @@
+"""The HTTP API: a Falcon app built by :func:`create_app`, served by :mod:`jobkit.api.server`.
+
+The routes are those of DESIGN.md, "HTTP API": the seed's ``POST /`` and
+``GET /{id}/``, the ``/v1`` routes, and ``/healthz``, ``/readyz``,
+``/openapi.json``, ``/metrics``, ``/dashboard``.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import falcon
+import falcon.media
+
+from jobkit import __version__
+from jobkit.api import errors, middleware, openapi, resources
+from jobkit.api.metrics import Metrics
+from jobkit.app import App
+from jobkit.config import Settings
+
+__all__ = ["create_app"]
+log = logging.getLogger("jobkit.api")
+
+
+def create_app(settings: Settings, app: App) -> falcon.App[falcon.Request, falcon.Response]:
+    """Build the WSGI app serving ``app`` under ``settings``; nothing connects here.
+
+    Args:
+        settings: ``api_token``, ``max_body`` and ``default_task`` are read.
+        app: the App whose tasks, broker and backend are served.
+
+    Raises:
+        ConfigError: the App's broker or backend URL is unusable (checked now,
+            without connecting, rather than on the first request).
+    """
+    _ = app.broker, app.backend  # resolve the URLs now: a bad one fails here, not on a request
+    if settings.default_task not in app.tasks:
+        log.warning("POST / enqueues %r, which %s does not register (JOBKIT_DEFAULT_TASK)",
+                    settings.default_task, app.name)
+    api = resources.Api(settings, app, Metrics(app))
+    stack: list[Any] = [middleware.RequestMetrics(api.metrics), middleware.SecurityHeaders()]
+    if settings.api_token:
+        stack.append(middleware.BearerAuth(settings.api_token))
+    stack.append(middleware.JsonBody(settings.max_body))
+    web = falcon.App(middleware=stack)
+    web.req_options.strip_url_path_trailing_slash = True  # the seed's GET /<id>/
+    web.resp_options.media_handlers[falcon.MEDIA_JSON] = falcon.media.JSONHandler(dumps=errors.dumps)
+    errors.install(web)
+    add_routes(web, api)
+    return web
+
+
+def add_routes(web: falcon.App[falcon.Request, falcon.Response], api: resources.Api) -> None:
+    """Mount every resource (``tests/test_api_openapi.py`` checks them against the document)."""
+    seed, jobs, tasks, health = (resources.Seed(api), resources.Jobs(api), resources.Tasks(api),
+                                 resources.Health(api))
+    web.add_route("/", seed)
+    web.add_route("/{job_id}", seed, suffix="status")
+    web.add_route("/v1/jobs", jobs)
+    web.add_route("/v1/jobs/{job_id}", jobs, suffix="item")
+    web.add_route("/v1/jobs/{job_id}/result", jobs, suffix="result")
+    web.add_route("/v1/jobs/{job_id}/retry", jobs, suffix="retry")
+    web.add_route("/v1/tasks", tasks)
+    web.add_route("/v1/tasks/{name}", tasks, suffix="item")
+    web.add_route("/v1/queues", resources.Queues(api))
+    web.add_route("/v1/workers", resources.Workers(api))
+    web.add_route("/healthz", health)
+    web.add_route("/readyz", health, suffix="ready")
+    document = openapi.document(__version__, auth=bool(api.settings.api_token))
+    web.add_route("/openapi.json", resources.Document(document))
+    web.add_route("/metrics", resources.MetricsPage(api))
+    web.add_route("/dashboard", resources.Dashboard(api))

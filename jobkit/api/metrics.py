@@ -1,0 +1,90 @@
+"""Prometheus metrics of one API instance, in a registry of its own (never the global one).
+
+- ``jobkit_api_requests_total{route,method,status}``: requests answered.
+- ``jobkit_api_request_duration_seconds{route}``: time to answer.
+- ``jobkit_api_jobs_accepted_total{task}``: jobs enqueued through the API.
+- ``jobkit_queue_jobs{queue,state}``, ``jobkit_queue_waiting_connections{queue}``,
+  ``jobkit_broker_up``: read from the broker at each scrape.
+
+With ``--processes N`` each process counts its own requests.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+
+from jobkit.app import App
+from jobkit.errors import JobkitError
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_QUEUE_STATES = ("ready", "reserved", "delayed", "buried")
+
+
+class Metrics:
+    """The counters the API updates, and the text it serves at ``/metrics``.
+
+    Args:
+        app: the App whose broker is asked for queue depths at each scrape.
+    """
+
+    def __init__(self, app: App) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.requests = Counter("jobkit_api_requests", "HTTP requests answered",
+                                ["route", "method", "status"], registry=self.registry)
+        self.duration = Histogram("jobkit_api_request_duration_seconds", "Seconds to answer a request",
+                                  ["route"], registry=self.registry)
+        self.jobs_accepted = Counter("jobkit_api_jobs_accepted", "Jobs enqueued through the API",
+                                     ["task"], registry=self.registry)
+        self.registry.register(QueueCollector(app))
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count one answered request."""
+        method = method if method in _METHODS else "OTHER"
+        self.requests.labels(route, method, str(status)).inc()
+        self.duration.labels(route).observe(seconds)
+
+    def accepted(self, task: str) -> None:
+        """Count one job enqueued for ``task``."""
+        self.jobs_accepted.labels(task).inc()
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of this registry."""
+        return generate_latest(self.registry)
+
+
+class QueueCollector:
+    """Queue depths from the broker, read when scraped (never at registration)."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    def describe(self) -> list[Metric]:
+        return list(self._families())
+
+    def collect(self) -> Iterator[Metric]:
+        depth, waiting, up = self._families()
+        try:
+            stats = self.app.broker.stats()
+        except JobkitError:
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        for queue, counts in sorted(stats.items()):
+            for state in _QUEUE_STATES:
+                depth.add_metric([queue, state], counts.get(state, 0))
+            waiting.add_metric([queue], counts.get("waiting", 0))
+        yield from (depth, waiting, up)
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+        return (
+            GaugeMetricFamily("jobkit_queue_jobs", "Jobs in each queue, by state", labels=["queue", "state"]),
+            GaugeMetricFamily("jobkit_queue_waiting_connections",
+                              "Consumer connections blocked waiting on each queue", labels=["queue"]),
+            GaugeMetricFamily("jobkit_broker_up", "1 when the broker answered this scrape"),
+        )

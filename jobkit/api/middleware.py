@@ -1,0 +1,139 @@
+"""Falcon middleware: request metrics, response headers, bearer token, JSON bodies.
+
+Order matters and is set by :func:`jobkit.api.create_app`: metrics first (so
+every response is counted), then the bearer token (nothing is read for a
+client that is not allowed in), then the body rules.
+"""
+from __future__ import annotations
+
+import hmac
+import time
+from typing import Any
+
+import falcon
+
+from jobkit.api.metrics import Metrics
+
+#: Routes that answer without a token (probes of the process itself).
+OPEN_PATHS = frozenset({"/healthz"})
+_READ_CHUNK = 64 * 1024
+
+
+class RequestMetrics:
+    """Count every request by route template, method and status, and time it."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        req.context.started = time.perf_counter()
+
+    def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any,
+                         req_succeeded: bool) -> None:
+        started = getattr(req.context, "started", time.perf_counter())
+        self.metrics.observe(req.uri_template or "(unmatched)", req.method, resp.status_code,
+                             time.perf_counter() - started)
+
+
+class SecurityHeaders:
+    """Headers every response carries: no MIME sniffing, no caching of job data."""
+
+    def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any,
+                         req_succeeded: bool) -> None:
+        resp.set_header("X-Content-Type-Options", "nosniff")
+        if resp.get_header("Cache-Control") is None:
+            resp.set_header("Cache-Control", "no-store")
+
+
+class BearerAuth:
+    """Require ``Authorization: Bearer <token>`` on every route but :data:`OPEN_PATHS`.
+
+    The token is compared in constant time (:func:`hmac.compare_digest`).
+
+    Args:
+        token: the expected token (``JOBKIT_API_TOKEN``).
+    """
+
+    def __init__(self, token: str) -> None:
+        self._token = token.encode("utf-8")
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if req.path in OPEN_PATHS:
+            return
+        header = req.get_header("Authorization")
+        if header is None:
+            raise falcon.HTTPUnauthorized(description="send Authorization: Bearer <token>",
+                                          challenges=['Bearer realm="jobkit"'])
+        scheme, _, given = header.strip().partition(" ")
+        # WSGI hands header values over as latin-1 text: this recovers the bytes sent
+        candidate = given.strip().encode("latin-1", "replace")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(candidate, self._token):
+            raise falcon.HTTPUnauthorized(
+                description="the bearer token is missing or wrong",
+                challenges=['Bearer realm="jobkit", error="invalid_token"'])
+
+
+class JsonBody:
+    """Enforce the body rules before a resource runs, and read the body for it.
+
+    A body over ``max_body`` bytes is refused (413) from its Content-Length
+    before anything is read; without a length (chunked), at most
+    ``max_body + 1`` bytes are read, never the whole stream. A body must be
+    declared JSON (``application/json`` or ``application/*+json``, UTF-8):
+    otherwise 415. The bytes read are left in ``req.context.body``.
+
+    Args:
+        max_body: the largest body accepted, in bytes (``JOBKIT_MAX_BODY``).
+    """
+
+    def __init__(self, max_body: int) -> None:
+        self.max_body = max_body
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        req.context.body = b""
+        if req.path in OPEN_PATHS:
+            return  # a liveness probe answers whatever comes with it
+        length = req.content_length  # an invalid Content-Length is a 400 here
+        chunked = "chunked" in (req.get_header("Transfer-Encoding") or "").lower()
+        if not length and not (chunked and length is None):
+            return
+        if length is not None and length > self.max_body:
+            raise self._too_large()
+        check_json_type(req.content_type)
+        req.context.body = self._read(req, length)
+
+    def _read(self, req: falcon.Request, length: int | None) -> bytes:
+        if length is not None:
+            stream: Any = req.bounded_stream  # never reads past Content-Length
+            budget = length
+        elif req.env.get("wsgi.input_terminated"):
+            stream, budget = req.stream, self.max_body + 1
+        else:
+            raise falcon.HTTPLengthRequired(description="send a Content-Length")
+        chunks: list[bytes] = []
+        total = 0
+        while total < budget:
+            chunk = stream.read(min(_READ_CHUNK, budget - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        if total > self.max_body:
+            raise self._too_large()
+        return b"".join(chunks)
+
+    def _too_large(self) -> falcon.HTTPContentTooLarge:
+        return falcon.HTTPContentTooLarge(
+            description=f"the body is larger than {self.max_body} bytes (JOBKIT_MAX_BODY)")
+
+
+def check_json_type(content_type: str | None) -> None:
+    """Accept ``application/json`` and ``application/*+json``, UTF-8 only; else 415."""
+    if not content_type:
+        raise falcon.HTTPUnsupportedMediaType(description="a body needs Content-Type: application/json")
+    mime, *params = (part.strip().lower() for part in content_type.split(";"))
+    json_like = mime == "application/json" or (mime.startswith("application/") and mime.endswith("+json"))
+    charsets = [p.partition("=")[2].strip('"') for p in params if p.startswith("charset=")]
+    if not json_like or any(c not in ("utf-8", "utf8") for c in charsets):
+        raise falcon.HTTPUnsupportedMediaType(
+            description=f"bodies must be JSON (application/json, UTF-8), not {content_type[:100]!r}")

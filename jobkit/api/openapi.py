@@ -1,0 +1,231 @@
+"""The OpenAPI 3.1 document of the HTTP API, served at ``/openapi.json``.
+
+``tests/test_api_openapi.py`` compares it with the routes and methods the
+Falcon app really has, so the two cannot drift apart.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from jobkit.brokers.base import STATS_JOB_KEYS
+from jobkit.job import RECORD_FIELDS, JobState
+from jobkit.message import JOB_ID_RE
+
+_JSON = "application/json"
+_STATES = [state.value for state in JobState]
+_ANY: dict[str, Any] = {}
+
+
+def _ref(kind: str, name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/{kind}/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {_JSON: {"schema": schema}}}
+
+
+def _path_param(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": schema, "description": description}
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+_ID_PATTERN = "^" + JOB_ID_RE.pattern.removesuffix("\\Z") + "$"
+_JOB_ID = _path_param("job_id", {"type": "string", "pattern": _ID_PATTERN}, "a job id (else a 404)")
+_IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "required": False,
+                "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                "description": "a repeat with the same key returns the first job (200) instead of a new one"}
+
+
+def _op(summary: str, responses: dict[str, Any], *, description: str = "", tag: str = "v1",
+        params: list[dict[str, Any]] | None = None, body: dict[str, Any] | None = None,
+        public: bool = False) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "tags": [tag], "responses": responses}
+    if description:
+        op["description"] = description
+    if params:
+        op["parameters"] = params
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": {_JSON: {"schema": body}}}
+    if public:
+        op["security"] = []
+    return op
+
+
+def _errors(*codes: str) -> dict[str, Any]:
+    names = {"400": "BadRequest", "401": "Unauthorized", "404": "NotFound", "409": "Conflict",
+             "413": "TooLarge", "415": "UnsupportedMediaType", "422": "Unprocessable",
+             "503": "Unavailable"}
+    return {code: _ref("responses", names[code]) for code in ("401",) + codes}
+
+
+def _enqueue_responses() -> dict[str, Any]:
+    accepted = _json(_ref("schemas", "Accepted"), "accepted; `Location: /v1/jobs/{id}`")
+    repeat = _json(_ref("schemas", "Accepted"), "an Idempotency-Key repeat: the first job")
+    return {"202": accepted, "200": repeat,
+            **_errors("400", "404", "413", "415", "422", "503")}
+
+
+def _seed_paths() -> dict[str, Any]:
+    status = {"oneOf": [_ref("schemas", "SeedStats"), {"type": "object", "required": ["_id"]}]}
+    return {
+        "/": {"post": _op(
+            "Enqueue the default task (seed parity)", _enqueue_responses(), tag="seed",
+            description="Any JSON value as the body; it becomes the one argument of "
+                        "`JOBKIT_DEFAULT_TASK` (`hash_payload` by default).",
+            params=[_IDEMPOTENCY], body=_ANY)},
+        "/{job_id}": {"get": _op(
+            "A job as the seed showed it", {"200": _json(status, "stats-job or the stored document"),
+                                            **_errors("404", "503")},
+            tag="seed", params=[_JOB_ID],
+            description="`/{job_id}/` too. While beanstalkd holds the job: its stats-job with "
+                        "`timeLeft`. Succeeded: `{\"_id\", **result}` (dict results) or "
+                        "`{\"_id\", \"result\"}`. Otherwise `{\"_id\", \"state\", \"error\"?}`.")},
+    }
+
+
+def _job_paths() -> dict[str, Any]:
+    record = _ref("schemas", "JobRecord")
+    return {
+        "/v1/jobs": {
+            "post": _op("Enqueue a job", _enqueue_responses(), params=[_IDEMPOTENCY],
+                        body=_ref("schemas", "JobRequest")),
+            "get": _op("List jobs, newest first", {
+                "200": _json({"type": "object", "properties": {"jobs": {"type": "array", "items": record}}},
+                             "records"), **_errors("400", "503")},
+                params=[_query("state", {"type": "string", "enum": _STATES}, "only jobs in this state"),
+                        _query("task", {"type": "string"}, "only jobs of this task"),
+                        _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+                               "at most this many")]),
+        },
+        "/v1/jobs/{job_id}": {
+            "get": _op("A job's record and live broker stats", {
+                "200": _json(record, "the record; `broker` is beanstalkd's stats-job, or null"),
+                **_errors("404", "503")}, params=[_JOB_ID]),
+            "delete": _op("Cancel a job", {
+                "200": _json(record, "cancelled: deleted from the broker, or flagged if running"),
+                **_errors("404", "409", "503")}, params=[_JOB_ID],
+                description="409 when the job already succeeded or was cancelled."),
+        },
+        "/v1/jobs/{job_id}/result": {"get": _op("A job's outcome, waiting up to `wait` seconds", {
+            "200": _json(_ref("schemas", "Outcome"), "finished: check `state` (succeeded/failed/cancelled)"),
+            "202": _json(_ref("schemas", "Outcome"), "not finished; `Retry-After` says when to ask again"),
+            **_errors("400", "404", "503")}, params=[_JOB_ID, _query(
+                "wait", {"type": "number", "minimum": 0, "maximum": 30, "default": 0},
+                "seconds to wait for the outcome (capped at 30)")])},
+        "/v1/jobs/{job_id}/retry": {"post": _op("Run a failed or cancelled job again", {
+            "202": _json(record, "queued again (a buried job is kicked, else enqueued anew)"),
+            **_errors("404", "409", "503")}, params=[_JOB_ID])},
+    }
+
+
+def _other_paths() -> dict[str, Any]:
+    obj = {"type": "object"}
+    return {
+        "/v1/tasks": {"get": _op("Registered tasks and their options", {
+            "200": _json({"type": "object", "properties": {
+                "tasks": {"type": "array", "items": _ref("schemas", "Task")}}}, "tasks"), **_errors()})},
+        "/v1/tasks/{name}": {"post": _op(
+            "Enqueue a task with the body as its one argument", _enqueue_responses(), body=_ANY,
+            params=[_path_param("name", {"type": "string"}, "a registered task"), _IDEMPOTENCY])},
+        "/v1/queues": {"get": _op("Per-queue broker counts", {"200": _json({"type": "object", "properties": {
+            "queues": {"type": "object", "additionalProperties": _ref("schemas", "QueueCounts")}}},
+            "counts by queue"), **_errors("503")})},
+        "/v1/workers": {"get": _op("Busy workers and waiting connections", {
+            "200": _json(_ref("schemas", "Workers"), "busy workers and waiting connections"),
+            **_errors("503")}, description="`workers`: records in state running, by worker. `waiting`: "
+                                           "connections blocked on each queue (idle worker slots).")},
+        "/healthz": {"get": _op("The process answers (no token needed)",
+                                {"200": _json(obj, "ok")}, tag="ops", public=True)},
+        "/readyz": {"get": _op("Broker and backend answer", {
+            "200": _json(obj, "both reachable"), "503": _ref("responses", "Unavailable"), **_errors()},
+            tag="ops")},
+        "/openapi.json": {"get": _op("This document", {"200": _json(obj, "OpenAPI 3.1"), **_errors()},
+                                     tag="ops")},
+        "/metrics": {"get": _op("Prometheus metrics", {"200": {
+            "description": "text exposition format",
+            "content": {"text/plain": {"schema": {"type": "string"}}}},
+            **_errors()}, tag="ops")},
+        "/dashboard": {"get": _op("Queues and recent jobs as HTML", {"200": {
+            "description": "a self-contained page", "content": {"text/html": {"schema": {"type": "string"}}}},
+            **_errors()}, tag="ops")},
+    }
+
+
+def _schemas() -> dict[str, Any]:
+    error = {"type": "object", "required": ["title"],
+             "properties": {"title": {"type": "string"}, "description": {"type": "string"}}}
+    stats = {key: {"type": "string" if key in ("tube", "state") else "integer"} for key in STATS_JOB_KEYS}
+    seed = {("timeLeft" if k == "time-left" else k): v for k, v in stats.items()}
+    record = {key: _ANY for key in RECORD_FIELDS} | {
+        "state": {"type": "string", "enum": _STATES}, "error": _ref("schemas", "JobError"),
+        "broker": {"oneOf": [_ref("schemas", "StatsJob"), {"type": "null"}]}}
+    counts = ("ready", "reserved", "delayed", "buried", "urgent", "total", "waiting")
+    return {
+        "Error": error,
+        "Accepted": {"type": "object", "required": ["id"], "properties": {"id": {"type": "string"}}},
+        "JobRequest": {"type": "object", "required": ["task"], "additionalProperties": False, "properties": {
+            "task": {"type": "string"}, "args": {"type": "array"}, "kwargs": {"type": "object"},
+            "queue": {"type": "string"}, "priority": {"type": "integer", "minimum": 0, "maximum": 2**32 - 1},
+            "delay": {"type": "number", "minimum": 0}, "ttr": {"type": "integer", "minimum": 1}}},
+        "JobError": {"type": ["object", "null"], "properties": {
+            "type": {"type": "string"}, "message": {"type": "string"}, "traceback": {"type": "string"}}},
+        "JobRecord": {"type": "object", "properties": record},
+        "StatsJob": {"type": "object", "properties": stats},
+        "SeedStats": {"type": "object", "properties": seed},
+        "Outcome": {"type": "object", "required": ["id", "state"], "properties": {
+            "id": {"type": "string"}, "state": {"type": "string", "enum": _STATES}, "result": _ANY,
+            "error": _ref("schemas", "JobError")}},
+        "Task": {"type": "object", "properties": {"name": {"type": "string"}, "queue": {"type": "string"},
+                                                  "priority": {"type": "integer"}, "ttr": {"type": "integer"},
+                                                  "max_retries": {"type": "integer"}}},
+        "QueueCounts": {"type": "object", "properties": {k: {"type": "integer"} for k in counts}},
+        "Workers": {"type": "object", "properties": {
+            "workers": {"type": "array", "items": {"type": "object", "properties": {
+                "name": {"type": "string"}, "running": {"type": "integer"},
+                "jobs": {"type": "array", "items": {"type": "string"}}}}},
+            "waiting": {"type": "object", "additionalProperties": {"type": "integer"}}}},
+    }
+
+
+def _responses() -> dict[str, Any]:
+    def error(description: str) -> dict[str, Any]:
+        return _json(_ref("schemas", "Error"), description)
+    unavailable = error("the broker or the backend is unreachable; nothing was recorded as queued")
+    unavailable["headers"] = {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}
+    return {
+        "BadRequest": error("malformed JSON, not UTF-8, NUL, lone surrogate, nested deeper than 64, "
+                            "an integer beyond 64 bits, a v1 body that is not an object, "
+                            "a bad query parameter or header"),
+        "Unauthorized": error("a token is configured and the bearer token is missing or wrong"),
+        "NotFound": error("no such job, task or route"),
+        "Conflict": error("the job's state does not allow this"),
+        "TooLarge": error("the body is larger than JOBKIT_MAX_BODY"),
+        "UnsupportedMediaType": error("a body that is not declared application/json"),
+        "Unprocessable": error("a field has the wrong type or value "
+                               "(task, args, kwargs, queue, priority, delay, ttr)"),
+        "Unavailable": unavailable,
+    }
+
+
+def document(version: str, auth: bool) -> dict[str, Any]:
+    """The OpenAPI document.
+
+    Args:
+        version: jobkit's version, shown as the API's version.
+        auth: whether a bearer token is required (every route but ``/healthz``).
+    """
+    components: dict[str, Any] = {"schemas": _schemas(), "responses": _responses(),
+                                  "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "jobkit", "version": version,
+                 "description": "Enqueue jobs and read their outcomes. Bodies are JSON (application/json, "
+                                "UTF-8) up to JOBKIT_MAX_BODY bytes; every error body is "
+                                '{"title", "description"}. A trailing slash is accepted on every path.'},
+        "paths": _seed_paths() | _job_paths() | _other_paths(),
+        "components": components,
+        "security": [{"bearer": []}] if auth else [],
+    }

@@ -1,0 +1,224 @@
+"""Falcon resources: validate the request, call the App, shape the answer.
+
+No broker or backend code lives here: jobkit errors propagate and are mapped
+to HTTP by :mod:`jobkit.api.errors`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import falcon
+
+from jobkit.api import validate, views
+from jobkit.api.dashboard import render as render_dashboard
+from jobkit.api.errors import RETRY_AFTER_S
+from jobkit.api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from jobkit.api.metrics import Metrics
+from jobkit.app import App
+from jobkit.config import Settings
+from jobkit.errors import JobkitError, JobTimeout
+from jobkit.job import JobState
+
+#: Seconds a client polling ``/v1/jobs/{id}/result`` is asked to wait between polls.
+POLL_AFTER_S = 1
+
+
+@dataclass(frozen=True)
+class Api:
+    """What the resources share: settings, the App and the metrics."""
+
+    settings: Settings
+    app: App
+    metrics: Metrics
+
+
+def accept(api: Api, req: falcon.Request, resp: falcon.Response, task: str, args: list[Any],
+           kwargs: dict[str, Any] | None = None, **options: Any) -> None:
+    """Enqueue a job and answer 202 (200 for a repeated ``Idempotency-Key``) with its id."""
+    job = api.app.send(task, args, kwargs, idempotency_key=validate.idempotency_key(req), **options)
+    if job.created:
+        api.metrics.accepted(task)
+    resp.status = falcon.HTTP_202 if job.created else falcon.HTTP_200
+    resp.location = f"/v1/jobs/{job.id}"
+    resp.media = {"id": job.id}
+
+
+class Seed:
+    """The seed's routes: ``POST /`` and ``GET /{job_id}`` (``/{job_id}/`` too)."""
+
+    def __init__(self, api: Api) -> None:
+        self.api = api
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Enqueue the default task with the body (any JSON value) as its one argument."""
+        accept(self.api, req, resp, self.api.settings.default_task, [validate.read_json(req)])
+
+    def on_get_status(self, req: falcon.Request, resp: falcon.Response, job_id: str) -> None:
+        """beanstalkd's stats while the broker holds the job, else the stored outcome."""
+        status = self.api.app.status(validate.job_id(job_id))
+        if status.state.finished:
+            resp.media = views.seed_outcome(status)
+            return
+        stats = self.api.app.locate(status.id, status.record.get("broker_id"))
+        resp.media = views.seed_stats(stats) if stats is not None else views.seed_outcome(status)
+
+
+class Jobs:
+    """``/v1/jobs`` and one job: read, wait for the result, cancel, retry."""
+
+    def __init__(self, api: Api) -> None:
+        self.api = api
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Enqueue ``{"task", "args"?, "kwargs"?, "queue"?, "priority"?, "delay"?, "ttr"?}``."""
+        job = validate.job_request(validate.read_json(req))
+        accept(self.api, req, resp, job.task, job.args, job.kwargs, **job.options)
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Records, newest first, filtered by ``state`` and ``task``."""
+        state, task, limit = validate.list_params(req)
+        resp.media = {"jobs": self.api.app.backend.find(state=state, task=task, limit=limit)}
+
+    def on_get_item(self, req: falcon.Request, resp: falcon.Response, job_id: str) -> None:
+        """The record, plus ``"broker"``: beanstalkd's stats-job while it holds the job, else null."""
+        status = self.api.app.status(validate.job_id(job_id))
+        stats = None
+        if status.state is not JobState.SUCCEEDED:
+            stats = self.api.app.locate(status.id, status.record.get("broker_id"))
+        resp.media = status.record | {"broker": stats}
+
+    def on_delete_item(self, req: falcon.Request, resp: falcon.Response, job_id: str) -> None:
+        """Cancel: 200 with the record; 409 when it already succeeded or was cancelled."""
+        resp.media = self.api.app.cancel(validate.job_id(job_id)).record
+
+    def on_get_result(self, req: falcon.Request, resp: falcon.Response, job_id: str) -> None:
+        """200 with the outcome once finished (check ``state``); 202 while not, after ``?wait=S``."""
+        wait_s = validate.wait_param(req)
+        job_id = validate.job_id(job_id)
+        if wait_s > 0:
+            try:
+                self.api.app.backend.wait(job_id, wait_s)
+            except JobTimeout:
+                pass
+        status = self.api.app.status(job_id)
+        resp.media = views.outcome(status)
+        if not status.state.finished:
+            resp.status = falcon.HTTP_202
+            resp.set_header("Retry-After", str(POLL_AFTER_S))
+
+    def on_post_retry(self, req: falcon.Request, resp: falcon.Response, job_id: str) -> None:
+        """Run a failed or cancelled job again: 202 with the record; 409 in any other state."""
+        status = self.api.app.retry(validate.job_id(job_id))
+        resp.status = falcon.HTTP_202
+        resp.location = f"/v1/jobs/{status.id}"
+        resp.media = status.record
+
+
+class Tasks:
+    """``GET /v1/tasks`` and ``POST /v1/tasks/{name}``."""
+
+    def __init__(self, api: Api) -> None:
+        self.api = api
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Every registered task with its options."""
+        tasks = sorted(self.api.app.tasks.values(), key=lambda t: t.name)
+        resp.media = {"tasks": [views.task_info(task) for task in tasks]}
+
+    def on_post_item(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        """Enqueue ``name`` with the body (any JSON value) as its one argument."""
+        accept(self.api, req, resp, name, [validate.read_json(req)])
+
+
+class Queues:
+    """``GET /v1/queues``: per-queue broker counts."""
+
+    def __init__(self, api: Api) -> None:
+        self.api = api
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = {"queues": self.api.app.broker.stats()}
+
+
+class Workers:
+    """``GET /v1/workers``: busy workers from the records, waiting connections from the broker."""
+
+    def __init__(self, api: Api) -> None:
+        self.api = api
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        running = self.api.app.backend.find(state=JobState.RUNNING.value, limit=validate.MAX_LIMIT)
+        resp.media = views.workers(running, self.api.app.broker.stats())
+
+
+class Health:
+    """``GET /healthz`` (the process answers) and ``GET /readyz`` (broker and backend answer)."""
+
+    def __init__(self, api: Api) -> None:
+        self.api = api
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = {"status": "ok"}
+
+    def on_get_ready(self, req: falcon.Request, resp: falcon.Response) -> None:
+        checks = {"broker": self.api.app.broker.ping, "backend": self.api.app.backend.ping}
+        results = {name: _check(ping) for name, ping in checks.items()}
+        if any(result != "ok" for result in results.values()):
+            raise NotReady(results)
+        resp.media = {"status": "ok"} | results
+
+
+def _check(ping: Any) -> str:
+    try:
+        ping()
+    except JobkitError:
+        return "unavailable"
+    return "ok"
+
+
+class NotReady(falcon.HTTPServiceUnavailable):
+    """503 from ``/readyz``; the body says which part is unavailable."""
+
+    def __init__(self, checks: dict[str, str]) -> None:
+        down = ", ".join(name for name, result in checks.items() if result != "ok")
+        super().__init__(description=f"unavailable: {down}", retry_after=RETRY_AFTER_S)
+        self.checks = checks
+
+    def to_dict(self, obj_type: Any = dict) -> Any:
+        data = super().to_dict(obj_type)
+        data.update(self.checks)
+        return data
+
+
+class Document:
+    """``GET /openapi.json``."""
+
+    def __init__(self, document: dict[str, Any]) -> None:
+        self.document = document
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = self.document
+
+
+class MetricsPage:
+    """``GET /metrics``: Prometheus text format."""
+
+    def __init__(self, api: Api) -> None:
+        self.api = api
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.data = self.api.metrics.render()
+        resp.content_type = METRICS_CONTENT_TYPE
+
+
+class Dashboard:
+    """``GET /dashboard``: queues and recent jobs as one self-contained HTML page."""
+
+    def __init__(self, api: Api) -> None:
+        self.api = api
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.text = render_dashboard(self.api.app)
+        resp.content_type = falcon.MEDIA_HTML
+        resp.set_header("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")

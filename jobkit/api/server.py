@@ -1,0 +1,243 @@
+"""Serving the API on waitress, in one process or several sharing one port.
+
+Limits are deliberate (see :func:`server_options`): a bounded number of
+connections, idle connections closed, request bodies capped at about
+``max_body`` while they stream in, headers capped, ``poll()`` instead of
+``select()``. Errors waitress answers by itself (a malformed request line,
+a body past its cap, headers too large) are JSON like every other error.
+
+With ``processes=N > 1`` the parent binds the socket once and forks N
+children, each serving it with its own waitress; the parent forwards
+SIGTERM/SIGINT to them, replaces a child that dies unexpectedly, and exits
+when they have all exited.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import time
+from typing import Any
+
+from waitress import create_server  # type: ignore[import-untyped]
+from waitress.channel import HTTPChannel  # type: ignore[import-untyped]
+from waitress.task import ErrorTask  # type: ignore[import-untyped]
+
+from jobkit.api import create_app
+from jobkit.api.errors import dumps
+from jobkit.app import App
+from jobkit.config import Settings
+from jobkit.errors import ConfigError, JobkitError
+
+log = logging.getLogger("jobkit.api")
+
+#: Bytes of chunked framing allowed on top of ``max_body`` before waitress cuts a body off.
+FRAMING_ALLOWANCE = 4096
+#: A child that dies sooner than this after it started is not replaced (a crash loop).
+MIN_CHILD_LIFE_S = 5.0
+_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
+class JSONErrorTask(ErrorTask):  # type: ignore[misc]
+    """waitress's own error responses (400, 413, 431, …) as Falcon-style JSON.
+
+    waitress answers an unknown ``Transfer-Encoding`` with 501, as RFC 9112
+    suggests; the API promises no 5xx for anything a client sends, so that
+    one is a 400 here.
+    """
+
+    def execute(self) -> None:
+        error = self.request.error
+        code, reason = (400, "Bad Request") if error.code == 501 else (error.code, error.reason)
+        self.status = f"{code} {reason}"
+        body = dumps({"title": self.status, "description": str(error.body)}).encode("utf-8")
+        self.response_headers.append(("Content-Type", "application/json"))
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+
+class JSONErrorChannel(HTTPChannel):  # type: ignore[misc]
+    """A waitress channel whose error responses are JSON."""
+
+    error_task_class = JSONErrorTask
+
+
+class OncePer(logging.Filter):
+    """Let one record through per ``interval_s`` seconds.
+
+    waitress warns "Task queue depth is N" for every request that waits for a
+    thread: under load, thousands of lines a second saying one thing.
+    """
+
+    def __init__(self, interval_s: float) -> None:
+        super().__init__()
+        self.interval_s = interval_s
+        self._next = 0.0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = time.monotonic()
+        if now < self._next:
+            return False
+        self._next = now + self.interval_s
+        return True
+
+
+def server_options(settings: Settings, threads: int) -> dict[str, Any]:
+    """waitress adjustments for ``settings`` and ``threads`` worker threads per process."""
+    return {
+        "threads": threads,
+        "connection_limit": max(100, 16 * threads),  # then new connections wait in the backlog
+        "backlog": 1024,
+        "channel_timeout": 30,  # seconds an idle (or trickling) connection is kept
+        "cleanup_interval": 10,  # seconds between checks for such connections
+        "max_request_body_size": settings.max_body + FRAMING_ALLOWANCE,  # counted as it arrives
+        "max_request_header_size": 32 * 1024,
+        "asyncore_use_poll": True,  # select() stops at 1024 file descriptors
+        "expose_tracebacks": False,
+        "ident": "jobkit",
+    }
+
+
+def bind(host: str, port: int, backlog: int = 1024) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (port 0 picks a free one).
+
+    Raises:
+        ConfigError: the address cannot be bound.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=backlog)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc}") from None
+
+
+def make_server(settings: Settings, wsgi: Any, sock: socket.socket, threads: int = 8) -> Any:
+    """A waitress server for the WSGI app ``wsgi`` on the bound socket ``sock`` (not yet running)."""
+    server = create_server(wsgi, sockets=[sock], **server_options(settings, threads))
+    server.channel_class = JSONErrorChannel  # the server makes one channel per connection
+    return server
+
+
+def serve(settings: Settings, app: App, *, processes: int = 1, threads: int = 8) -> None:
+    """Serve the API on ``settings.api_host:settings.api_port`` until SIGTERM or SIGINT.
+
+    Args:
+        settings: where to listen, and the API's settings.
+        app: the App to serve.
+        processes: processes sharing the port (forked after binding it).
+        threads: waitress threads per process.
+
+    Raises:
+        ConfigError: the port cannot be bound, the broker or backend URL is
+            unusable, or several processes were asked of an in-process broker/backend.
+    """
+    wsgi = create_app(settings, app)  # a bad configuration fails here, once
+    if processes > 1 and "memory://" in (app.broker.url, app.backend.url):
+        raise ConfigError("memory:// lives in one process: use --processes 1 or a real broker and backend")
+    sock = bind(settings.api_host, settings.api_port)
+    queue_log = logging.getLogger("waitress.queue")
+    if not any(isinstance(f, OncePer) for f in queue_log.filters):
+        queue_log.addFilter(OncePer(10.0))
+    host, port = sock.getsockname()[:2]
+    log.info("jobkit api: http://%s:%s/ (%d process(es) x %d threads)", host, port, processes, threads)
+    if processes == 1:
+        _run(make_server(settings, wsgi, sock, threads))
+    else:
+        supervisor = Supervisor(lambda: _run(make_server(settings, wsgi, sock, threads)), processes)
+        if not supervisor.run():
+            raise JobkitError("API processes kept dying at start-up; see the log above")
+
+
+def _run(server: Any) -> None:
+    """Serve in this process until SIGTERM/SIGINT; running requests get a few seconds to finish."""
+    signal.signal(signal.SIGTERM, _exit)
+    signal.signal(signal.SIGINT, _exit)
+    server.run()  # returns after SystemExit/KeyboardInterrupt, having stopped its threads
+
+
+def _exit(signum: int, frame: Any) -> None:
+    raise SystemExit(0)
+
+
+class Supervisor:
+    """Fork ``processes`` children that each call ``target``; forward signals; reap them.
+
+    Args:
+        target: what a child runs; the child exits when it returns.
+        processes: how many children to keep.
+    """
+
+    def __init__(self, target: Any, processes: int) -> None:
+        self.target = target
+        self.processes = processes
+        self.children: dict[int, float] = {}  # pid -> start time (monotonic)
+        self.stopping = False
+
+    def run(self) -> bool:
+        """Start the children and wait until all of them have exited.
+
+        Returns:
+            False when the supervisor gave up on a child dying at start-up, else True.
+        """
+        healthy = True
+        for signum in _SIGNALS:
+            signal.signal(signum, self._forward)
+        for _ in range(self.processes):
+            self._spawn()
+        while self.children:
+            try:
+                pid, status = os.wait()
+            except ChildProcessError:
+                break
+            started = self.children.pop(pid, None)
+            if started is None or self.stopping:
+                continue
+            log.error("api process %d exited (%s)", pid, _describe(status))
+            if time.monotonic() - started < MIN_CHILD_LIFE_S:
+                log.error("it died within %.0f s of starting: stopping the others", MIN_CHILD_LIFE_S)
+                healthy = False
+                self._forward(signal.SIGTERM, None)
+            else:
+                self._spawn()
+        return healthy
+
+    def _spawn(self) -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)  # none may run the parent's handler in a child
+        try:
+            pid = os.fork()
+            if pid == 0:
+                self._child()
+            self.children[pid] = time.monotonic()
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
+
+    def _child(self) -> None:
+        """Serve, then leave without ever returning into the parent's code."""
+        code = 1
+        try:
+            self.children.clear()
+            for signum in _SIGNALS:
+                signal.signal(signum, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
+            self.target()
+            code = 0
+        except BaseException:
+            log.exception("api process %d failed", os.getpid())
+        finally:
+            os._exit(code)
+
+    def _forward(self, signum: int, frame: Any) -> None:
+        self.stopping = True
+        for pid in list(self.children):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+
+def _describe(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exit status {os.waitstatus_to_exitcode(status)}"

@@ -1,0 +1,66 @@
+"""The JSON shapes the API answers with, built from records, tasks and broker stats."""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from jobkit.brokers.base import STATS_JOB_KEYS
+from jobkit.job import JobState, JobStatus
+from jobkit.task import Task
+
+
+def seed_stats(stats: Mapping[str, Any]) -> dict[str, Any]:
+    """beanstalkd's ``stats-job`` as the seed showed it: its order, ``time-left`` as ``timeLeft``."""
+    return {("timeLeft" if key == "time-left" else key): stats.get(key) for key in STATS_JOB_KEYS}
+
+
+def seed_outcome(status: JobStatus) -> dict[str, Any]:
+    """The seed's stored document: ``{"_id", **result}`` when succeeded.
+
+    Otherwise ``{"_id", "state", "error"?}``; a result that is not a dict is ``{"_id", "result"}``.
+    """
+    if status.state is JobState.SUCCEEDED:
+        if isinstance(status.result, dict):
+            return {"_id": status.id} | {k: v for k, v in status.result.items() if k != "_id"}
+        return {"_id": status.id, "result": status.result}
+    view: dict[str, Any] = {"_id": status.id, "state": status.state.value}
+    if status.error is not None:
+        view["error"] = status.error
+    return view
+
+
+def outcome(status: JobStatus) -> dict[str, Any]:
+    """``{"id", "state"}`` plus ``result`` (succeeded) or ``error`` (failed, when stored)."""
+    view: dict[str, Any] = {"id": status.id, "state": status.state.value}
+    if status.state is JobState.SUCCEEDED:
+        view["result"] = status.result
+    elif status.error is not None:
+        view["error"] = status.error
+    return view
+
+
+def task_info(task: Task[Any, Any]) -> dict[str, Any]:
+    """A task's name and options (seconds for every time)."""
+    opts = task.options
+    return {
+        "name": task.name, "queue": opts.queue, "priority": opts.priority, "ttr": opts.ttr,
+        "max_retries": opts.max_retries, "retry_backoff": opts.retry_backoff,
+        "retry_backoff_max": opts.retry_backoff_max,
+        "retry_on": [kind.__name__ for kind in opts.retry_on], "time_limit": opts.time_limit,
+        "doc": (task.__doc__ or "").strip() or None,
+    }
+
+
+def workers(running: Iterable[Mapping[str, Any]], queues: Mapping[str, Mapping[str, int]]) -> dict[str, Any]:
+    """Busy workers (records in state ``running``, by ``worker``) and waiting connections per queue.
+
+    An idle worker shows only as connections waiting on its queues (one per
+    slot); a worker that died mid-job shows until its job is redelivered.
+    """
+    busy: dict[str, list[str]] = {}
+    for record in running:
+        busy.setdefault(record.get("worker") or "(unknown)", []).append(record["id"])
+    return {
+        "workers": [{"name": name, "running": len(ids), "jobs": ids} for name, ids in sorted(busy.items())],
+        "waiting": {queue: counts.get("waiting", 0) for queue, counts in sorted(queues.items())},
+    }
