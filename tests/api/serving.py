@@ -3,12 +3,10 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,12 +14,6 @@ from typing import Any
 from jobkit.embedded import wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """The current environment without any ``JOBKIT_*`` variable, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBKIT_")}
-    return env | {"PYTHONUNBUFFERED": "1"} | extra
 
 
 class Command:
@@ -107,20 +99,6 @@ def raw_exchange(port: int, data: bytes, timeout_s: float = 10) -> list[http.cli
         reader.fp.close()
         sock.close()
     return responses
-
-
-def wait_until(check: Any, timeout_s: float = 10, what: str = "condition") -> Any:
-    """Poll ``check()`` until it returns something truthy; return that."""
-    deadline = time.monotonic() + timeout_s
-    pause = 0.01
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met after {timeout_s} s")
-        time.sleep(pause)
-        pause = min(pause * 2, 0.2)
 
 
 def children(pid: int) -> list[int]:

@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from jobkit.embedded import Beanstalkd, free_port
-from tests.api.serving import Command, children, clean_env, request, wait_until
+from tests.api.serving import Command, children, request
+from tests.helpers import eventually
+from tests.processes import clean_env
 
 pytestmark = pytest.mark.e2e
 
@@ -66,7 +68,7 @@ def test_seed_walkthrough(seed_env: dict[str, str], start: Callable[..., Command
     assert (waiting["tube"], waiting["state"]) == ("default", "ready")
 
     start("worker", ["worker", "-c", "2", "--grace", "1"], seed_env)
-    done = wait_until(lambda: (r := get(port, f"/{job_id}/"))[0] == 200 and b'"_id"' in r[1] and r,
+    done = eventually(lambda: (r := get(port, f"/{job_id}/"))[0] == 200 and b'"_id"' in r[1] and r,
                       timeout_s=30, what="the stored document")
     assert done[1].decode() == SEED_DOC % job_id
 
@@ -78,7 +80,7 @@ def test_api_with_two_processes(seed_env: dict[str, str], start: Callable[..., C
     port = int(seed_env["MANAGER_LISTEN_PORT"])
     api = start("api", ["api", "--processes", "2", "--threads", "4"], seed_env)
     api.wait_for_port(port)
-    wait_until(lambda: len(children(api.proc.pid)) == 2, what="two API processes")
+    eventually(lambda: len(children(api.proc.pid)) == 2, what="two API processes")
     start("worker", ["worker", "-c", "4", "--grace", "1"], seed_env)
 
     with ThreadPoolExecutor(8) as pool:
@@ -91,7 +93,7 @@ def test_api_with_two_processes(seed_env: dict[str, str], start: Callable[..., C
         states = [json.loads(get(port, f"/v1/jobs/{job_id}")[1])["state"] for job_id in ids]
         return states == ["succeeded"] * len(ids)
 
-    wait_until(all_done, timeout_s=30, what="every job succeeded")
+    eventually(all_done, timeout_s=30, what="every job succeeded")
     status, body = get(port, f"/v1/jobs/{ids[0]}/result")
     assert status == 200 and json.loads(body)["result"]["payload"] == '{"n":0}'
 

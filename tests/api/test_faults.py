@@ -17,7 +17,7 @@ from jobkit.api.errors import RETRY_AFTER_S
 from jobkit.config import Settings
 from jobkit.embedded import Beanstalkd, free_port
 from tests.api.app import make_app, post
-from tests.api.serving import wait_until
+from tests.helpers import eventually
 from tests.servers import MongoServer, missing
 
 pytestmark = pytest.mark.fault
@@ -88,7 +88,7 @@ def test_draining_broker_is_503_and_records_nothing(tmp_path: Path) -> None:
         assert post(client, "/", {"before": "drain"}).status_code == 202
         assert server.proc is not None
         os.kill(server.proc.pid, signal.SIGUSR1)  # beanstalkd: drain mode, put answers DRAINING
-        result = wait_until(lambda: (r := post(client, "/", {"a": 1})).status_code == 503 and r,
+        result = eventually(lambda: (r := post(client, "/", {"a": 1})).status_code == 503 and r,
                             what="DRAINING")
         assert_unavailable(result)
         assert sum(app.backend.counts().values()) == 1  # only the job from before
@@ -132,7 +132,7 @@ def test_backend_recovers_without_restart(tmp_path: Path) -> None:
         assert_unavailable(client.simulate_get(f"/v1/jobs/{JOB_ID}"))
         assert_unavailable(post(client, "/", {"a": 1}))
         mongo.start()
-        accepted = wait_until(lambda: (r := post(client, "/", {"a": 1})).status_code == 202 and r,
+        accepted = eventually(lambda: (r := post(client, "/", {"a": 1})).status_code == 202 and r,
                               timeout_s=20, what="MongoDB back")
         assert client.simulate_get(f"/v1/jobs/{accepted.json['id']}").json["state"] == "queued"
         assert client.simulate_get(f"/v1/jobs/{JOB_ID}").status_code == 404

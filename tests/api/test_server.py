@@ -17,7 +17,9 @@ import pytest
 from jobkit.api.server import FRAMING_ALLOWANCE, OncePer, server_options
 from jobkit.config import Settings
 from jobkit.embedded import free_port
-from tests.api.serving import ROOT, Command, children, clean_env, raw_exchange, request, wait_until
+from tests.api.serving import ROOT, Command, children, raw_exchange, request
+from tests.helpers import eventually
+from tests.processes import clean_env
 
 MAX_BODY = 1000
 WAITRESS_CAP = MAX_BODY + FRAMING_ALLOWANCE
@@ -195,10 +197,10 @@ def test_supervisor_replaces_a_dead_child_and_forwards_sigterm(tmp_path: Path) -
     proc = subprocess.Popen([sys.executable, "-c", SUPERVISED, "2"], cwd=ROOT, stdout=log,
                             stderr=subprocess.STDOUT, env=clean_env())
     try:
-        first = wait_until(lambda: len(children(proc.pid)) == 2 and children(proc.pid), what="2 children")
+        first = eventually(lambda: len(children(proc.pid)) == 2 and children(proc.pid), what="2 children")
         victim = first[0]
         os.kill(victim, signal.SIGKILL)
-        wait_until(lambda: len(children(proc.pid)) == 2 and victim not in children(proc.pid),
+        eventually(lambda: len(children(proc.pid)) == 2 and victim not in children(proc.pid),
                    what="a replacement child")
         survivors = children(proc.pid)
         proc.send_signal(signal.SIGTERM)
