@@ -1,0 +1,365 @@
+"""The fault tests F1-F13 of RELIABILITY.md: real worker processes, real servers, real faults.
+
+Every test that kills or restarts beanstalkd or the backend owns a private
+server; every process and server is stopped in fixture teardown. Each test
+asserts what RELIABILITY.md's "what must hold" column says, and is bounded
+in time by short TTRs and a pytest timeout.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import greenstalk
+import pymongo
+import pytest
+
+from jobkit import App, Job, JobState
+from jobkit.embedded import Beanstalkd
+from jobkit.errors import BackendUnavailable, BrokerUnavailable, JobFailed
+from jobkit.message import Envelope
+from jobkit.runner import OUTAGE_DELAY_S
+from tests import taskapp
+from tests.faultkit import TcpProxy, lines, record_count, settled
+from tests.helpers import eventually
+from tests.processes import JobkitProcess, clean_env, jobkit
+from tests.servers import MongoServer, missing
+
+pytestmark = pytest.mark.fault
+StartWorker = Callable[..., JobkitProcess]
+
+
+def make_app(broker_url: str, backend_url: str) -> App:
+    """An App over the given servers with the tasks the worker processes import."""
+    app = App("faults", broker=broker_url, backend=backend_url)
+    app.tasks = taskapp.app.tasks
+    return app
+
+
+@pytest.fixture
+def beanstalk(tmp_path: Path) -> Iterator[Beanstalkd]:
+    """A private beanstalkd with a binlog in ``tmp_path``, killed at teardown."""
+    if shutil.which("beanstalkd") is None:
+        missing("beanstalkd is not installed (apt-get install beanstalkd)")
+    server = Beanstalkd(binlog_dir=tmp_path / "binlog").start()
+    yield server
+    server.stop(kill=True)
+
+
+@pytest.fixture
+def mongo(tmp_path: Path) -> Iterator[MongoServer]:
+    """A private MongoDB server (nx-27017 here) the test may stop and start again."""
+    workdir = tmp_path / "mongo"
+    workdir.mkdir()
+    server = MongoServer(workdir).start()
+    yield server
+    server.stop(kill=True)
+
+
+@pytest.fixture
+def app(beanstalk: Beanstalkd, sqlite_url: str) -> Iterator[App]:
+    """The test tasks over the private beanstalkd, records in SQLite."""
+    app = make_app(beanstalk.url, sqlite_url)
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[StartWorker]:
+    """Start ``jobkit worker`` processes; by default wait until their slots block in reserve."""
+    started: list[JobkitProcess] = []
+
+    def start(app: App, queue: str, *extra: str, concurrency: int = 1, pool: str = "thread",
+              grace: float = 10, broker_url: str | None = None, wait_ready: bool = True) -> JobkitProcess:
+        waiting = app.broker.stats().get(queue, {}).get("waiting", 0)
+        log = tmp_path / f"worker-{len(started)}.log"
+        proc = JobkitProcess("worker", "-A", "tests.taskapp:app", "--broker", broker_url or app.broker.url,
+                             "--backend", app.backend.url, "-q", queue, "-c", str(concurrency),
+                             "--pool", pool, "--grace", str(grace), *extra, log=log)
+        started.append(proc)
+        if wait_ready:
+            eventually(lambda: proc.proc.poll() is None and app.broker.stats().get(queue, {})
+                       .get("waiting", 0) >= waiting + concurrency,
+                       timeout_s=20, what=f"worker waiting on {queue} ({log})")
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop(timeout_s=5)
+
+
+def worker_name(proc: JobkitProcess) -> str:
+    """The name a thread-pool worker process writes into the records it claims."""
+    return f"{os.uname().nodename}:{proc.pid}"
+
+
+def waiting(app: App, queue: str) -> int:
+    return int(app.broker.stats().get(queue, {}).get("waiting", 0))
+
+
+SIGTERM_CASES = [  # pool, --grace, SIGTERMs sent, what becomes of the running job
+    ("thread", 10.0, 1, "finishes"),
+    ("thread", 0.5, 1, "released"),
+    ("process", 10.0, 1, "finishes"),
+    ("process", 0.5, 1, "released"),
+]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("pool", "grace", "signals", "fate"), SIGTERM_CASES)
+def test_f2_sigterm_mid_job(app: App, queue: str, workers: StartWorker, tmp_path: Path, pool: str,
+                            grace: float, signals: int, fate: str) -> None:
+    path = tmp_path / "runs"
+    proc = workers(app, queue, concurrency=2, pool=pool, grace=grace)
+    job = app.send("slow_first_run", (str(path), 1.5 if fate == "finishes" else 30), queue=queue)
+    eventually(lambda: job.status().state is JobState.RUNNING, what="job running")
+    proc.signal(signal.SIGTERM)
+    eventually(lambda: waiting(app, queue) == 0, what="the idle slot stopped reserving")
+    late = app.send("add", (1, 2), queue=queue)  # sent after the stop: must not be taken
+    signalled = time.monotonic()
+    if signals == 2:
+        proc.signal(signal.SIGTERM)
+    assert proc.wait(grace + 10) == 0
+    if fate == "finishes":
+        assert job.status().state is JobState.SUCCEEDED and job.status().attempts == 1
+    else:
+        assert time.monotonic() - signalled < min(grace, 1) + 2  # released at once / after grace
+        status = job.status()
+        assert (status.state, status.attempts) == (JobState.QUEUED, 0)
+    assert late.status().state is JobState.QUEUED
+    counts = app.broker.stats()[queue]
+    assert (counts["ready"], counts["reserved"]) == (1 if fate == "finishes" else 2, 0)
+    workers(app, queue, wait_ready=False)  # 0 lost: a fresh worker runs what is left
+    assert late.get(timeout=10) == 3
+    assert job.get(timeout=10) == len(lines(path))
+    assert record_count(app) == 2
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("pool", ["thread", "process"])
+def test_f4_a_job_running_3_ttrs_is_touched_and_runs_once(app: App, queue: str, workers: StartWorker,
+                                                          tmp_path: Path, pool: str) -> None:
+    path = tmp_path / "runs"
+    workers(app, queue, pool=pool)
+    job = app.send("long_job", (str(path), 3.5), queue=queue)  # TTR 1 s
+    broker_id = eventually(lambda: job.status().record["broker_id"], what="broker id recorded")
+    samples: list[dict[str, object]] = []
+
+    def gone() -> bool:
+        peeked = app.broker.peek(broker_id)
+        if peeked is not None:
+            samples.append(peeked.stats)
+        return peeked is None
+
+    eventually(gone, timeout_s=10, what="job deleted")
+    assert job.get(timeout=5) == 3.5
+    assert max(int(str(s["age"])) for s in samples if s["state"] == "reserved") >= 3
+    assert all(s["timeouts"] == 0 and s["reserves"] == 1 for s in samples), samples
+    assert len(lines(path)) == 1 and job.status().attempts == 1
+
+
+def _send_concurrently(app: App, queue: str, path: Path, numbers: range) -> list[Job]:
+    jobs: dict[int, Job] = {}
+
+    def send(i: int) -> None:
+        jobs[i] = app.send("tagged", (str(path), str(i), 0.05), queue=queue)
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in numbers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(jobs) == list(numbers)
+    return list(jobs.values())
+
+
+@pytest.mark.timeout(30)
+def test_f7_send_to_a_draining_or_stopped_beanstalkd(app: App, beanstalk: Beanstalkd, queue: str) -> None:
+    app.send("add", (1, 1), queue=queue)  # the producer pool now holds a connection
+    assert beanstalk.proc is not None
+    beanstalk.proc.send_signal(signal.SIGUSR1)
+    probe = greenstalk.Client((beanstalk.host, beanstalk.port))
+    eventually(lambda: probe.stats()["draining"], what="beanstalkd draining")
+    probe.close()
+    _assert_refused_fast(app, queue, "drain")
+    beanstalk.stop()
+    _assert_refused_fast(app, queue, "down")
+    assert record_count(app) == 1
+
+
+def _assert_refused_fast(app: App, queue: str, label: str) -> None:
+    for key in (None, f"key-{label}"):
+        started = time.monotonic()
+        with pytest.raises(BrokerUnavailable):
+            app.send("add", (1, 2), queue=queue, idempotency_key=key)
+        assert time.monotonic() - started < 2
+        assert record_count(app) == 1  # nothing recorded as queued
+
+
+@pytest.mark.timeout(60)
+def test_f8_backend_down_when_a_job_is_claimed(beanstalk: Beanstalkd, mongo: MongoServer, queue: str,
+                                               workers: StartWorker, tmp_path: Path) -> None:
+    path = tmp_path / "runs"
+    app = make_app(beanstalk.url, mongo.url("f8"))
+    proc = workers(app, queue)
+    mongo.stop()
+    env = Envelope(id="claimedwhiledown", task="tagged", args=[str(path), "x"], queue=queue)
+    broker_id = app.broker.put(env.encode(), queue=queue, priority=0, delay_s=0, ttr_s=10)
+
+    def stats() -> dict[str, int]:
+        peeked = app.broker.peek(broker_id)
+        assert peeked is not None, "the job left the broker"
+        return peeked.stats
+
+    eventually(lambda: stats()["state"] == "delayed", what="job released with a delay")
+    released = time.monotonic()
+    eventually(lambda: stats()["reserves"] == 2, timeout_s=15, what="reserved again after its delay")
+    assert time.monotonic() - released >= OUTAGE_DELAY_S - 1  # it waited in the broker: no hot loop
+    assert lines(path) == [] and proc.output().count("backend unavailable") <= 2
+    mongo.start()
+    eventually(lambda: app.status(env.id).state is JobState.SUCCEEDED, timeout_s=20, what="job done")
+    assert lines(path) == ["x"] and record_count(app) == 1 and settled(app, queue)
+    app.close()
+
+
+@pytest.mark.timeout(60)
+def test_f9_backend_down_during_a_read(beanstalk: Beanstalkd, mongo: MongoServer, queue: str) -> None:
+    app = make_app(beanstalk.url, mongo.url("f9"))
+    job = app.send("add", (1, 2), queue=queue)
+    mongo.stop()
+    started = time.monotonic()
+    with pytest.raises(BackendUnavailable):
+        app.status(job.id)
+    assert time.monotonic() - started < 5
+    with pytest.raises(BackendUnavailable):
+        app.send("add", (3, 4), queue=queue)
+    assert app.broker.stats()[queue]["ready"] == 1  # the unrecorded job was taken back
+    fresh = make_app(beanstalk.url, mongo.url("f9"))  # first used during the outage
+    threads = threading.active_count()
+    for _ in range(3):
+        with pytest.raises(BackendUnavailable):
+            fresh.status(job.id)
+    assert threading.active_count() <= threads + 2  # no client leaked per failed call
+    mongo.start()
+    assert app.status(job.id).state is JobState.QUEUED  # the same App recovers
+    assert fresh.status(job.id).state is JobState.QUEUED
+    app.close()
+    fresh.close()
+
+
+# -- jobs that fail, crash or poison --------------------------------------------------
+
+@pytest.mark.timeout(60)
+def test_f10_always_raising_task_retries_with_backoff_then_buried(app: App, queue: str,
+                                                                  workers: StartWorker,
+                                                                  tmp_path: Path) -> None:
+    path = tmp_path / "attempts"
+    workers(app, queue)  # one slot: the retrying job must not block the others
+    job = app.send("fails_with_backoff", (str(path),), queue=queue)
+    eventually(lambda: len(lines(path)) >= 2, what="first retry")
+    others = [app.send("add", (i, i), queue=queue) for i in range(20)]
+    assert [o.get(timeout=5) for o in others] == [2 * i for i in range(20)]
+    others_done = time.time()
+    with pytest.raises(JobFailed) as caught:
+        job.get(timeout=20)
+    starts = [float(t) for t in lines(path)]
+    assert len(starts) == 4  # max_retries=3
+    assert others_done < starts[-1]  # the others ran while it was still being retried
+    gaps = [later - earlier for earlier, later in zip(starts, starts[1:], strict=False)]
+    assert gaps[0] >= 0.9 and gaps[0] < gaps[1] < gaps[2], gaps  # backoff 1, 2, 3-4 s
+    error = caught.value.error
+    assert (error["type"], error["message"]) == ("RuntimeError", "fails every time")
+    assert 'raise RuntimeError("fails every time")' in error["traceback"]
+    assert job.status().attempts == 4 and app.broker.stats()[queue]["buried"] == 1
+    kicked = jobkit("kick", "--job", job.id, *_cli_servers(app), env=clean_env())
+    assert kicked.returncode == 0 and "kicked 1 job(s)" in kicked.stdout, kicked.stderr
+    eventually(lambda: len(lines(path)) == 5, what="kicked job ran again")
+    eventually(lambda: job.status().state is JobState.RETRYING and job.status().attempts == 1,
+               what="a fresh round of retries")
+
+
+def succeeded(jobs: dict[str, Job]) -> set[str]:
+    """The keys of the jobs that succeeded."""
+    return {key for key, job in jobs.items() if job.status().state is JobState.SUCCEEDED}
+
+
+def _cli_servers(app: App) -> tuple[str, ...]:
+    return ("-A", "tests.taskapp:app", "--broker", app.broker.url, "--backend", app.backend.url)
+
+
+@pytest.mark.timeout(60)
+def test_f10_kick_cli_by_job_queue_and_all(app: App, workers: StartWorker, tmp_path: Path) -> None:
+    flag = tmp_path / "flag"
+    jobs = {q: app.send("fails_until", (str(tmp_path / q), str(flag)), queue=q)
+            for q in ("qa", "qb", "qc")}
+    workers(app, "qa,qb,qc", wait_ready=False)
+    eventually(lambda: all(j.status().state is JobState.FAILED for j in jobs.values()), what="all failed")
+    flag.touch()
+    for args, done in ((("--job", jobs["qa"].id), {"qa"}), (("--queue", "qb"), {"qa", "qb"}),
+                       (("--all",), {"qa", "qb", "qc"})):
+        result = jobkit("kick", *args, *_cli_servers(app), env=clean_env())
+        assert result.returncode == 0 and "kicked 1 job(s)" in result.stdout, result.stderr
+        eventually(lambda done=done: succeeded(jobs) == done, what=f"kick {args} ran exactly {done}")
+    assert all(job.get(timeout=1) == 2 for job in jobs.values())
+    assert all(settled(app, q) for q in jobs)
+
+
+@pytest.mark.timeout(60)
+def test_f11_task_that_kills_its_worker_each_time(app: App, queue: str, workers: StartWorker,
+                                                  tmp_path: Path) -> None:
+    path = tmp_path / "runs"
+    proc = workers(app, queue, pool="process")
+    job = app.send("crash", (str(path),), queue=queue)  # max_retries=2
+    eventually(lambda: app.broker.stats()[queue]["buried"] == 1, timeout_s=20, what="job buried")
+    status = job.status()
+    assert status.state is JobState.FAILED and status.error is not None
+    assert status.error["type"] == "WorkerLost" and "reserved 4 times" in status.error["message"]
+    assert len(lines(path)) == 3  # max_retries + 1 runs, then buried on the next reserve
+    buried = app.broker.peek_buried(queue)
+    assert buried is not None and buried.stats["reserves"] == 4
+    assert app.send("add", (2, 2), queue=queue).get(timeout=10) == 4  # the pool works on
+    assert len(lines(path)) == 3 and proc.proc.poll() is None  # no endless loop
+
+
+@pytest.mark.timeout(30)
+def test_f12_poison_messages_are_buried_with_the_reason(app: App, queue: str,
+                                                        workers: StartWorker) -> None:
+    proc = workers(app, queue)
+    app.broker.put(b"\xff not json", queue=queue, priority=0, delay_s=0, ttr_s=5)
+    unknown = Envelope(id="poisonunknown1", task="no_such_task", queue=queue)
+    app.broker.put(unknown.encode(), queue=queue, priority=0, delay_s=0, ttr_s=5)
+    eventually(lambda: app.broker.stats()[queue]["buried"] == 2, what="both buried")
+    with pytest.raises(JobFailed) as caught:
+        app.job("poisonunknown1").get(timeout=5)
+    assert caught.value.error["type"] == "PoisonMessage"
+    assert "unknown task 'no_such_task'" in caught.value.error["message"]
+    assert app.send("add", (1, 1), queue=queue).get(timeout=10) == 2  # keeps running
+    assert proc.proc.poll() is None
+    assert "burying message" in proc.output() and "unknown task" in proc.output()
+
+
+# -- expiry ---------------------------------------------------------------------------
+
+@pytest.mark.timeout(30)
+def test_f13_mongo_has_a_ttl_index_on_expires_at(beanstalk: Beanstalkd, mongo: MongoServer) -> None:
+    app = make_app(beanstalk.url, mongo.url("f13"))
+    job = app.send("add", (1, 1))
+    app.backend.finish(job.id, "succeeded", result=2)
+    client: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(mongo.url("f13"))
+    try:
+        jobs = client["f13"]["jobs"]
+        ttl = [ix for ix in jobs.index_information().values() if ix["key"] == [("expires_at", 1)]]
+        assert len(ttl) == 1 and ttl[0]["expireAfterSeconds"] == 0
+        doc = jobs.find_one({"_id": job.id})
+        assert doc is not None and doc["expires_at"]
+        if mongo.kind == "mongod":  # nx-27017 keeps dates written by $set as text
+            assert hasattr(doc["expires_at"], "tzinfo")  # a BSON date, as the TTL monitor needs
+    finally:
+        client.close()
+        app.close()
