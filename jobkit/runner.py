@@ -71,6 +71,16 @@ class Attempt:
         return None if limit is None else self.started + limit
 
 
+def lost_worker_limit(max_retries: int) -> int:
+    """How many reserves without an outcome a job gets before it is buried as a crash loop.
+
+    ``max_retries + 1``, but never less than 2: one lost worker (a deploy, an
+    OOM kill, a dead node) is no verdict on the job, so even a task without
+    retries runs again once after its worker vanished.
+    """
+    return max(max_retries, 1) + 1
+
+
 def describe(exc: BaseException, with_traceback: bool = True) -> dict[str, Any]:
     """The stored form of an error: ``{"type", "message", "traceback"}``."""
     text = "".join(traceback.format_exception(exc)) if with_traceback else ""
@@ -115,7 +125,7 @@ class Runner:
             consumer.delete(delivery)  # its outcome is stored: a redelivery, not new work
         elif state == "failed":
             consumer.bury(delivery, priority=env.priority)  # a dead letter stays one
-        elif attempts > env.max_retries + 1:
+        elif attempts > lost_worker_limit(env.max_retries):
             error = {"type": "WorkerLost", "traceback": "", "message":
                      f"reserved {attempts} times without an outcome: its worker died each time"}
             self._store_then(consumer, delivery, env, "failed", Outcome(False, error=error), attempts)

@@ -103,6 +103,30 @@ def waiting(app: App, queue: str) -> int:
     return int(app.broker.stats().get(queue, {}).get("waiting", 0))
 
 
+# -- workers die, stop or lose their connection ------------------------------
+
+@pytest.mark.timeout(60)
+def test_f1_kill9_one_of_two_workers_with_jobs_in_flight(app: App, queue: str, workers: StartWorker,
+                                                         tmp_path: Path) -> None:
+    path, ttr = tmp_path / "runs", 2
+    victim = workers(app, queue, concurrency=4)
+    workers(app, queue, concurrency=4)
+    jobs = [app.send("tagged", (str(path), str(i), 0.05 + (i % 6) * 0.01), queue=queue, ttr=ttr)
+            for i in range(120)]
+    eventually(lambda: len(lines(path)) >= 30, what="30 jobs started")
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait(5)
+    eventually(lambda: app.backend.counts().get("succeeded") == 120, timeout_s=ttr + 5,
+               what="all 120 jobs succeeded")
+    assert record_count(app) == 120
+    assert all(job.status().state is JobState.SUCCEEDED for job in jobs)
+    counts = app.broker.stats()[queue]
+    assert (counts["ready"], counts["reserved"]) == (0, 0), counts
+    runs = lines(path)
+    assert set(runs) == {str(i) for i in range(120)}
+    assert len(runs) - 120 <= 4  # only the jobs the killed worker held ran twice
+
+
 SIGTERM_CASES = [  # pool, --grace, SIGTERMs sent, what becomes of the running job
     ("thread", 10.0, 1, "finishes"),
     ("thread", 0.5, 1, "released"),
@@ -142,6 +166,23 @@ def test_f2_sigterm_mid_job(app: App, queue: str, workers: StartWorker, tmp_path
 
 
 @pytest.mark.timeout(60)
+def test_f3_sigterm_then_sigkill_before_the_job_ends(app: App, queue: str, workers: StartWorker,
+                                                     tmp_path: Path) -> None:
+    path, ttr = tmp_path / "runs", 2
+    first = workers(app, queue, grace=30)
+    job = app.send("slow_first_run", (str(path), 30), queue=queue, ttr=ttr)
+    eventually(lambda: job.status().state is JobState.RUNNING, what="job running")
+    first.signal(signal.SIGTERM)
+    eventually(lambda: "finishing running jobs" in first.output(), what="SIGTERM handled")
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait(5)
+    workers(app, queue, wait_ready=False)
+    assert job.get(timeout=ttr + 5) == 2  # it ran again, once
+    assert job.status().attempts == 2 and record_count(app) == 1
+    assert settled(app, queue)
+
+
+@pytest.mark.timeout(60)
 @pytest.mark.parametrize("pool", ["thread", "process"])
 def test_f4_a_job_running_3_ttrs_is_touched_and_runs_once(app: App, queue: str, workers: StartWorker,
                                                           tmp_path: Path, pool: str) -> None:
@@ -162,6 +203,32 @@ def test_f4_a_job_running_3_ttrs_is_touched_and_runs_once(app: App, queue: str, 
     assert max(int(str(s["age"])) for s in samples if s["state"] == "reserved") >= 3
     assert all(s["timeouts"] == 0 and s["reserves"] == 1 for s in samples), samples
     assert len(lines(path)) == 1 and job.status().attempts == 1
+
+
+# -- beanstalkd dies or refuses ------------------------------------------------
+
+@pytest.mark.timeout(90)
+def test_f6_kill9_beanstalkd_with_binlog_and_restart(app: App, beanstalk: Beanstalkd, queue: str,
+                                                     workers: StartWorker, tmp_path: Path) -> None:
+    path = tmp_path / "runs"
+    first = workers(app, queue, concurrency=3)
+    second = workers(app, queue, concurrency=2, pool="process")
+    sent = _send_concurrently(app, queue, path, range(60))  # fills the producer pool
+    eventually(lambda: len(lines(path)) >= 15, what="15 jobs started")
+    beanstalk.stop(kill=True)
+    started = time.monotonic()
+    with pytest.raises(BrokerUnavailable):
+        app.send("add", (1, 1), queue=queue)
+    assert time.monotonic() - started < 2
+    beanstalk.start()  # the same port and binlog
+    sent += [app.send("tagged", (str(path), str(i), 0.05), queue=queue) for i in range(60, 70)]
+    sent += _send_concurrently(app, queue, path, range(70, 90))
+    eventually(lambda: app.backend.counts().get("succeeded") == 90, timeout_s=30,
+               what="every accepted job succeeded")
+    assert record_count(app) == 90 and {job.get(timeout=1) for job in sent} == {str(i) for i in range(90)}
+    eventually(lambda: settled(app, queue) and waiting(app, queue) == 5, timeout_s=20,
+               what="all five worker slots reserving again")
+    assert first.proc.poll() is None and second.proc.poll() is None
 
 
 def _send_concurrently(app: App, queue: str, path: Path, numbers: range) -> list[Job]:
@@ -200,6 +267,28 @@ def _assert_refused_fast(app: App, queue: str, label: str) -> None:
             app.send("add", (1, 2), queue=queue, idempotency_key=key)
         assert time.monotonic() - started < 2
         assert record_count(app) == 1  # nothing recorded as queued
+
+
+# -- the backend goes away ---------------------------------------------------------
+
+@pytest.mark.timeout(60)
+def test_f8_backend_down_when_a_job_completes(beanstalk: Beanstalkd, mongo: MongoServer, queue: str,
+                                              workers: StartWorker, tmp_path: Path) -> None:
+    path = tmp_path / "runs"
+    app = make_app(beanstalk.url, mongo.url("f8"))
+    workers(app, queue)
+    job = app.send("tagged", (str(path), "x", 1.5), queue=queue)
+    record = eventually(lambda: job.status().record if lines(path) else None, what="job running")
+    assert record["state"] == "running"
+    mongo.stop()
+    stats = eventually(lambda: (p := app.broker.peek(record["broker_id"])) and
+                       p.stats["state"] == "delayed" and p.stats, timeout_s=10,
+                       what="job released with a delay")
+    assert stats["releases"] == 1 and stats["delay"] > 0 and lines(path) == ["x"]
+    mongo.start()  # same port, same data directory
+    assert job.get(timeout=20) == "x"
+    assert record_count(app) == 1 and settled(app, queue)
+    app.close()
 
 
 @pytest.mark.timeout(60)
