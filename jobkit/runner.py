@@ -183,8 +183,8 @@ class Runner:
         backend = self.app.backend
         result = {"result": outcome.result} if outcome.ok else {}
         try:
-            stored = backend.finish(env.id, state, error=outcome.error, attempts=attempts,
-                                    insert=env.record(), **result)
+            stored = backend.finish(env.id, state, error=outcome.error,  # attempts: claim's count
+                                    insert=env.record() | {"attempts": attempts}, **result)
         except BackendError:
             log.warning("job %s: outcome not stored, back to the broker in %s s", env.id,
                         OUTAGE_DELAY_S)

@@ -205,6 +205,33 @@ def test_f4_a_job_running_3_ttrs_is_touched_and_runs_once(app: App, queue: str, 
     assert len(lines(path)) == 1 and job.status().attempts == 1
 
 
+@pytest.mark.timeout(60)
+def test_f5_worker_connection_cut_mid_job(app: App, beanstalk: Beanstalkd, queue: str,
+                                          workers: StartWorker, tmp_path: Path) -> None:
+    path = tmp_path / "runs"
+    proxy = TcpProxy((beanstalk.host, beanstalk.port))
+    try:
+        cut_off = workers(app, queue, broker_url=proxy.url)
+        job = app.send("tagged", (str(path), "x", 2.0), queue=queue, ttr=10)
+        eventually(lambda: lines(path) == ["x"], what="job started on the proxied worker")
+        other = workers(app, queue)
+        assert proxy.cut() == 1
+        eventually(lambda: lines(path) == ["x", "x"], timeout_s=5, what="job re-run elsewhere")
+        assert job.get(timeout=10) == "x"
+        eventually(lambda: settled(app, queue) and waiting(app, queue) == 2, timeout_s=15,
+                   what="the cut-off worker reconnected")
+        status = job.status()
+        assert status.state is JobState.SUCCEEDED and status.attempts == 2
+        assert record_count(app) == 1
+        assert proxy.accepted == 2
+        other.stop()
+        more = [app.send("add", (i, 1), queue=queue) for i in range(5)]
+        assert [m.get(timeout=10) for m in more] == [1, 2, 3, 4, 5]
+        assert {m.status().record["worker"] for m in more} == {worker_name(cut_off)}
+    finally:
+        proxy.close()
+
+
 # -- beanstalkd dies or refuses ------------------------------------------------
 
 @pytest.mark.timeout(90)
