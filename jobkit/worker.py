@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from jobkit.errors import (
     BackendError,
+    BrokerConnectionLost,
     BrokerUnavailable,
     ConfigError,
     TimeLimitExceeded,
@@ -65,17 +66,20 @@ class Slot:
         self.thread = threading.Thread(target=self._loop, name=f"jobkit-slot-{index}", daemon=True)
 
     def _loop(self) -> None:
-        backoff = Backoff()
+        backoff, backend_backoff = Backoff(), Backoff(first_s=0.5)
         stopping = self.worker.stopping
         try:
             while not stopping.is_set() and not self.retired:
                 try:
                     delivery = self.consumer.reserve(IDLE_RESERVE_S)
                 except BrokerUnavailable as exc:
+                    if isinstance(exc, BrokerConnectionLost):
+                        backoff.reset()  # it was connected: a new outage starts with a short pause
                     if not stopping.is_set():
                         log.warning("broker unavailable (%s); retrying", exc)
                         stopping.wait(backoff.next())
                     continue
+                backoff.reset()
                 if delivery is None:
                     continue
                 with self.lock:
@@ -85,10 +89,10 @@ class Slot:
                         self.consumer.release(delivery, priority=2**31, delay_s=0)
                         break
                     self._handle(delivery)
-                    backoff.reset()
+                    backend_backoff.reset()
                 except BackendError as exc:
                     log.warning("backend unavailable (%s); pausing", exc)
-                    stopping.wait(backoff.next())
+                    stopping.wait(backend_backoff.next())
                 finally:
                     with self.lock:
                         self.busy = False

@@ -258,6 +258,22 @@ def test_f6_kill9_beanstalkd_with_binlog_and_restart(app: App, beanstalk: Beanst
     assert first.proc.poll() is None and second.proc.poll() is None
 
 
+@pytest.mark.timeout(60)
+def test_f6_workers_reconnect_quickly_after_each_outage(app: App, beanstalk: Beanstalkd, queue: str,
+                                                       workers: StartWorker) -> None:
+    proc = workers(app, queue)
+    for outage in (1, 2):
+        beanstalk.stop(kill=True)
+        if outage == 1:  # a long outage: the reconnect pauses grow (0.1, 0.2, 0.4, 0.8 s ...)
+            eventually(lambda: proc.output().count("broker unavailable") >= 4, what="4 failed reconnects")
+        beanstalk.start()
+        started = time.monotonic()
+        eventually(lambda: waiting(app, queue) == 1, timeout_s=10, what=f"reconnected after outage {outage}")
+        if outage == 2:  # a fresh outage starts again from the shortest pause
+            assert time.monotonic() - started < 1.5
+    assert app.send("add", (1, 2), queue=queue).get(timeout=5) == 3
+
+
 def _send_concurrently(app: App, queue: str, path: Path, numbers: range) -> list[Job]:
     jobs: dict[int, Job] = {}
 

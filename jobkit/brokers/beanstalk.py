@@ -25,7 +25,13 @@ from urllib.parse import parse_qs, urlsplit
 import greenstalk
 
 from jobkit.brokers.base import STATS_JOB_KEYS, Broker, Consumer, Delivery, Peeked
-from jobkit.errors import BrokerError, BrokerUnavailable, ConfigError, PayloadTooLarge
+from jobkit.errors import (
+    BrokerConnectionLost,
+    BrokerError,
+    BrokerUnavailable,
+    ConfigError,
+    PayloadTooLarge,
+)
 
 T = TypeVar("T")
 # ValueError: I/O on a socket another thread closed, or a garbled reply
@@ -244,7 +250,7 @@ class BeanstalkConsumer(Consumer):
             return None
         except _LOST as exc:
             self._drop()
-            raise BrokerUnavailable(f"beanstalkd connection lost: {exc!r}") from None
+            raise BrokerConnectionLost(f"beanstalkd connection lost: {exc!r}") from None
         return Delivery(job.id, job.body, self._session)
 
     def _settle(self, delivery: Delivery, command: Callable[[greenstalk.Client[bytes]], Any]) -> bool:
