@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("jobkit.worker")
 IDLE_RESERVE_S = 30  # a blocking reserve wakes this often when idle (cost: ~0 CPU)
 PRUNE_EVERY_S = 3600.0
+SIGNAL_CHECK_S = 0.1  # how often the main thread looks for signals while jobs run
 EXIT_TIME_LIMIT = 70  # a process-pool child's exit code after it stopped an overrunning job
 
 
@@ -230,6 +231,7 @@ class Worker:
         self.stopping = threading.Event()
         self.done = threading.Event()
         self._hurry = threading.Event()
+        self._signals: list[int] = []  # appended by the signal handler, taken by run() and join()
         self.slots: list[Slot] = []
         self._slots_lock = threading.Lock()
         self.heartbeat = Heartbeat(self)
@@ -257,7 +259,8 @@ class Worker:
         if install_signals:
             self._install_signals()
         self.start()
-        self.stopping.wait()
+        while not self.stopping.wait(SIGNAL_CHECK_S):
+            self._take_signals()
         self.join()
 
     def stop(self, graceful: bool = True) -> None:
@@ -272,12 +275,20 @@ class Worker:
 
     def _install_signals(self) -> None:
         def handler(signum: int, frame: Any) -> None:
+            # No locks here (stop() and logging take some): a handler interrupts the main
+            # thread anywhere, even inside another handler, and would deadlock on them.
+            self._signals.append(signum)
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def _take_signals(self) -> None:
+        """Act on the signals received since the last call, in the main thread."""
+        while self._signals:
+            signum = self._signals.pop(0)
             log.warning("worker %s: %s, %s", self.name, signal.Signals(signum).name,
                         "releasing running jobs now" if self.stopping.is_set()
                         else f"finishing running jobs (up to {self.grace_s} s)")
             self.stop()
-        signal.signal(signal.SIGTERM, handler)
-        signal.signal(signal.SIGINT, handler)
 
     def shutdown(self, graceful: bool = True) -> None:
         """Stop (see :meth:`stop`) and wait until the worker is done (see :meth:`join`)."""
@@ -289,6 +300,7 @@ class Worker:
         deadline = time.monotonic() + self.grace_s
         for slot in list(self.slots):
             while slot.thread.is_alive() and not slot.retired and not self._hurry.is_set():
+                self._take_signals()
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break

@@ -130,6 +130,7 @@ def test_f1_kill9_one_of_two_workers_with_jobs_in_flight(app: App, queue: str, w
 SIGTERM_CASES = [  # pool, --grace, SIGTERMs sent, what becomes of the running job
     ("thread", 10.0, 1, "finishes"),
     ("thread", 0.5, 1, "released"),
+    ("thread", 60.0, 2, "released"),
     ("process", 10.0, 1, "finishes"),
     ("process", 0.5, 1, "released"),
 ]
