@@ -204,12 +204,16 @@ class Runner:
             consumer.bury(delivery, priority=env.priority)
 
     def give_back(self, consumer: Consumer, attempt: Attempt) -> None:
-        """Release a job the worker stops running (shutdown); the attempt is not counted."""
+        """Release a job the worker stops running (shutdown); the attempt is not counted.
+
+        The record is reset before the release: once released, another worker
+        may claim the job at once, and its claim must not be overwritten.
+        """
         env = attempt.envelope
-        consumer.release(attempt.delivery, priority=env.priority, delay_s=0)
         try:
             self.app.backend.update(env.id, {"state": "queued", "attempts": attempt.attempts - 1},
                                     unless=("succeeded", "failed", "cancelled"))
         except BackendError:
             log.warning("job %s released, but its record still says running", env.id)
+        consumer.release(attempt.delivery, priority=env.priority, delay_s=0)
 

@@ -186,7 +186,7 @@ class Heartbeat:
                 continue
             if now - attempt.touched >= attempt.touch_every_s:
                 with slot.lock:
-                    if slot.attempt is attempt and not attempt.done:
+                    if slot.attempt is attempt and not (attempt.done or attempt.abandoned):
                         slot.consumer.touch(attempt.delivery)
                 attempt.touched = now
             wake = min(wake, attempt.next_due)

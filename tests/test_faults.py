@@ -167,6 +167,22 @@ def test_f2_sigterm_mid_job(app: App, queue: str, workers: StartWorker, tmp_path
 
 
 @pytest.mark.timeout(60)
+def test_f2_a_job_released_at_shutdown_is_claimed_cleanly_by_another_worker(
+        app: App, queue: str, workers: StartWorker, tmp_path: Path) -> None:
+    path = tmp_path / "runs"
+    stopping = workers(app, queue, grace=0.2)
+    job = app.send("slow_first_run", (str(path), 30), queue=queue)
+    eventually(lambda: job.status().state is JobState.RUNNING, what="job running")
+    workers(app, queue)  # stands by, takes the job the moment it is released
+    stopping.signal(signal.SIGTERM)
+    assert stopping.wait(10) == 0
+    assert job.get(timeout=10) == 2
+    status = job.status()  # the release did not overwrite the second worker's claim
+    assert status.attempts == 1 and status.record["worker"] != worker_name(stopping)
+    assert record_count(app) == 1 and len(lines(path)) == 2
+
+
+@pytest.mark.timeout(60)
 def test_f3_sigterm_then_sigkill_before_the_job_ends(app: App, queue: str, workers: StartWorker,
                                                      tmp_path: Path) -> None:
     path, ttr = tmp_path / "runs", 2

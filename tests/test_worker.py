@@ -11,6 +11,7 @@ import pytest
 from jobkit import App, JobState
 from jobkit.errors import JobFailed
 from jobkit.message import Envelope
+from jobkit.runner import Runner
 from jobkit.worker import Worker
 from tests import taskapp
 from tests.helpers import eventually
@@ -183,3 +184,31 @@ def test_stop_after_grace_releases_running_jobs(app: App, queue: str) -> None:
         assert job.get(timeout=10) == 3.0
     finally:
         again.shutdown(graceful=False)
+
+
+class ClaimedOnRelease:
+    """A consumer whose release lets another worker claim the job at once, as a fast peer would."""
+
+    def __init__(self, app: App, consumer: object, envelope: Envelope) -> None:
+        self.app, self.consumer, self.envelope = app, consumer, envelope
+
+    def release(self, delivery: object, *, priority: int, delay_s: int) -> bool:
+        released = self.consumer.release(delivery, priority=priority, delay_s=delay_s)  # type: ignore[attr-defined]
+        self.app.backend.claim(self.envelope.record() | {"worker": "peer", "started_at": time.time()})
+        return bool(released)
+
+
+def test_give_back_resets_the_record_before_the_release() -> None:
+    app = App("give-back", broker="memory://", backend="memory://")
+    app.tasks = taskapp.app.tasks
+    job = app.send("add", (1, 2))
+    consumer = app.broker.consumer(["default"])
+    delivery = consumer.reserve(1)
+    assert delivery is not None
+    runner = Runner(app, "leaving")
+    attempt = runner.prepare(consumer, delivery)
+    assert attempt is not None
+    runner.give_back(ClaimedOnRelease(app, consumer, attempt.envelope), attempt)  # type: ignore[arg-type]
+    record = app.backend.get(job.id)
+    assert record is not None
+    assert (record["state"], record["attempts"], record["worker"]) == ("running", 1, "peer")
