@@ -193,7 +193,7 @@ class Heartbeat:
         return max(0.05, wake - now)
 
     def _prune(self) -> None:
-        self.next_prune = time.monotonic() + PRUNE_EVERY_S
+        self.next_prune = time.monotonic() + self.worker.prune_every_s
         try:
             removed = self.worker.app.backend.prune()
         except BackendError as exc:
@@ -213,10 +213,13 @@ class Worker:
         grace_s: seconds running jobs get to finish after a stop.
         exit_on_time_limit: exit the process when a job overruns its time
             limit (process-pool children) instead of abandoning its thread.
+        prune_every_s: seconds between deletions of expired records (the
+            first one runs at start).
     """
 
     def __init__(self, app: App, *, queues: Sequence[str] | None = None, concurrency: int = 1,
-                 grace_s: float = 30.0, exit_on_time_limit: bool = False) -> None:
+                 grace_s: float = 30.0, exit_on_time_limit: bool = False,
+                 prune_every_s: float = PRUNE_EVERY_S) -> None:
         if concurrency < 1:
             raise ConfigError("concurrency must be at least 1")
         if app.broker.url.startswith("memory:") and exit_on_time_limit:
@@ -226,6 +229,7 @@ class Worker:
         self.concurrency = concurrency
         self.grace_s = grace_s
         self.exit_on_time_limit = exit_on_time_limit
+        self.prune_every_s = prune_every_s
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.runner = Runner(app, self.name)
         self.stopping = threading.Event()

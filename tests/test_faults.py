@@ -512,3 +512,19 @@ def test_f13_mongo_has_a_ttl_index_on_expires_at(beanstalk: Beanstalkd, mongo: M
     finally:
         client.close()
         app.close()
+
+
+@pytest.mark.timeout(30)
+def test_f13_sqlite_worker_prunes_expired_rows(app: App, queue: str, workers: StartWorker,
+                                               tmp_path: Path) -> None:
+    workers(app, queue, "--result-ttl", "1", "--prune-every", "0.5")
+    kept = app.send("add", (0, 0), queue="elsewhere")  # never run: no expiry
+    jobs = [app.send("add", (i, i), queue=queue) for i in range(5)]
+    assert [job.get(timeout=10) for job in jobs] == [0, 2, 4, 6, 8]
+    db = str(tmp_path / "jobs.db")
+
+    def ids() -> set[str]:
+        with sqlite3.connect(db) as conn:
+            return {row[0] for row in conn.execute("SELECT id FROM jobs")}
+
+    eventually(lambda: ids() == {kept.id}, timeout_s=10, what="expired rows pruned")
