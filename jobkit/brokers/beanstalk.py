@@ -197,7 +197,13 @@ class BeanstalkBroker(Broker):
 
     def stats(self) -> dict[str, dict[str, int]]:
         def stats(conn: _Connection) -> dict[str, dict[str, int]]:
-            return {tube: _tube_stats(conn.client.stats_tube(tube)) for tube in conn.client.tubes()}
+            counts = {}
+            for tube in conn.client.tubes():
+                try:
+                    counts[tube] = _tube_stats(conn.client.stats_tube(tube))
+                except greenstalk.NotFoundError:
+                    continue  # emptied and unwatched since it was listed: beanstalkd dropped it
+            return counts
         return self._call(stats)
 
     def close(self) -> None:
