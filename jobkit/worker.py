@@ -21,13 +21,16 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from jobkit.brokers.base import DEFAULT_PRIORITY
 from jobkit.errors import (
     BackendError,
     BrokerConnectionLost,
     BrokerUnavailable,
     ConfigError,
+    PoisonMessage,
     TimeLimitExceeded,
 )
+from jobkit.message import Envelope
 from jobkit.runner import Attempt, Outcome, Runner, describe
 
 if TYPE_CHECKING:
@@ -52,6 +55,14 @@ class Backoff:
 
     def reset(self) -> None:
         self._next = self.first_s
+
+
+def priority_of(body: bytes) -> int:
+    """The priority a message was sent with (the default for a message that does not decode)."""
+    try:
+        return Envelope.decode(body).priority
+    except PoisonMessage:
+        return DEFAULT_PRIORITY
 
 
 class Slot:
@@ -87,7 +98,7 @@ class Slot:
                     self.busy = True
                 try:
                     if stopping.is_set():  # reserved just as the stop came: give it back
-                        self.consumer.release(delivery, priority=2**31, delay_s=0)
+                        self.consumer.release(delivery, priority=priority_of(delivery.body), delay_s=0)
                         break
                     self._handle(delivery)
                     backend_backoff.reset()

@@ -12,7 +12,7 @@ from jobkit import App, JobState
 from jobkit.errors import JobFailed
 from jobkit.message import Envelope
 from jobkit.runner import Runner
-from jobkit.worker import Worker
+from jobkit.worker import Slot, Worker
 from tests import taskapp
 from tests.helpers import eventually
 
@@ -212,3 +212,32 @@ def test_give_back_resets_the_record_before_the_release() -> None:
     record = app.backend.get(job.id)
     assert record is not None
     assert (record["state"], record["attempts"], record["worker"]) == ("running", 1, "peer")
+
+
+class StopsOnReserve:
+    """A consumer whose reserve brings a job just as the worker is told to stop."""
+
+    def __init__(self, consumer: object, worker: Worker) -> None:
+        self.consumer, self.worker = consumer, worker
+
+    def reserve(self, timeout_s: float) -> object:
+        delivery = self.consumer.reserve(timeout_s)  # type: ignore[attr-defined]
+        self.worker.stopping.set()
+        return delivery
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.consumer, name)
+
+
+def test_a_job_reserved_as_the_stop_comes_goes_back_with_its_priority() -> None:
+    app = App("stop-race", broker="memory://", backend="memory://")
+    app.tasks = taskapp.app.tasks
+    job = app.send("add", (1, 2), priority=7)
+    worker = Worker(app, concurrency=1)
+    slot = Slot(worker, 0)
+    slot.consumer = StopsOnReserve(slot.consumer, worker)  # type: ignore[assignment]
+    slot._loop()
+    broker_id = job.status().record["broker_id"]
+    peeked = app.broker.peek(broker_id)
+    assert peeked is not None and peeked.stats["state"] == "ready" and peeked.stats["pri"] == 7
+    assert job.status().state is JobState.QUEUED
