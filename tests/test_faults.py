@@ -8,99 +8,45 @@ in time by short TTRs and a pytest timeout.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import greenstalk
 import pymongo
 import pytest
 
-from jobkit import App, Job, JobState
+from jobkit import App, JobState
 from jobkit.embedded import Beanstalkd
 from jobkit.errors import BackendUnavailable, BrokerUnavailable, JobFailed
 from jobkit.message import Envelope
 from jobkit.runner import OUTAGE_DELAY_S
-from tests import taskapp
-from tests.faultkit import TcpProxy, lines, record_count, settled
+from tests.faultkit import (
+    StartWorker,
+    TcpProxy,
+    cli_servers,
+    lines,
+    make_app,
+    record_count,
+    send_concurrently,
+    settled,
+    succeeded,
+    waiting,
+    worker_name,
+)
 from tests.helpers import eventually
-from tests.processes import JobkitProcess, clean_env, jobkit
-from tests.servers import MongoServer, missing
+from tests.processes import clean_env, jobkit
+from tests.servers import MongoServer
 
 pytestmark = pytest.mark.fault
-StartWorker = Callable[..., JobkitProcess]
-
-
-def make_app(broker_url: str, backend_url: str) -> App:
-    """An App over the given servers with the tasks the worker processes import."""
-    app = App("faults", broker=broker_url, backend=backend_url)
-    app.tasks = taskapp.app.tasks
-    return app
 
 
 @pytest.fixture
-def beanstalk(tmp_path: Path) -> Iterator[Beanstalkd]:
-    """A private beanstalkd with a binlog in ``tmp_path``, killed at teardown."""
-    if shutil.which("beanstalkd") is None:
-        missing("beanstalkd is not installed (apt-get install beanstalkd)")
-    server = Beanstalkd(binlog_dir=tmp_path / "binlog").start()
-    yield server
-    server.stop(kill=True)
-
-
-@pytest.fixture
-def mongo(tmp_path: Path) -> Iterator[MongoServer]:
-    """A private MongoDB server (nx-27017 here) the test may stop and start again."""
-    workdir = tmp_path / "mongo"
-    workdir.mkdir()
-    server = MongoServer(workdir).start()
-    yield server
-    server.stop(kill=True)
-
-
-@pytest.fixture
-def app(beanstalk: Beanstalkd, sqlite_url: str) -> Iterator[App]:
-    """The test tasks over the private beanstalkd, records in SQLite."""
-    app = make_app(beanstalk.url, sqlite_url)
-    yield app
-    app.close()
-
-
-@pytest.fixture
-def workers(tmp_path: Path) -> Iterator[StartWorker]:
-    """Start ``jobkit worker`` processes; by default wait until their slots block in reserve."""
-    started: list[JobkitProcess] = []
-
-    def start(app: App, queue: str, *extra: str, concurrency: int = 1, pool: str = "thread",
-              grace: float = 10, broker_url: str | None = None, wait_ready: bool = True) -> JobkitProcess:
-        waiting = app.broker.stats().get(queue, {}).get("waiting", 0)
-        log = tmp_path / f"worker-{len(started)}.log"
-        proc = JobkitProcess("worker", "-A", "tests.taskapp:app", "--broker", broker_url or app.broker.url,
-                             "--backend", app.backend.url, "-q", queue, "-c", str(concurrency),
-                             "--pool", pool, "--grace", str(grace), *extra, log=log)
-        started.append(proc)
-        if wait_ready:
-            eventually(lambda: proc.proc.poll() is None and app.broker.stats().get(queue, {})
-                       .get("waiting", 0) >= waiting + concurrency,
-                       timeout_s=20, what=f"worker waiting on {queue} ({log})")
-        return proc
-
-    yield start
-    for proc in started:
-        proc.stop(timeout_s=5)
-
-
-def worker_name(proc: JobkitProcess) -> str:
-    """The name a thread-pool worker process writes into the records it claims."""
-    return f"{os.uname().nodename}:{proc.pid}"
-
-
-def waiting(app: App, queue: str) -> int:
-    return int(app.broker.stats().get(queue, {}).get("waiting", 0))
+def app(fault_app: App) -> App:
+    """The test tasks over a private beanstalkd, records in SQLite (see tests.faultkit)."""
+    return fault_app
 
 
 # -- workers die, stop or lose their connection ------------------------------
@@ -257,7 +203,7 @@ def test_f6_kill9_beanstalkd_with_binlog_and_restart(app: App, beanstalk: Beanst
     path = tmp_path / "runs"
     first = workers(app, queue, concurrency=3)
     second = workers(app, queue, concurrency=2, pool="process")
-    sent = _send_concurrently(app, queue, path, range(60))  # fills the producer pool
+    sent = send_concurrently(app, queue, path, range(60))  # fills the producer pool
     eventually(lambda: len(lines(path)) >= 15, what="15 jobs started")
     beanstalk.stop(kill=True)
     started = time.monotonic()
@@ -266,7 +212,7 @@ def test_f6_kill9_beanstalkd_with_binlog_and_restart(app: App, beanstalk: Beanst
     assert time.monotonic() - started < 2
     beanstalk.start()  # the same port and binlog
     sent += [app.send("tagged", (str(path), str(i), 0.05), queue=queue) for i in range(60, 70)]
-    sent += _send_concurrently(app, queue, path, range(70, 90))
+    sent += send_concurrently(app, queue, path, range(70, 90))
     eventually(lambda: app.backend.counts().get("succeeded") == 90, timeout_s=30,
                what="every accepted job succeeded")
     assert record_count(app) == 90 and {job.get(timeout=1) for job in sent} == {str(i) for i in range(90)}
@@ -289,21 +235,6 @@ def test_f6_workers_reconnect_quickly_after_each_outage(app: App, beanstalk: Bea
         if outage == 2:  # a fresh outage starts again from the shortest pause
             assert time.monotonic() - started < 1.5
     assert app.send("add", (1, 2), queue=queue).get(timeout=5) == 3
-
-
-def _send_concurrently(app: App, queue: str, path: Path, numbers: range) -> list[Job]:
-    jobs: dict[int, Job] = {}
-
-    def send(i: int) -> None:
-        jobs[i] = app.send("tagged", (str(path), str(i), 0.05), queue=queue)
-
-    threads = [threading.Thread(target=send, args=(i,)) for i in numbers]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert sorted(jobs) == list(numbers)
-    return list(jobs.values())
 
 
 @pytest.mark.timeout(30)
@@ -426,20 +357,11 @@ def test_f10_always_raising_task_retries_with_backoff_then_buried(app: App, queu
     assert (error["type"], error["message"]) == ("RuntimeError", "fails every time")
     assert 'raise RuntimeError("fails every time")' in error["traceback"]
     assert job.status().attempts == 4 and app.broker.stats()[queue]["buried"] == 1
-    kicked = jobkit("kick", "--job", job.id, *_cli_servers(app), env=clean_env())
+    kicked = jobkit("kick", "--job", job.id, *cli_servers(app), env=clean_env())
     assert kicked.returncode == 0 and "kicked 1 job(s)" in kicked.stdout, kicked.stderr
     eventually(lambda: len(lines(path)) == 5, what="kicked job ran again")
     eventually(lambda: job.status().state is JobState.RETRYING and job.status().attempts == 1,
                what="a fresh round of retries")
-
-
-def succeeded(jobs: dict[str, Job]) -> set[str]:
-    """The keys of the jobs that succeeded."""
-    return {key for key, job in jobs.items() if job.status().state is JobState.SUCCEEDED}
-
-
-def _cli_servers(app: App) -> tuple[str, ...]:
-    return ("-A", "tests.taskapp:app", "--broker", app.broker.url, "--backend", app.backend.url)
 
 
 @pytest.mark.timeout(60)
@@ -452,7 +374,7 @@ def test_f10_kick_cli_by_job_queue_and_all(app: App, workers: StartWorker, tmp_p
     flag.touch()
     for args, done in ((("--job", jobs["qa"].id), {"qa"}), (("--queue", "qb"), {"qa", "qb"}),
                        (("--all",), {"qa", "qb", "qc"})):
-        result = jobkit("kick", *args, *_cli_servers(app), env=clean_env())
+        result = jobkit("kick", *args, *cli_servers(app), env=clean_env())
         assert result.returncode == 0 and "kicked 1 job(s)" in result.stdout, result.stderr
         eventually(lambda done=done: succeeded(jobs) == done, what=f"kick {args} ran exactly {done}")
     assert all(job.get(timeout=1) == 2 for job in jobs.values())
