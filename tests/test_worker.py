@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from jobkit import App, JobState
+from jobkit import App, Job, JobState
 from jobkit.errors import JobFailed
 from jobkit.message import Envelope
 from jobkit.runner import Runner
@@ -241,3 +241,34 @@ def test_a_job_reserved_as_the_stop_comes_goes_back_with_its_priority() -> None:
     peeked = app.broker.peek(broker_id)
     assert peeked is not None and peeked.stats["state"] == "ready" and peeked.stats["pri"] == 7
     assert job.status().state is JobState.QUEUED
+
+
+def start_three_times(ending: str) -> Job:
+    """Start an ``add`` job (max_retries 0) three times; end the first two starts by ``ending``."""
+    app = App("lost", broker="memory://", backend="memory://")
+    app.tasks = taskapp.app.tasks
+    runner, job = Runner(app, "w"), app.send("add", (1, 2))
+    consumer = app.broker.consumer(["default"])
+    for start in range(3):
+        delivery = consumer.reserve(1)
+        assert delivery is not None
+        attempt = runner.prepare(consumer, delivery)
+        if start < 2 and ending == "release":  # the outcome could not be stored
+            consumer.release(delivery, priority=0, delay_s=0)
+        elif start < 2:  # the worker vanished: its connection closed
+            consumer.close()
+            consumer = app.broker.consumer(["default"])
+    assert (attempt is None) is (ending == "crash")
+    consumer.close()
+    return job
+
+
+def test_starts_that_ended_in_a_release_are_no_crash_loop() -> None:
+    status = start_three_times("release").status()
+    assert status.state is JobState.RUNNING and status.attempts == 3
+
+
+def test_starts_that_ended_with_the_worker_are_a_crash_loop() -> None:
+    status = start_three_times("crash").status()
+    assert status.state is JobState.FAILED and status.error is not None
+    assert status.error["type"] == "WorkerLost" and "2 of them without an outcome" in status.error["message"]
