@@ -73,9 +73,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     _, app = context(args)
     queues = [q for q in (args.queues or "").split(",") if q] or None
     if args.pool == "process":
-        ProcessPool(app, queues=queues, processes=args.concurrency, grace_s=args.grace).run()
+        ProcessPool(app, queues=queues, processes=args.concurrency, grace_s=args.grace,
+                    prune_every_s=args.prune_every).run()
     else:
-        Worker(app, queues=queues, concurrency=args.concurrency, grace_s=args.grace).run()
+        Worker(app, queues=queues, concurrency=args.concurrency, grace_s=args.grace,
+               prune_every_s=args.prune_every).run()
     return 0
 
 
@@ -176,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--queues", help="comma-separated queues (default: those of the app's tasks)")
     p.add_argument("--grace", type=float, default=30.0, metavar="S",
                    help="seconds running jobs get to finish after SIGTERM/SIGINT (default 30)")
+    p.add_argument("--prune-every", type=float, default=3600.0, metavar="S",
+                   help="seconds between deletions of expired records, first at start (default 3600)")
     _common(p, "INFO")
     p.set_defaults(func=cmd_worker)
 

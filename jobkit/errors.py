@@ -51,6 +51,10 @@ class BrokerUnavailable(BrokerError):
     """Raised when the broker cannot be reached (down, draining, cut off)."""
 
 
+class BrokerConnectionLost(BrokerUnavailable):
+    """Raised when an established broker connection breaks: a new outage, not a repeated one."""
+
+
 class BackendError(JobkitError):
     """Raised when the result backend refuses or fails an operation."""
 

@@ -19,7 +19,7 @@ from multiprocessing.connection import wait
 from typing import TYPE_CHECKING, Any
 
 from jobkit.embedded import die_with_parent
-from jobkit.worker import Worker
+from jobkit.worker import PRUNE_EVERY_S, Worker
 
 if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
@@ -30,21 +30,23 @@ log = logging.getLogger("jobkit.worker")
 RESPAWN_PAUSE_S = 1.0  # a child that dies at once is not respawned faster than this
 
 
-def _child(app: App, queues: Sequence[str] | None, grace_s: float) -> None:
+def _child(app: App, queues: Sequence[str] | None, grace_s: float, prune_every_s: float) -> None:
     signal.set_wakeup_fd(-1)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, signal.SIG_DFL)
     os.setpgrp()  # a terminal's Ctrl-C reaches the supervisor only, which forwards it once
     die_with_parent()
-    Worker(app, queues=queues, concurrency=1, grace_s=grace_s, exit_on_time_limit=True).run()
+    Worker(app, queues=queues, concurrency=1, grace_s=grace_s, exit_on_time_limit=True,
+           prune_every_s=prune_every_s).run()
 
 
 class ProcessPool:
     """Supervises ``processes`` forked worker processes."""
 
     def __init__(self, app: App, *, queues: Sequence[str] | None, processes: int,
-                 grace_s: float) -> None:
+                 grace_s: float, prune_every_s: float = PRUNE_EVERY_S) -> None:
         self.app, self.queues, self.processes, self.grace_s = app, queues, processes, grace_s
+        self.prune_every_s = prune_every_s
         self.ctx = multiprocessing.get_context("fork")
         self.children: dict[int, tuple[BaseProcess, float]] = {}
         self.signals = 0
@@ -82,8 +84,8 @@ class ProcessPool:
                     pass
 
     def _spawn(self, slot: int) -> None:
-        proc = self.ctx.Process(target=_child, args=(self.app, self.queues, self.grace_s),
-                                name=f"jobkit-worker-{slot}", daemon=False)
+        args = (self.app, self.queues, self.grace_s, self.prune_every_s)
+        proc = self.ctx.Process(target=_child, args=args, name=f"jobkit-worker-{slot}", daemon=False)
         proc.start()
         self.children[slot] = (proc, time.monotonic())
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from jobkit.brokers.base import DEFAULT_PRIORITY, Consumer, Delivery
-from jobkit.errors import BackendError, PayloadError, PoisonMessage, Retry
+from jobkit.errors import BackendError, BrokerError, PayloadError, PoisonMessage, Retry
 from jobkit.message import Envelope, dumps
 
 if TYPE_CHECKING:
@@ -71,6 +71,16 @@ class Attempt:
         return None if limit is None else self.started + limit
 
 
+def lost_worker_limit(max_retries: int) -> int:
+    """How many reserves without an outcome a job gets before it is buried as a crash loop.
+
+    ``max_retries + 1``, but never less than 2: one lost worker (a deploy, an
+    OOM kill, a dead node) is no verdict on the job, so even a task without
+    retries runs again once after its worker vanished.
+    """
+    return max(max_retries, 1) + 1
+
+
 def describe(exc: BaseException, with_traceback: bool = True) -> dict[str, Any]:
     """The stored form of an error: ``{"type", "message", "traceback"}``."""
     text = "".join(traceback.format_exception(exc)) if with_traceback else ""
@@ -115,13 +125,28 @@ class Runner:
             consumer.delete(delivery)  # its outcome is stored: a redelivery, not new work
         elif state == "failed":
             consumer.bury(delivery, priority=env.priority)  # a dead letter stays one
-        elif attempts > env.max_retries + 1:
-            error = {"type": "WorkerLost", "traceback": "", "message":
-                     f"reserved {attempts} times without an outcome: its worker died each time"}
+        elif attempts > lost_worker_limit(env.max_retries) and (
+                lost := self._lost_starts(delivery, attempts)) >= lost_worker_limit(env.max_retries):
+            error = {"type": "WorkerLost", "traceback": "", "message": f"reserved {attempts} times, "
+                     f"{lost} of them without an outcome: its worker died each time"}
             self._store_then(consumer, delivery, env, "failed", Outcome(False, error=error), attempts)
         else:
             return Attempt(delivery, env, task, attempts)
         return None
+
+    def _lost_starts(self, delivery: Delivery, attempts: int) -> int:
+        """How many earlier starts of a job ended without any outcome (its worker died).
+
+        The record counts every start; the broker counts releases, which end a
+        start too (a retry, or an outcome that could not be stored). Asked only
+        when the record's count is past the limit.
+        """
+        try:
+            peeked = self.app.broker.peek(delivery.broker_id)
+        except BrokerError:
+            peeked = None
+        releases = int(peeked.stats.get("releases") or 0) if peeked is not None else 0
+        return max(0, attempts - 1 - releases)
 
     def _poison(self, consumer: Consumer, delivery: Delivery, job_id: str | None,
                 reason: str, env: Envelope | None) -> None:
@@ -173,8 +198,8 @@ class Runner:
         backend = self.app.backend
         result = {"result": outcome.result} if outcome.ok else {}
         try:
-            stored = backend.finish(env.id, state, error=outcome.error, attempts=attempts,
-                                    insert=env.record(), **result)
+            stored = backend.finish(env.id, state, error=outcome.error,  # attempts: claim's count
+                                    insert=env.record() | {"attempts": attempts}, **result)
         except BackendError:
             log.warning("job %s: outcome not stored, back to the broker in %s s", env.id,
                         OUTAGE_DELAY_S)
@@ -194,12 +219,16 @@ class Runner:
             consumer.bury(delivery, priority=env.priority)
 
     def give_back(self, consumer: Consumer, attempt: Attempt) -> None:
-        """Release a job the worker stops running (shutdown); the attempt is not counted."""
+        """Release a job the worker stops running (shutdown); the attempt is not counted.
+
+        The record is reset before the release: once released, another worker
+        may claim the job at once, and its claim must not be overwritten.
+        """
         env = attempt.envelope
-        consumer.release(attempt.delivery, priority=env.priority, delay_s=0)
         try:
             self.app.backend.update(env.id, {"state": "queued", "attempts": attempt.attempts - 1},
                                     unless=("succeeded", "failed", "cancelled"))
         except BackendError:
             log.warning("job %s released, but its record still says running", env.id)
+        consumer.release(attempt.delivery, priority=env.priority, delay_s=0)
 

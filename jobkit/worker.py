@@ -21,12 +21,16 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from jobkit.brokers.base import DEFAULT_PRIORITY
 from jobkit.errors import (
     BackendError,
+    BrokerConnectionLost,
     BrokerUnavailable,
     ConfigError,
+    PoisonMessage,
     TimeLimitExceeded,
 )
+from jobkit.message import Envelope
 from jobkit.runner import Attempt, Outcome, Runner, describe
 
 if TYPE_CHECKING:
@@ -35,6 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("jobkit.worker")
 IDLE_RESERVE_S = 30  # a blocking reserve wakes this often when idle (cost: ~0 CPU)
 PRUNE_EVERY_S = 3600.0
+SIGNAL_CHECK_S = 0.1  # how often the main thread looks for signals while jobs run
 EXIT_TIME_LIMIT = 70  # a process-pool child's exit code after it stopped an overrunning job
 
 
@@ -52,6 +57,14 @@ class Backoff:
         self._next = self.first_s
 
 
+def priority_of(body: bytes) -> int:
+    """The priority a message was sent with (the default for a message that does not decode)."""
+    try:
+        return Envelope.decode(body).priority
+    except PoisonMessage:
+        return DEFAULT_PRIORITY
+
+
 class Slot:
     """One consumer connection and the thread that uses it."""
 
@@ -65,30 +78,33 @@ class Slot:
         self.thread = threading.Thread(target=self._loop, name=f"jobkit-slot-{index}", daemon=True)
 
     def _loop(self) -> None:
-        backoff = Backoff()
+        backoff, backend_backoff = Backoff(), Backoff(first_s=0.5)
         stopping = self.worker.stopping
         try:
             while not stopping.is_set() and not self.retired:
                 try:
                     delivery = self.consumer.reserve(IDLE_RESERVE_S)
                 except BrokerUnavailable as exc:
+                    if isinstance(exc, BrokerConnectionLost):
+                        backoff.reset()  # it was connected: a new outage starts with a short pause
                     if not stopping.is_set():
                         log.warning("broker unavailable (%s); retrying", exc)
                         stopping.wait(backoff.next())
                     continue
+                backoff.reset()
                 if delivery is None:
                     continue
                 with self.lock:
                     self.busy = True
                 try:
                     if stopping.is_set():  # reserved just as the stop came: give it back
-                        self.consumer.release(delivery, priority=2**31, delay_s=0)
+                        self.consumer.release(delivery, priority=priority_of(delivery.body), delay_s=0)
                         break
                     self._handle(delivery)
-                    backoff.reset()
+                    backend_backoff.reset()
                 except BackendError as exc:
                     log.warning("backend unavailable (%s); pausing", exc)
-                    stopping.wait(backoff.next())
+                    stopping.wait(backend_backoff.next())
                 finally:
                     with self.lock:
                         self.busy = False
@@ -181,14 +197,14 @@ class Heartbeat:
                 continue
             if now - attempt.touched >= attempt.touch_every_s:
                 with slot.lock:
-                    if slot.attempt is attempt and not attempt.done:
+                    if slot.attempt is attempt and not (attempt.done or attempt.abandoned):
                         slot.consumer.touch(attempt.delivery)
                 attempt.touched = now
             wake = min(wake, attempt.next_due)
         return max(0.05, wake - now)
 
     def _prune(self) -> None:
-        self.next_prune = time.monotonic() + PRUNE_EVERY_S
+        self.next_prune = time.monotonic() + self.worker.prune_every_s
         try:
             removed = self.worker.app.backend.prune()
         except BackendError as exc:
@@ -208,10 +224,13 @@ class Worker:
         grace_s: seconds running jobs get to finish after a stop.
         exit_on_time_limit: exit the process when a job overruns its time
             limit (process-pool children) instead of abandoning its thread.
+        prune_every_s: seconds between deletions of expired records (the
+            first one runs at start).
     """
 
     def __init__(self, app: App, *, queues: Sequence[str] | None = None, concurrency: int = 1,
-                 grace_s: float = 30.0, exit_on_time_limit: bool = False) -> None:
+                 grace_s: float = 30.0, exit_on_time_limit: bool = False,
+                 prune_every_s: float = PRUNE_EVERY_S) -> None:
         if concurrency < 1:
             raise ConfigError("concurrency must be at least 1")
         if app.broker.url.startswith("memory:") and exit_on_time_limit:
@@ -221,11 +240,13 @@ class Worker:
         self.concurrency = concurrency
         self.grace_s = grace_s
         self.exit_on_time_limit = exit_on_time_limit
+        self.prune_every_s = prune_every_s
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.runner = Runner(app, self.name)
         self.stopping = threading.Event()
         self.done = threading.Event()
         self._hurry = threading.Event()
+        self._signals: list[int] = []  # appended by the signal handler, taken by run() and join()
         self.slots: list[Slot] = []
         self._slots_lock = threading.Lock()
         self.heartbeat = Heartbeat(self)
@@ -253,7 +274,8 @@ class Worker:
         if install_signals:
             self._install_signals()
         self.start()
-        self.stopping.wait()
+        while not self.stopping.wait(SIGNAL_CHECK_S):
+            self._take_signals()
         self.join()
 
     def stop(self, graceful: bool = True) -> None:
@@ -268,12 +290,20 @@ class Worker:
 
     def _install_signals(self) -> None:
         def handler(signum: int, frame: Any) -> None:
+            # No locks here (stop() and logging take some): a handler interrupts the main
+            # thread anywhere, even inside another handler, and would deadlock on them.
+            self._signals.append(signum)
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def _take_signals(self) -> None:
+        """Act on the signals received since the last call, in the main thread."""
+        while self._signals:
+            signum = self._signals.pop(0)
             log.warning("worker %s: %s, %s", self.name, signal.Signals(signum).name,
                         "releasing running jobs now" if self.stopping.is_set()
                         else f"finishing running jobs (up to {self.grace_s} s)")
             self.stop()
-        signal.signal(signal.SIGTERM, handler)
-        signal.signal(signal.SIGINT, handler)
 
     def shutdown(self, graceful: bool = True) -> None:
         """Stop (see :meth:`stop`) and wait until the worker is done (see :meth:`join`)."""
@@ -285,6 +315,7 @@ class Worker:
         deadline = time.monotonic() + self.grace_s
         for slot in list(self.slots):
             while slot.thread.is_alive() and not slot.retired and not self._hurry.is_set():
+                self._take_signals()
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break

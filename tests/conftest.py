@@ -11,6 +11,7 @@ import pytest
 from jobkit.backends import Backend, backend_from_url
 from jobkit.brokers import Broker, broker_from_url
 from jobkit.embedded import Beanstalkd
+from tests.faultkit import beanstalk, fault_app, mongo, workers  # noqa: F401 - fault-test fixtures
 from tests.servers import MongoServer, missing
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -87,3 +87,38 @@ def crash(path: str) -> None:
 @app.task
 def unserialisable() -> object:
     return {1, 2}
+
+
+@app.task
+def tagged(path: str, tag: str, seconds: float = 0.0) -> str:
+    """Append ``tag`` to a file (one line per run, across processes), then sleep."""
+    with open(path, "a") as f:
+        f.write(f"{tag}\n")
+    time.sleep(seconds)
+    return tag
+
+
+@app.task(max_retries=3, retry_backoff=1.0)
+def fails_with_backoff(path: str) -> None:
+    """Record when each attempt started, then raise: every attempt fails."""
+    with open(path, "a") as f:
+        f.write(f"{time.time()}\n")
+    raise RuntimeError("fails every time")
+
+
+@app.task
+def fails_until(path: str, flag: str) -> int:
+    """Fail (no retries) until the file ``flag`` exists; return the number of calls."""
+    calls = bump(path)
+    if not os.path.exists(flag):
+        raise RuntimeError(f"{flag} is missing")
+    return calls
+
+
+@app.task
+def slow_first_run(path: str, seconds: float) -> int:
+    """Sleep ``seconds`` on the first run only; return how many runs there were."""
+    calls = bump(path)
+    if calls == 1:
+        time.sleep(seconds)
+    return calls

@@ -174,7 +174,8 @@ def test_retry_kicks_a_dead_letter_and_kick_brings_queues_back(broker_url: str, 
         eventually(lambda: all(j.status().state is JobState.FAILED for j in jobs), what="failed")
         assert app.broker.stats()[queue]["buried"] == 3
         state["fail"] = False
-        assert app.retry(jobs[0].id).state is JobState.QUEUED
+        # the worker may take the kicked job before retry() reads the record back
+        assert app.retry(jobs[0].id).state in (JobState.QUEUED, JobState.RUNNING, JobState.SUCCEEDED)
         assert jobs[0].get(timeout=10) == "up"
         assert app.kick(queue=queue) == 2
         assert [job.get(timeout=10) for job in jobs[1:]] == ["up", "up"]

@@ -4,10 +4,11 @@ from __future__ import annotations
 import threading
 import time
 
+import greenstalk
 import pytest
 
 from jobkit.brokers import Broker, broker_from_url
-from jobkit.embedded import free_port
+from jobkit.embedded import Beanstalkd, free_port
 from jobkit.errors import BrokerUnavailable, ConfigError
 
 
@@ -185,3 +186,17 @@ def test_beanstalk_down_is_unavailable() -> None:
 def test_unknown_scheme_lists_the_known_ones() -> None:
     with pytest.raises(ConfigError, match="beanstalk://, memory://"):
         broker_from_url("amqp://localhost")
+
+
+def test_beanstalk_stats_skips_a_tube_that_vanished_after_listing(
+        beanstalkd: Beanstalkd, queue: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tube goes away once it is empty and unwatched, possibly between list-tubes and stats-tube."""
+    broker = broker_from_url(beanstalkd.url)
+    put(broker, queue)
+    listed = greenstalk.Client.tubes
+    monkeypatch.setattr(greenstalk.Client, "tubes", lambda self: [*listed(self), f"{queue}gone"])
+    try:
+        stats = broker.stats()
+        assert stats[queue]["ready"] == 1 and f"{queue}gone" not in stats
+    finally:
+        broker.close()

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from jobkit import App, JobState
+from jobkit import App, Job, JobState
 from jobkit.errors import JobFailed
 from jobkit.message import Envelope
-from jobkit.worker import Worker
+from jobkit.runner import Runner
+from jobkit.worker import Slot, Worker
 from tests import taskapp
 from tests.helpers import eventually
 
@@ -183,3 +184,91 @@ def test_stop_after_grace_releases_running_jobs(app: App, queue: str) -> None:
         assert job.get(timeout=10) == 3.0
     finally:
         again.shutdown(graceful=False)
+
+
+class ClaimedOnRelease:
+    """A consumer whose release lets another worker claim the job at once, as a fast peer would."""
+
+    def __init__(self, app: App, consumer: object, envelope: Envelope) -> None:
+        self.app, self.consumer, self.envelope = app, consumer, envelope
+
+    def release(self, delivery: object, *, priority: int, delay_s: int) -> bool:
+        released = self.consumer.release(delivery, priority=priority, delay_s=delay_s)  # type: ignore[attr-defined]
+        self.app.backend.claim(self.envelope.record() | {"worker": "peer", "started_at": time.time()})
+        return bool(released)
+
+
+def test_give_back_resets_the_record_before_the_release() -> None:
+    app = App("give-back", broker="memory://", backend="memory://")
+    app.tasks = taskapp.app.tasks
+    job = app.send("add", (1, 2))
+    consumer = app.broker.consumer(["default"])
+    delivery = consumer.reserve(1)
+    assert delivery is not None
+    runner = Runner(app, "leaving")
+    attempt = runner.prepare(consumer, delivery)
+    assert attempt is not None
+    runner.give_back(ClaimedOnRelease(app, consumer, attempt.envelope), attempt)  # type: ignore[arg-type]
+    record = app.backend.get(job.id)
+    assert record is not None
+    assert (record["state"], record["attempts"], record["worker"]) == ("running", 1, "peer")
+
+
+class StopsOnReserve:
+    """A consumer whose reserve brings a job just as the worker is told to stop."""
+
+    def __init__(self, consumer: object, worker: Worker) -> None:
+        self.consumer, self.worker = consumer, worker
+
+    def reserve(self, timeout_s: float) -> object:
+        delivery = self.consumer.reserve(timeout_s)  # type: ignore[attr-defined]
+        self.worker.stopping.set()
+        return delivery
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.consumer, name)
+
+
+def test_a_job_reserved_as_the_stop_comes_goes_back_with_its_priority() -> None:
+    app = App("stop-race", broker="memory://", backend="memory://")
+    app.tasks = taskapp.app.tasks
+    job = app.send("add", (1, 2), priority=7)
+    worker = Worker(app, concurrency=1)
+    slot = Slot(worker, 0)
+    slot.consumer = StopsOnReserve(slot.consumer, worker)  # type: ignore[assignment]
+    slot._loop()
+    broker_id = job.status().record["broker_id"]
+    peeked = app.broker.peek(broker_id)
+    assert peeked is not None and peeked.stats["state"] == "ready" and peeked.stats["pri"] == 7
+    assert job.status().state is JobState.QUEUED
+
+
+def start_three_times(ending: str) -> Job:
+    """Start an ``add`` job (max_retries 0) three times; end the first two starts by ``ending``."""
+    app = App("lost", broker="memory://", backend="memory://")
+    app.tasks = taskapp.app.tasks
+    runner, job = Runner(app, "w"), app.send("add", (1, 2))
+    consumer = app.broker.consumer(["default"])
+    for start in range(3):
+        delivery = consumer.reserve(1)
+        assert delivery is not None
+        attempt = runner.prepare(consumer, delivery)
+        if start < 2 and ending == "release":  # the outcome could not be stored
+            consumer.release(delivery, priority=0, delay_s=0)
+        elif start < 2:  # the worker vanished: its connection closed
+            consumer.close()
+            consumer = app.broker.consumer(["default"])
+    assert (attempt is None) is (ending == "crash")
+    consumer.close()
+    return job
+
+
+def test_starts_that_ended_in_a_release_are_no_crash_loop() -> None:
+    status = start_three_times("release").status()
+    assert status.state is JobState.RUNNING and status.attempts == 3
+
+
+def test_starts_that_ended_with_the_worker_are_a_crash_loop() -> None:
+    status = start_three_times("crash").status()
+    assert status.state is JobState.FAILED and status.error is not None
+    assert status.error["type"] == "WorkerLost" and "2 of them without an outcome" in status.error["message"]

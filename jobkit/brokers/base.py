@@ -65,6 +65,7 @@ class Consumer(ABC):
         """Wait up to ``timeout_s`` seconds for a message; None when none came.
 
         Raises:
+            BrokerConnectionLost: the connection broke (call again to reconnect).
             BrokerUnavailable: the broker cannot be reached (call again to reconnect).
         """
 

@@ -25,7 +25,13 @@ from urllib.parse import parse_qs, urlsplit
 import greenstalk
 
 from jobkit.brokers.base import STATS_JOB_KEYS, Broker, Consumer, Delivery, Peeked
-from jobkit.errors import BrokerError, BrokerUnavailable, ConfigError, PayloadTooLarge
+from jobkit.errors import (
+    BrokerConnectionLost,
+    BrokerError,
+    BrokerUnavailable,
+    ConfigError,
+    PayloadTooLarge,
+)
 
 T = TypeVar("T")
 # ValueError: I/O on a socket another thread closed, or a garbled reply
@@ -191,7 +197,13 @@ class BeanstalkBroker(Broker):
 
     def stats(self) -> dict[str, dict[str, int]]:
         def stats(conn: _Connection) -> dict[str, dict[str, int]]:
-            return {tube: _tube_stats(conn.client.stats_tube(tube)) for tube in conn.client.tubes()}
+            counts = {}
+            for tube in conn.client.tubes():
+                try:
+                    counts[tube] = _tube_stats(conn.client.stats_tube(tube))
+                except greenstalk.NotFoundError:
+                    continue  # emptied and unwatched since it was listed: beanstalkd dropped it
+            return counts
         return self._call(stats)
 
     def close(self) -> None:
@@ -244,7 +256,7 @@ class BeanstalkConsumer(Consumer):
             return None
         except _LOST as exc:
             self._drop()
-            raise BrokerUnavailable(f"beanstalkd connection lost: {exc!r}") from None
+            raise BrokerConnectionLost(f"beanstalkd connection lost: {exc!r}") from None
         return Delivery(job.id, job.body, self._session)
 
     def _settle(self, delivery: Delivery, command: Callable[[greenstalk.Client[bytes]], Any]) -> bool:
