@@ -6,7 +6,8 @@ string): ``connect_timeout=<seconds>`` (default 2).
 Features: one tube per queue; priority, delay and TTR are beanstalkd's own
 (seconds; priority 0 is most urgent); a consumer is one connection, and
 delete/release/bury/touch go over the connection that reserved the job, as
-beanstalkd requires. Producers share a small pool of connections; a pooled
+beanstalkd requires; the worker's delete after a stored outcome is
+pipelined (its answer is read before the next command). Producers share a small pool of connections; a pooled
 connection found dead is replaced once before an error is reported, so a
 restarted beanstalkd costs no failed request. ``DRAINING`` and connection
 errors raise :class:`~jobkit.errors.BrokerUnavailable`; ``JOB_TOO_BIG``
@@ -15,10 +16,8 @@ raises :class:`~jobkit.errors.PayloadTooLarge`.
 from __future__ import annotations
 
 import os
-import queue as queue_mod
 import socket
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
@@ -86,49 +85,49 @@ class BeanstalkBroker(Broker):
     def __init__(self, url: str) -> None:
         super().__init__(url)
         self.address, self.connect_timeout_s = parse_url(url)
-        self._pool: queue_mod.LifoQueue[_Connection] = queue_mod.LifoQueue()
+        self._pool: list[_Connection] = []  # idle producer connections; append/pop are atomic
         self._pid = os.getpid()
 
-    @contextmanager
-    def _producer(self, fresh: bool = False) -> Iterator[_Connection]:
-        if self._pid != os.getpid():  # forked: leave the parent's sockets alone
-            self._pool, self._pid = queue_mod.LifoQueue(), os.getpid()
-        conn = None if fresh else self._take()
-        if conn is None:
-            conn = _Connection(self.address, self.connect_timeout_s)
-        try:
-            yield conn
-        except greenstalk.BeanstalkdError:
-            self._give(conn)  # an error reply leaves the connection usable
-            raise
-        except BaseException:
-            conn.close()
-            raise
-        self._give(conn)
-
     def _give(self, conn: _Connection) -> None:
-        if self._pool.qsize() < _POOL_SIZE:
-            self._pool.put(conn)
+        if len(self._pool) < _POOL_SIZE:
+            self._pool.append(conn)
         else:
             conn.close()
 
     def _take(self) -> _Connection | None:
+        if self._pid != os.getpid():  # forked: leave the parent's sockets alone
+            self._pool, self._pid = [], os.getpid()
         try:
-            return self._pool.get_nowait()
-        except queue_mod.Empty:
+            return self._pool.pop()
+        except IndexError:
             return None
 
     def _call(self, action: Callable[[_Connection], T]) -> T:
-        """Run ``action`` on a pooled connection; retry once on a fresh one if it was dead."""
+        """Run ``action`` on a pooled connection; retry once on a fresh one if it was dead.
+
+        An error reply leaves the connection usable: it goes back to the pool.
+        """
         try:
             for attempt in (0, 1):
-                reused = attempt == 0 and not self._pool.empty()
+                conn = self._take() if attempt == 0 else None
+                reused = conn is not None
+                if conn is None:
+                    conn = _Connection(self.address, self.connect_timeout_s)
                 try:
-                    with self._producer(fresh=attempt == 1) as conn:
-                        return action(conn)
+                    result = action(conn)
+                except greenstalk.BeanstalkdError:
+                    self._give(conn)
+                    raise
                 except _LOST as exc:
+                    conn.close()
                     if not reused:
                         raise BrokerUnavailable(f"beanstalkd at {self._where}: {exc!r}") from None
+                    continue
+                except BaseException:
+                    conn.close()
+                    raise
+                self._give(conn)
+                return result
         except greenstalk.DrainingError:
             raise BrokerUnavailable(f"beanstalkd at {self._where} is draining") from None
         except greenstalk.JobTooBigError:
@@ -210,6 +209,7 @@ class BeanstalkConsumer(Consumer):
         self._conn: _Connection | None = None
         self._session = 0
         self._closed = False
+        self._unread = 0  # answers to pipelined deletes not read yet
 
     def _connected(self) -> _Connection:
         if self._closed:
@@ -228,7 +228,7 @@ class BeanstalkConsumer(Consumer):
         return self._conn
 
     def _drop(self) -> None:
-        conn, self._conn = self._conn, None
+        conn, self._conn, self._unread = self._conn, None, 0
         if conn is not None:
             conn.close()
 
@@ -236,6 +236,7 @@ class BeanstalkConsumer(Consumer):
         conn = self._connected()
         wait = max(0, int(timeout_s))
         try:
+            self._drain(conn)
             conn.sock.settimeout(wait + OP_TIMEOUT_S)
             job = conn.client.reserve(timeout=wait)
             conn.sock.settimeout(OP_TIMEOUT_S)
@@ -251,6 +252,7 @@ class BeanstalkConsumer(Consumer):
         if delivery.session != self._session or self._conn is None:
             return False
         try:
+            self._drain(self._conn)
             command(self._conn.client)
         except greenstalk.NotFoundError:
             return False
@@ -261,6 +263,27 @@ class BeanstalkConsumer(Consumer):
 
     def delete(self, delivery: Delivery) -> bool:
         return self._settle(delivery, lambda c: c.delete(delivery.broker_id))
+
+    def delete_nowait(self, delivery: Delivery) -> None:
+        """Send ``delete`` now and read its answer before the next command (one round trip less)."""
+        conn = self._conn
+        if delivery.session != self._session or conn is None:
+            return
+        try:
+            self._drain(conn)
+            conn.sock.sendall(b"delete %d\r\n" % delivery.broker_id)
+        except _LOST:
+            self._drop()
+            return
+        self._unread += 1
+
+    def _drain(self, conn: _Connection) -> None:
+        """Read the answers to pipelined deletes (DELETED, or NOT_FOUND: no longer ours)."""
+        while self._unread:
+            line = conn.client._reader.readline()  # greenstalk's buffered reader of this socket
+            self._unread -= 1
+            if not line.startswith((b"DELETED", b"NOT_FOUND")):
+                raise ConnectionError(f"unexpected answer to a delete: {line[:40]!r}")
 
     def release(self, delivery: Delivery, *, priority: int, delay_s: int) -> bool:
         job = greenstalk.Job(delivery.broker_id, b"")
@@ -285,6 +308,11 @@ class BeanstalkConsumer(Consumer):
 
     def close(self) -> None:
         self._closed = True
+        if self._conn is not None and self._unread:
+            try:
+                self._drain(self._conn)  # the deletes were sent; wait until they are done
+            except _LOST:
+                pass
         self._drop()
 
 
