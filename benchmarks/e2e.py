@@ -4,7 +4,9 @@ jobkit: ``hash_payload.delay()`` N times in this process while ``jobkit worker
 --pool process -c 2`` (a real subprocess, results in SQLite) runs them.
 Baseline: the bare loop (record upsert + put here; two consumer processes:
 reserve, md5, upsert, delete) with the same N. Both sets of consumers are
-started and waiting in reserve before the clock starts.
+started and waiting in reserve before the clock starts. The two alternate
+for ``--rounds`` rounds and the best round of each counts (machines here
+are shared: a neighbour's burst should not decide the ratio).
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from jobkit.embedded import Beanstalkd
 
 
 def run_jobkit(beanstalkd: Beanstalkd, tmp: Path, n: int) -> float:
+    tmp.mkdir(exist_ok=True)
     db_path = tmp / "jobkit.db"
     hash_payload = common.jobkit_app(beanstalkd, common.sqlite_url(db_path))
     with common.jobkit_worker(beanstalkd, common.sqlite_url(db_path)) as proc:
@@ -30,6 +33,7 @@ def run_jobkit(beanstalkd: Beanstalkd, tmp: Path, n: int) -> float:
 
 
 def run_bare(beanstalkd: Beanstalkd, tmp: Path, n: int) -> float:
+    tmp.mkdir(exist_ok=True)
     db_path = tmp / "bare.db"
     producer = common.BareProducer(beanstalkd, db_path)
     with common.bare_consumers(beanstalkd, db_path, processes=2):
@@ -44,13 +48,15 @@ def run_bare(beanstalkd: Beanstalkd, tmp: Path, n: int) -> float:
 def main(argv: Sequence[str] | None = None) -> str:
     parser = common.parser("e2e", __doc__)
     parser.add_argument("-n", "--jobs", type=int, default=10_000, help="jobs per run (default 10000)")
+    parser.add_argument("--rounds", type=int, default=2, help="runs of each side (default 2)")
     args = parser.parse_args(argv)
+    jobkit, baseline = [], []
     with common.servers() as (beanstalkd, tmp):
-        baseline = run_bare(beanstalkd, tmp, args.jobs)
-        common.note(f"bare loop: {baseline:.0f} jobs/s")
-        jobkit = run_jobkit(beanstalkd, tmp, args.jobs)
-        common.note(f"jobkit:    {jobkit:.0f} jobs/s")
-    return common.report("e2e", jobkit, baseline, f"jobs={args.jobs}")
+        for round_ in range(args.rounds):
+            baseline.append(run_bare(beanstalkd, tmp / f"r{round_}", args.jobs))
+            jobkit.append(run_jobkit(beanstalkd, tmp / f"r{round_}", args.jobs))
+            common.note(f"round {round_ + 1}: jobkit {jobkit[-1]:.0f} jobs/s, bare {baseline[-1]:.0f} jobs/s")
+    return common.report("e2e", max(jobkit), max(baseline), f"jobs={args.jobs} best_of={args.rounds}")
 
 
 if __name__ == "__main__":

@@ -16,8 +16,8 @@ from tests.servers import missing
 pytestmark = pytest.mark.e2e
 LINE = re.compile(r"^(?P<name>[a-z0-9]+): jobkit=[\d.]+/s baseline=[\d.]+/s ratio=(?:[\d.]+|n/a)(?: .*)?$")
 TINY = {
-    "enqueue": ["-n", "50", "--rounds", "1"],
-    "e2e": ["-n", "50"],
+    "enqueue": ["-n", "50", "--chunk", "25"],
+    "e2e": ["-n", "50", "--rounds", "1"],
     "latency": ["--rate", "50", "--seconds", "0.5"],
     "idle": ["--seconds", "0.5"],
     "http": ["--seconds", "1"],

@@ -7,7 +7,8 @@ Features: one tube per queue; priority, delay and TTR are beanstalkd's own
 (seconds; priority 0 is most urgent); a consumer is one connection, and
 delete/release/bury/touch go over the connection that reserved the job, as
 beanstalkd requires; the worker's delete after a stored outcome is
-pipelined (its answer is read before the next command). Producers share a small pool of connections; a pooled
+pipelined (sent at once, its answer read after the next command is sent).
+Producers share a small pool of connections; a pooled
 connection found dead is replaced once before an error is reported, so a
 restarted beanstalkd costs no failed request. ``DRAINING`` and connection
 errors raise :class:`~jobkit.errors.BrokerUnavailable`; ``JOB_TOO_BIG``
@@ -53,6 +54,34 @@ def parse_url(url: str) -> tuple[tuple[str, int], float]:
     return (parts.hostname or "127.0.0.1", port), timeout
 
 
+class _Client(greenstalk.Client[bytes]):
+    """greenstalk's client plus pipelined deletes.
+
+    :meth:`delete_nowait` sends ``delete`` at once; its answer is read after the
+    next command has been sent, so the two share one round trip. (Overrides
+    greenstalk's private ``_send_cmd``; greenstalk is pinned below 3.)
+    """
+
+    unread = 0  # answers to pipelined deletes still to read
+
+    def delete_nowait(self, job_id: int) -> None:
+        self._sock.sendall(b"delete %d\r\n" % job_id)
+        self.unread += 1
+
+    def drain(self) -> None:
+        """Read the answers to pipelined deletes: DELETED, or NOT_FOUND (no longer ours)."""
+        while self.unread:
+            self.unread -= 1
+            answer = self._reader.readline()
+            if not answer.startswith((b"DELETED", b"NOT_FOUND")):
+                raise ConnectionError(f"unexpected answer to a delete: {answer[:40]!r}")
+
+    def _send_cmd(self, cmd: bytes, expected: bytes) -> list[bytes]:
+        self._sock.sendall(cmd + b"\r\n")
+        self.drain()
+        return greenstalk._parse_response(self._reader.readline(), expected)
+
+
 class _Connection:
     """A greenstalk client, its socket and the tube it is using."""
 
@@ -64,7 +93,7 @@ class _Connection:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock.settimeout(OP_TIMEOUT_S)
-        self.client: greenstalk.Client[bytes] = greenstalk.Client(self.sock, encoding=None)
+        self.client = _Client(self.sock, encoding=None)
         self.tube = "default"
 
     def close(self) -> None:
@@ -209,7 +238,6 @@ class BeanstalkConsumer(Consumer):
         self._conn: _Connection | None = None
         self._session = 0
         self._closed = False
-        self._unread = 0  # answers to pipelined deletes not read yet
 
     def _connected(self) -> _Connection:
         if self._closed:
@@ -228,7 +256,7 @@ class BeanstalkConsumer(Consumer):
         return self._conn
 
     def _drop(self) -> None:
-        conn, self._conn, self._unread = self._conn, None, 0
+        conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
 
@@ -236,7 +264,6 @@ class BeanstalkConsumer(Consumer):
         conn = self._connected()
         wait = max(0, int(timeout_s))
         try:
-            self._drain(conn)
             conn.sock.settimeout(wait + OP_TIMEOUT_S)
             job = conn.client.reserve(timeout=wait)
             conn.sock.settimeout(OP_TIMEOUT_S)
@@ -252,7 +279,6 @@ class BeanstalkConsumer(Consumer):
         if delivery.session != self._session or self._conn is None:
             return False
         try:
-            self._drain(self._conn)
             command(self._conn.client)
         except greenstalk.NotFoundError:
             return False
@@ -265,25 +291,14 @@ class BeanstalkConsumer(Consumer):
         return self._settle(delivery, lambda c: c.delete(delivery.broker_id))
 
     def delete_nowait(self, delivery: Delivery) -> None:
-        """Send ``delete`` now and read its answer before the next command (one round trip less)."""
+        """Send ``delete`` now; its answer comes back with the next command's (one round trip less)."""
         conn = self._conn
         if delivery.session != self._session or conn is None:
             return
         try:
-            self._drain(conn)
-            conn.sock.sendall(b"delete %d\r\n" % delivery.broker_id)
+            conn.client.delete_nowait(delivery.broker_id)
         except _LOST:
             self._drop()
-            return
-        self._unread += 1
-
-    def _drain(self, conn: _Connection) -> None:
-        """Read the answers to pipelined deletes (DELETED, or NOT_FOUND: no longer ours)."""
-        while self._unread:
-            line = conn.client._reader.readline()  # greenstalk's buffered reader of this socket
-            self._unread -= 1
-            if not line.startswith((b"DELETED", b"NOT_FOUND")):
-                raise ConnectionError(f"unexpected answer to a delete: {line[:40]!r}")
 
     def release(self, delivery: Delivery, *, priority: int, delay_s: int) -> bool:
         job = greenstalk.Job(delivery.broker_id, b"")
@@ -308,9 +323,9 @@ class BeanstalkConsumer(Consumer):
 
     def close(self) -> None:
         self._closed = True
-        if self._conn is not None and self._unread:
+        if self._conn is not None:
             try:
-                self._drain(self._conn)  # the deletes were sent; wait until they are done
+                self._conn.client.drain()  # the deletes were sent; wait until they are done
             except _LOST:
                 pass
         self._drop()
