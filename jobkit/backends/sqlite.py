@@ -9,7 +9,9 @@ Features: WAL journal, so any number of worker processes and API processes
 may share one file; one connection per thread; every write is a single
 upsert statement (atomic, no explicit transactions); args, kwargs, result and
 error are stored as JSON text; expired rows are pruned by :meth:`prune` and
-hidden from reads until then. Needs SQLite 3.35+ (``RETURNING``).
+hidden from reads until then. No index covers the hot states (queued, running,
+succeeded), so a job's claim and finish rewrite its row alone; listing by
+those states walks the creation-time index. Needs SQLite 3.35+ (``RETURNING``).
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ from jobkit.job import FINISHED_STATES, RECORD_FIELDS
 _JSON_FIELDS = frozenset({"args", "kwargs", "result", "error"})
 _COLUMNS = ", ".join(RECORD_FIELDS)
 _FINISHED = "('" + "','".join(sorted(FINISHED_STATES)) + "')"
+_ATTENTION_STATES = ("cancelled", "failed", "retrying")  # each has a partial index
 
 
 class SQLiteBackend(Backend):
@@ -44,8 +47,14 @@ class SQLiteBackend(Backend):
             attempts INTEGER NOT NULL DEFAULT 0, result TEXT, error TEXT,
             created_at REAL, started_at REAL, finished_at REAL, expires_at REAL,
             worker TEXT, idempotency_key TEXT)""",
-        "CREATE INDEX IF NOT EXISTS jobs_state_created ON jobs (state, created_at)",
+        # Indexes a job's state changes do not touch, so that claim and finish (two writes
+        # per job) update the row alone: newest first by creation, by task, and by state
+        # only for the states worth finding among many (failed, retrying, cancelled).
+        "DROP INDEX IF EXISTS jobs_state_created",
+        "CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at)",
         "CREATE INDEX IF NOT EXISTS jobs_task_created ON jobs (task, created_at)",
+        *(f"CREATE INDEX IF NOT EXISTS jobs_{state} ON jobs (created_at) WHERE state = '{state}'"
+          for state in _ATTENTION_STATES),
         # only finished records expire: queued and running ones stay out of this index
         "DROP INDEX IF EXISTS jobs_expires",
         "CREATE INDEX IF NOT EXISTS jobs_expiring ON jobs (expires_at) WHERE expires_at IS NOT NULL",
@@ -199,13 +208,17 @@ class SQLiteBackend(Backend):
         self, *, state: str | None = None, task: str | None = None, limit: int = 100
     ) -> list[dict[str, Any]]:
         where, params = ["(expires_at IS NULL OR expires_at > ?)"], [time.time()]
-        if state is not None:
+        source = "jobs"
+        if state in _ATTENTION_STATES:  # a literal, as the partial index jobs_<state> says it
+            where.append(f"state = '{state}'")
+            source = f"jobs INDEXED BY jobs_{state}"
+        elif state is not None:
             where.append("state = ?")
             params.append(state)  # type: ignore[arg-type]
         if task is not None:
             where.append("task = ?")
             params.append(task)  # type: ignore[arg-type]
-        sql = (f"SELECT {_COLUMNS} FROM jobs WHERE {' AND '.join(where)}"
+        sql = (f"SELECT {_COLUMNS} FROM {source} WHERE {' AND '.join(where)}"
                " ORDER BY created_at DESC LIMIT ?")
         with self._db() as db:
             rows = db.execute(sql, [*params, limit]).fetchall()
