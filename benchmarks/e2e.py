@@ -26,8 +26,8 @@ def run_jobkit(beanstalkd: Beanstalkd, tmp: Path, n: int) -> float:
         common.wait_waiting(beanstalkd, common.JOBKIT_QUEUE, 2, proc=proc)
         start = time.perf_counter()
         for _ in range(n):
-            hash_payload.delay(common.PAYLOAD)
-        end = common.wait_all_stored(db_path, n)
+            job = hash_payload.delay(common.PAYLOAD)
+        end = common.wait_all_stored(db_path, n, job.id)
     hash_payload.app.close()
     return n / (end - start)
 
@@ -39,8 +39,8 @@ def run_bare(beanstalkd: Beanstalkd, tmp: Path, n: int) -> float:
     with common.bare_consumers(beanstalkd, db_path, processes=2):
         start = time.perf_counter()
         for _ in range(n):
-            producer.send(common.PAYLOAD)
-        end = common.wait_all_stored(db_path, n)
+            last_id = producer.send(common.PAYLOAD)
+        end = common.wait_all_stored(db_path, n, last_id)
     producer.close()
     return n / (end - start)
 
