@@ -3,7 +3,10 @@
 Both serve ``POST /`` with ``{"example":"data"}``: parse the JSON, record the
 job in SQLite, put it into beanstalkd. Both run 2 processes sharing the port
 (SO_REUSEPORT) with the same threads each; ``wrk -t2 -c32`` drives each for
-the same time. Skipped, with a message, while this tree has no ``jobkit.api``.
+the same time, in alternating slices with both servers up, so that a noisy
+neighbour slows both alike. Latency: the median of the slices' p50 and the
+worst of their p99. Skipped, with a message, while this tree has no
+``jobkit.api``.
 """
 from __future__ import annotations
 
@@ -15,7 +18,6 @@ import shutil
 import socket
 import subprocess
 import threading
-import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -106,24 +108,41 @@ def jobkit_server(beanstalkd: Beanstalkd, db_path: Path, processes: int, threads
 
 # -- driving -----------------------------------------------------------------
 
-def drive(port: int, script: Path, seconds: float) -> tuple[float, str]:
-    """Run wrk against ``port``; return (requests/s, latency and error notes)."""
+def drive(port: int, script: Path, seconds: float) -> tuple[float, dict[str, float]]:
+    """Run wrk against ``port``; return (requests/s, {"p50", "p99" in ms, "non2xx", "errors"})."""
     out = subprocess.run(["wrk", "-t2", "-c32", f"-d{seconds:g}s", "--latency", "-s", str(script),
                           f"http://127.0.0.1:{port}/"], capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    notes = [f"p{p}={v}" for p, v in re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M)]
+    found = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M))
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     errors = re.search(r"Socket errors:.*", out)
-    if bad:
-        notes.append(f"non2xx={bad.group(1)}")
-    if errors:
-        notes.append("socket_errors")
-    return rps, " ".join(notes)
+    return rps, {"p50": _ms(found.get("50", "0ms")), "p99": _ms(found.get("99", "0ms")),
+                 "non2xx": float(bad.group(1)) if bad else 0.0, "errors": 1.0 if errors else 0.0}
+
+
+def _ms(text: str) -> float:
+    value = float(re.sub(r"[a-z]+$", "", text))
+    return value * {"us": 0.001, "ms": 1.0, "s": 1000.0}.get(re.sub(r"^[\d.]+", "", text), 1.0)
+
+
+def summary(slices: list[tuple[float, dict[str, float]]], prefix: str = "") -> tuple[float, str]:
+    """Mean requests/s over equal slices, and their latency and error notes."""
+    rate = sum(rps for rps, _ in slices) / len(slices)
+    p50 = sorted(notes["p50"] for _, notes in slices)[len(slices) // 2]
+    p99 = max(notes["p99"] for _, notes in slices)
+    text = f"{prefix}p50={p50:.1f}ms {prefix}p99={p99:.1f}ms"
+    non2xx = sum(notes["non2xx"] for _, notes in slices)
+    if non2xx:
+        text += f" {prefix}non2xx={non2xx:.0f}"
+    if any(notes["errors"] for _, notes in slices):
+        text += f" {prefix}socket_errors"
+    return rate, text
 
 
 def main(argv: Sequence[str] | None = None) -> str | None:
     parser = common.parser("http", __doc__)
-    parser.add_argument("--seconds", type=float, default=10, help="wrk duration per side (default 10)")
+    parser.add_argument("--seconds", type=float, default=10, help="wrk time per side (default 10)")
+    parser.add_argument("--slices", type=int, default=5, help="alternating turns per side (default 5)")
     parser.add_argument("--processes", type=int, default=2, help="server processes (default 2)")
     parser.add_argument("--threads", type=int, default=8, help="threads per process (default 8)")
     args = parser.parse_args(argv)
@@ -131,18 +150,21 @@ def main(argv: Sequence[str] | None = None) -> str | None:
     if reason is not None:
         print(f"http: skipped: {reason}", flush=True)
         return None
+    turn = max(1.0, args.seconds / max(1, args.slices))
     with common.servers() as (beanstalkd, tmp):
         script = tmp / "post.lua"
         script.write_text(LUA)
-        with bare_server(beanstalkd, tmp / f"bare-{uuid.uuid4().hex[:6]}.db", args.processes,
-                         args.threads) as port:
-            baseline, bare_notes = drive(port, script, args.seconds)
-        common.note(f"falcon+waitress: {baseline:.0f} requests/s {bare_notes}")
-        with jobkit_server(beanstalkd, tmp / "jobkit.db", args.processes, args.threads) as port:
-            jobkit, jobkit_notes = drive(port, script, args.seconds)
-        common.note(f"jobkit api:      {jobkit:.0f} requests/s {jobkit_notes}")
-    extra = f"{jobkit_notes} baseline_{bare_notes.replace(' ', ' baseline_')} processes={args.processes}"
-    return common.report("http", jobkit, baseline, f"{extra} threads={args.threads}")
+        with bare_server(beanstalkd, tmp / "bare.db", args.processes, args.threads) as bare_port, \
+                jobkit_server(beanstalkd, tmp / "jobkit.db", args.processes, args.threads) as jobkit_port:
+            bare, jobkit = [], []
+            for _ in range(max(1, args.slices)):
+                bare.append(drive(bare_port, script, turn))
+                jobkit.append(drive(jobkit_port, script, turn))
+    baseline, bare_notes = summary(bare, "baseline_")
+    rate, jobkit_notes = summary(jobkit)
+    common.note(f"falcon+waitress: {baseline:.0f} requests/s; jobkit api: {rate:.0f} requests/s")
+    extra = f"{jobkit_notes} {bare_notes} processes={args.processes} threads={args.threads}"
+    return common.report("http", rate, baseline, extra)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ TINY = {
     "e2e": ["-n", "50", "--rounds", "1"],
     "latency": ["--rate", "50", "--seconds", "0.5"],
     "idle": ["--seconds", "0.5"],
-    "http": ["--seconds", "1"],
+    "http": ["--seconds", "2", "--slices", "2"],
 }
 
 
