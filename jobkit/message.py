@@ -22,6 +22,7 @@ JOB_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
 #: Task and queue names: what beanstalkd accepts as a tube name, minus leading ``-``.
 NAME_RE = re.compile(r"[A-Za-z0-9_.:+/;$()][A-Za-z0-9_.:+/;$()-]{0,199}\Z")
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
 
 
@@ -33,14 +34,21 @@ def new_job_id() -> str:
 def dumps(value: Any) -> str:
     """Encode ``value`` as compact JSON text.
 
+    The rules are checked on the encoded text when it can vouch for them (no
+    ``\\u0000`` escape, no lone surrogate, fewer brackets than
+    :data:`MAX_DEPTH`); only otherwise is the value walked.
+
     Raises:
         PayloadError: the value is not plain JSON data, or nests too deeply.
     """
-    check_shape(value)
     try:
-        return _encode(value)
+        text = _encode(value)
     except (TypeError, ValueError, RecursionError) as exc:
+        check_shape(value)  # its complaint comes first, as if it had walked the value before
         raise PayloadError(f"not JSON-serialisable: {exc}") from None
+    if not _text_vouches(text):
+        check_shape(value)
+    return text
 
 
 def loads(data: bytes | str) -> Any:
@@ -59,8 +67,36 @@ def loads(data: bytes | str) -> Any:
         raise PayloadError(f"JSON nests deeper than {MAX_DEPTH} levels") from None
     except ValueError as exc:  # JSONDecodeError, or an integer over Python's digit limit
         raise PayloadError(f"malformed JSON: {exc}") from None
-    check_shape(value)
+    if not _source_vouches(data):
+        check_shape(value)
     return value
+
+
+def _text_vouches(text: str) -> bool:
+    """True when JSON text we encoded cannot hold a NUL, a lone surrogate or too deep a nesting.
+
+    A NUL is encoded as the escape ``\\u0000``; a lone surrogate stays a
+    character of the text (``ensure_ascii=False``), which only non-ASCII text can
+    hold; every level of nesting costs a bracket.
+    """
+    if "\\u0000" in text or text.count("[") + text.count("{") > MAX_DEPTH:
+        return False
+    return text.isascii() or not _SURROGATE.search(text)
+
+
+def _source_vouches(data: bytes | str) -> bool:
+    """True when decoded JSON text cannot hold a NUL, a lone surrogate or too deep a nesting.
+
+    Both can only come from a ``\\u`` escape (strict decoding refuses raw control
+    characters; UTF-8 cannot encode surrogates); every level costs a bracket.
+    Bytes holding a zero byte may be UTF-16/32, where the escape looks
+    different: those are walked.
+    """
+    if isinstance(data, str):
+        return "\\u" not in data and data.count("[") + data.count("{") <= MAX_DEPTH and (
+            data.isascii() or not _SURROGATE.search(data))
+    return (b"\\u" not in data and b"\x00" not in data
+            and data.count(b"[") + data.count(b"{") <= MAX_DEPTH)
 
 
 def check_shape(value: Any) -> None:

@@ -206,7 +206,7 @@ class Runner:
             consumer.release(delivery, priority=env.priority, delay_s=OUTAGE_DELAY_S)
             raise
         if not stored or state == "succeeded":  # not stored: cancelled meanwhile
-            consumer.delete(delivery)
+            consumer.delete_nowait(delivery)  # perf: its answer is read with the next reserve
         elif state == "retrying":
             delay = outcome.retry_delay_s
             delay_s = self.app.get_task(env.task).options.backoff(attempts) if delay is None else delay

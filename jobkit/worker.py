@@ -153,6 +153,7 @@ class Heartbeat:
         self.cond = threading.Condition()
         self.closed = False
         self.next_prune = time.monotonic()
+        self._idle_wake_s = float(PRUNE_EVERY_S)  # perf: see _beat
         self._wake_at = 0.0
         self._sleeping = False
         self._dirty = False
@@ -160,6 +161,7 @@ class Heartbeat:
 
     def watch(self, attempt: Attempt) -> None:
         """Tell the heartbeat a slot started ``attempt``."""
+        self._idle_wake_s = min(self._idle_wake_s, attempt.touch_every_s)
         with self.cond:
             if not self._sleeping or attempt.next_due < self._wake_at:
                 self._dirty = True
@@ -187,7 +189,9 @@ class Heartbeat:
         """Do what is due; return seconds until something else will be."""
         if now >= self.next_prune:
             self._prune()
-        wake = self.next_prune
+        # perf: idle, it still wakes every touch interval seen so far (every 30 s for the
+        # default TTR), so that a job starting after a short one needs no notify()
+        wake = min(self.next_prune, now + self._idle_wake_s)
         for slot in self.worker.live_slots():
             attempt = slot.attempt
             if attempt is None:

@@ -9,10 +9,13 @@ Features: WAL journal, so any number of worker processes and API processes
 may share one file; one connection per thread; every write is a single
 upsert statement (atomic, no explicit transactions); args, kwargs, result and
 error are stored as JSON text; expired rows are pruned by :meth:`prune` and
-hidden from reads until then. Needs SQLite 3.35+ (``RETURNING``).
+hidden from reads until then. No index covers the hot states (queued, running,
+succeeded), so a job's claim and finish rewrite its row alone; listing by
+those states walks the creation-time index. Needs SQLite 3.35+ (``RETURNING``).
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sqlite3
@@ -31,6 +34,7 @@ from jobkit.job import FINISHED_STATES, RECORD_FIELDS
 _JSON_FIELDS = frozenset({"args", "kwargs", "result", "error"})
 _COLUMNS = ", ".join(RECORD_FIELDS)
 _FINISHED = "('" + "','".join(sorted(FINISHED_STATES)) + "')"
+_ATTENTION_STATES = ("cancelled", "failed", "retrying")  # each has a partial index
 
 
 class SQLiteBackend(Backend):
@@ -43,9 +47,17 @@ class SQLiteBackend(Backend):
             attempts INTEGER NOT NULL DEFAULT 0, result TEXT, error TEXT,
             created_at REAL, started_at REAL, finished_at REAL, expires_at REAL,
             worker TEXT, idempotency_key TEXT)""",
-        "CREATE INDEX IF NOT EXISTS jobs_state_created ON jobs (state, created_at)",
+        # Indexes a job's state changes do not touch, so that claim and finish (two writes
+        # per job) update the row alone: newest first by creation, by task, and by state
+        # only for the states worth finding among many (failed, retrying, cancelled).
+        "DROP INDEX IF EXISTS jobs_state_created",
+        "CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at)",
         "CREATE INDEX IF NOT EXISTS jobs_task_created ON jobs (task, created_at)",
-        "CREATE INDEX IF NOT EXISTS jobs_expires ON jobs (expires_at)",
+        *(f"CREATE INDEX IF NOT EXISTS jobs_{state} ON jobs (created_at) WHERE state = '{state}'"
+          for state in _ATTENTION_STATES),
+        # only finished records expire: queued and running ones stay out of this index
+        "DROP INDEX IF EXISTS jobs_expires",
+        "CREATE INDEX IF NOT EXISTS jobs_expiring ON jobs (expires_at) WHERE expires_at IS NOT NULL",
     )
     ADD = (f"INSERT OR IGNORE INTO jobs ({_COLUMNS})"
            f" VALUES ({', '.join('?' * len(RECORD_FIELDS))})")
@@ -150,14 +162,15 @@ class SQLiteBackend(Backend):
 
     def claim(self, record: dict[str, Any]) -> dict[str, Any]:
         r = record
+        args, kwargs = r.get("args", []), r.get("kwargs", {})
+        args_text, kwargs_text = _json(args), _json(kwargs)
         with self._db() as db:
             row = db.execute(self.CLAIM, (
-                r["id"], r.get("task"), _json(r.get("args", [])), _json(r.get("kwargs", {})),
-                r.get("queue"), r.get("priority"), r.get("created_at"), r["started_at"],
-                r.get("worker"),
+                r["id"], r.get("task"), args_text, kwargs_text, r.get("queue"), r.get("priority"),
+                r.get("created_at"), r["started_at"], r.get("worker"),
             )).fetchone()
-        if row is not None:
-            return _record(row)
+        if row is not None:  # args and kwargs stored as sent need no decoding
+            return _record(row, {"args": (args_text, args), "kwargs": (kwargs_text, kwargs)})
         current = self.get(r["id"])  # finished: left as it was
         if current is None:  # finished long ago and expired: start afresh
             self.delete(r["id"])
@@ -172,23 +185,17 @@ class SQLiteBackend(Backend):
         unless: Collection[str] = (),
         insert: dict[str, Any] | None = None,
     ) -> bool:
-        names = list(fields)
-        guard = f" AND state NOT IN ({', '.join('?' * len(unless))})" if unless else ""
+        names = tuple(fields)
         with self._db() as db:
             if insert is None:
-                sets = ", ".join(f"{n} = ?" for n in names)
-                cur = db.execute(f"UPDATE jobs SET {sets} WHERE id = ?{guard}",
-                                 [_out(n, fields[n]) for n in names] + [job_id, *unless])
-                return cur.rowcount > 0
-            full = {"state": "queued", "attempts": 0} | insert | fields | {"id": job_id}
-            cols = list(full)
-            sets = ", ".join(f"{n} = excluded.{n}" for n in names)
-            where = guard.replace(" AND ", " WHERE ", 1)
-            cur = db.execute(
-                f"INSERT INTO jobs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
-                f"ON CONFLICT (id) DO UPDATE SET {sets}{where}",
-                [_out(c, full[c]) for c in cols] + list(unless))
-            return cur.rowcount > 0
+                sql = _update_sql(names, len(unless))
+                params = [_out(n, fields[n]) for n in names] + [job_id, *unless]
+            else:
+                full = {"state": "queued", "attempts": 0} | insert | fields | {"id": job_id}
+                cols = tuple(full)
+                sql = _upsert_sql(cols, names, len(unless))
+                params = [_out(c, full[c]) for c in cols] + list(unless)
+            return db.execute(sql, params).rowcount > 0
 
     def get(self, job_id: str) -> dict[str, Any] | None:
         with self._db() as db:
@@ -201,13 +208,17 @@ class SQLiteBackend(Backend):
         self, *, state: str | None = None, task: str | None = None, limit: int = 100
     ) -> list[dict[str, Any]]:
         where, params = ["(expires_at IS NULL OR expires_at > ?)"], [time.time()]
-        if state is not None:
+        source = "jobs"
+        if state in _ATTENTION_STATES:  # a literal, as the partial index jobs_<state> says it
+            where.append(f"state = '{state}'")
+            source = f"jobs INDEXED BY jobs_{state}"
+        elif state is not None:
             where.append("state = ?")
             params.append(state)  # type: ignore[arg-type]
         if task is not None:
             where.append("task = ?")
             params.append(task)  # type: ignore[arg-type]
-        sql = (f"SELECT {_COLUMNS} FROM jobs WHERE {' AND '.join(where)}"
+        sql = (f"SELECT {_COLUMNS} FROM {source} WHERE {' AND '.join(where)}"
                " ORDER BY created_at DESC LIMIT ?")
         with self._db() as db:
             rows = db.execute(sql, [*params, limit]).fetchall()
@@ -235,19 +246,41 @@ class SQLiteBackend(Backend):
         return cur.rowcount
 
 
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
 def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return _encode(value)
 
 
 def _out(field: str, value: Any) -> Any:
     if field in _JSON_FIELDS and value is not None:
-        return _json(value)
+        return _encode(value)
     return value
 
 
-def _record(row: tuple[Any, ...]) -> dict[str, Any]:
+def _record(row: tuple[Any, ...], known: dict[str, tuple[str, Any]] | None = None) -> dict[str, Any]:
+    """A record from a row; a field whose text is ``known[field][0]`` takes ``known[field][1]``."""
     record = dict(zip(RECORD_FIELDS, row, strict=True))
     for field in _JSON_FIELDS:
-        if record[field] is not None:
-            record[field] = json.loads(record[field])
+        text = record[field]
+        if text is None:
+            continue
+        sent = known.get(field) if known else None
+        record[field] = sent[1] if sent is not None and sent[0] == text else json.loads(text)
     return record
+
+
+@functools.lru_cache(maxsize=256)
+def _update_sql(names: tuple[str, ...], guards: int) -> str:
+    sets = ", ".join(f"{n} = ?" for n in names)
+    guard = f" AND state NOT IN ({', '.join('?' * guards)})" if guards else ""
+    return f"UPDATE jobs SET {sets} WHERE id = ?{guard}"
+
+
+@functools.lru_cache(maxsize=256)
+def _upsert_sql(cols: tuple[str, ...], names: tuple[str, ...], guards: int) -> str:
+    sets = ", ".join(f"{n} = excluded.{n}" for n in names)
+    where = f" WHERE state NOT IN ({', '.join('?' * guards)})" if guards else ""
+    return (f"INSERT INTO jobs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
+            f"ON CONFLICT (id) DO UPDATE SET {sets}{where}")

@@ -73,6 +73,16 @@ class Consumer(ABC):
     def delete(self, delivery: Delivery) -> bool:
         """Remove a settled message for good."""
 
+    def delete_nowait(self, delivery: Delivery) -> None:
+        """Remove a message whose outcome is stored, without waiting for the broker's answer.
+
+        For callers the answer changes nothing for: a message that was not
+        deleted comes back and is settled by its stored outcome. Brokers that
+        can pipeline the command (read its answer before the next one) override
+        this; by default it is :meth:`delete`.
+        """
+        self.delete(delivery)
+
     @abstractmethod
     def release(self, delivery: Delivery, *, priority: int, delay_s: int) -> bool:
         """Put a message back, ready again after ``delay_s`` seconds."""

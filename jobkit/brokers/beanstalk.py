@@ -6,7 +6,9 @@ string): ``connect_timeout=<seconds>`` (default 2).
 Features: one tube per queue; priority, delay and TTR are beanstalkd's own
 (seconds; priority 0 is most urgent); a consumer is one connection, and
 delete/release/bury/touch go over the connection that reserved the job, as
-beanstalkd requires. Producers share a small pool of connections; a pooled
+beanstalkd requires; the worker's delete after a stored outcome is
+pipelined (sent at once, its answer read after the next command is sent).
+Producers share a small pool of connections; a pooled
 connection found dead is replaced once before an error is reported, so a
 restarted beanstalkd costs no failed request. ``DRAINING`` and connection
 errors raise :class:`~jobkit.errors.BrokerUnavailable`; ``JOB_TOO_BIG``
@@ -15,10 +17,8 @@ raises :class:`~jobkit.errors.PayloadTooLarge`.
 from __future__ import annotations
 
 import os
-import queue as queue_mod
 import socket
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
@@ -60,6 +60,34 @@ def parse_url(url: str) -> tuple[tuple[str, int], float]:
     return (parts.hostname or "127.0.0.1", port), timeout
 
 
+class _Client(greenstalk.Client[bytes]):
+    """greenstalk's client plus pipelined deletes.
+
+    :meth:`delete_nowait` sends ``delete`` at once; its answer is read after the
+    next command has been sent, so the two share one round trip. (Overrides
+    greenstalk's private ``_send_cmd``; greenstalk is pinned below 3.)
+    """
+
+    unread = 0  # answers to pipelined deletes still to read
+
+    def delete_nowait(self, job_id: int) -> None:
+        self._sock.sendall(b"delete %d\r\n" % job_id)
+        self.unread += 1
+
+    def drain(self) -> None:
+        """Read the answers to pipelined deletes: DELETED, or NOT_FOUND (no longer ours)."""
+        while self.unread:
+            self.unread -= 1
+            answer = self._reader.readline()
+            if not answer.startswith((b"DELETED", b"NOT_FOUND")):
+                raise ConnectionError(f"unexpected answer to a delete: {answer[:40]!r}")
+
+    def _send_cmd(self, cmd: bytes, expected: bytes) -> list[bytes]:
+        self._sock.sendall(cmd + b"\r\n")
+        self.drain()
+        return greenstalk._parse_response(self._reader.readline(), expected)
+
+
 class _Connection:
     """A greenstalk client, its socket and the tube it is using."""
 
@@ -71,7 +99,7 @@ class _Connection:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock.settimeout(OP_TIMEOUT_S)
-        self.client: greenstalk.Client[bytes] = greenstalk.Client(self.sock, encoding=None)
+        self.client = _Client(self.sock, encoding=None)
         self.tube = "default"
 
     def close(self) -> None:
@@ -92,49 +120,49 @@ class BeanstalkBroker(Broker):
     def __init__(self, url: str) -> None:
         super().__init__(url)
         self.address, self.connect_timeout_s = parse_url(url)
-        self._pool: queue_mod.LifoQueue[_Connection] = queue_mod.LifoQueue()
+        self._pool: list[_Connection] = []  # idle producer connections; append/pop are atomic
         self._pid = os.getpid()
 
-    @contextmanager
-    def _producer(self, fresh: bool = False) -> Iterator[_Connection]:
-        if self._pid != os.getpid():  # forked: leave the parent's sockets alone
-            self._pool, self._pid = queue_mod.LifoQueue(), os.getpid()
-        conn = None if fresh else self._take()
-        if conn is None:
-            conn = _Connection(self.address, self.connect_timeout_s)
-        try:
-            yield conn
-        except greenstalk.BeanstalkdError:
-            self._give(conn)  # an error reply leaves the connection usable
-            raise
-        except BaseException:
-            conn.close()
-            raise
-        self._give(conn)
-
     def _give(self, conn: _Connection) -> None:
-        if self._pool.qsize() < _POOL_SIZE:
-            self._pool.put(conn)
+        if len(self._pool) < _POOL_SIZE:
+            self._pool.append(conn)
         else:
             conn.close()
 
     def _take(self) -> _Connection | None:
+        if self._pid != os.getpid():  # forked: leave the parent's sockets alone
+            self._pool, self._pid = [], os.getpid()
         try:
-            return self._pool.get_nowait()
-        except queue_mod.Empty:
+            return self._pool.pop()
+        except IndexError:
             return None
 
     def _call(self, action: Callable[[_Connection], T]) -> T:
-        """Run ``action`` on a pooled connection; retry once on a fresh one if it was dead."""
+        """Run ``action`` on a pooled connection; retry once on a fresh one if it was dead.
+
+        An error reply leaves the connection usable: it goes back to the pool.
+        """
         try:
             for attempt in (0, 1):
-                reused = attempt == 0 and not self._pool.empty()
+                conn = self._take() if attempt == 0 else None
+                reused = conn is not None
+                if conn is None:
+                    conn = _Connection(self.address, self.connect_timeout_s)
                 try:
-                    with self._producer(fresh=attempt == 1) as conn:
-                        return action(conn)
+                    result = action(conn)
+                except greenstalk.BeanstalkdError:
+                    self._give(conn)
+                    raise
                 except _LOST as exc:
+                    conn.close()
                     if not reused:
                         raise BrokerUnavailable(f"beanstalkd at {self._where}: {exc!r}") from None
+                    continue
+                except BaseException:
+                    conn.close()
+                    raise
+                self._give(conn)
+                return result
         except greenstalk.DrainingError:
             raise BrokerUnavailable(f"beanstalkd at {self._where} is draining") from None
         except greenstalk.JobTooBigError:
@@ -274,6 +302,16 @@ class BeanstalkConsumer(Consumer):
     def delete(self, delivery: Delivery) -> bool:
         return self._settle(delivery, lambda c: c.delete(delivery.broker_id))
 
+    def delete_nowait(self, delivery: Delivery) -> None:
+        """Send ``delete`` now; its answer comes back with the next command's (one round trip less)."""
+        conn = self._conn
+        if delivery.session != self._session or conn is None:
+            return
+        try:
+            conn.client.delete_nowait(delivery.broker_id)
+        except _LOST:
+            self._drop()
+
     def release(self, delivery: Delivery, *, priority: int, delay_s: int) -> bool:
         job = greenstalk.Job(delivery.broker_id, b"")
         return self._settle(delivery, lambda c: c.release(job, priority=priority, delay=delay_s))
@@ -297,6 +335,11 @@ class BeanstalkConsumer(Consumer):
 
     def close(self) -> None:
         self._closed = True
+        if self._conn is not None:
+            try:
+                self._conn.client.drain()  # the deletes were sent; wait until they are done
+            except _LOST:
+                pass
         self._drop()
 
 
