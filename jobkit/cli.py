@@ -48,7 +48,7 @@ def env_file(args: argparse.Namespace) -> Path:
     if args.env_file is None:
         return Path(".env")
     path = Path(args.env_file)
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"--env-file {args.env_file}: no such file")
     return path
 
