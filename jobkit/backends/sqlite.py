@@ -63,6 +63,9 @@ class SQLiteBackend(Backend):
            f" VALUES ({', '.join('?' * len(RECORD_FIELDS))})")
     REFRESH = ("UPDATE jobs SET broker_id = coalesce(?, broker_id),"
                " priority = coalesce(?, priority), queue = coalesce(?, queue) WHERE id = ?")
+    UPSERT = (ADD.replace("INSERT OR IGNORE", "INSERT", 1) + " ON CONFLICT (id) DO UPDATE SET"
+              " broker_id = coalesce(excluded.broker_id, broker_id),"
+              " priority = coalesce(excluded.priority, priority), queue = coalesce(excluded.queue, queue)")
     CLAIM = (
         "INSERT INTO jobs (id, task, args, kwargs, queue, priority, created_at, state, attempts,"
         " started_at, worker) VALUES (?, ?, ?, ?, ?, ?, ?, 'running', 1, ?, ?) "
@@ -151,9 +154,12 @@ class SQLiteBackend(Backend):
 
     # -- the contract ------------------------------------------------------
 
-    def add(self, record: dict[str, Any]) -> bool:
+    def add(self, record: dict[str, Any], *, report_created: bool = True) -> bool:
         full = {"state": "queued", "attempts": 0} | record
         with self._db() as db:
+            if not report_created:  # one statement: the same write as ADD, then REFRESH
+                db.execute(self.UPSERT, [_out(f, full.get(f)) for f in RECORD_FIELDS])
+                return True
             if db.execute(self.ADD, [_out(f, full.get(f)) for f in RECORD_FIELDS]).rowcount:
                 return True
             db.execute(self.REFRESH, (record.get("broker_id"), record.get("priority"),
