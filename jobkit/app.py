@@ -221,7 +221,7 @@ class App:
                 self._forget(env.id)
             raise
         try:
-            self.backend.add(record | {"broker_id": broker_id})
+            self.backend.add(record | {"broker_id": broker_id}, report_created=False)
         except BackendError:
             self._take_back(broker_id, env.id)
             raise

@@ -30,6 +30,29 @@ def test_add_creates_a_queued_record_once(backend: Backend) -> None:
     assert record["broker_id"] == 9  # refreshed, the rest untouched
 
 
+def test_add_without_report_writes_the_same(backend: Backend) -> None:
+    """``report_created=False`` (the enqueue path) creates, then refreshes only the broker fields."""
+    job_id = unique()
+    backend.add(accepted(job_id), report_created=False)
+    record = backend.get(job_id)
+    assert record is not None
+    assert record["state"] == "queued" and record["attempts"] == 0 and record["broker_id"] == 7
+    claim(backend, job_id)
+    backend.add(accepted(job_id, broker_id=9, priority=5, queue="q2", args=[0], task="other"),
+                report_created=False)
+    backend.add(accepted(job_id, broker_id=None, priority=None, queue=None), report_created=False)
+    record = backend.get(job_id)
+    assert record is not None
+    assert record["state"] == "running" and record["attempts"] == 1
+    assert record["args"] == [1, 2] and record["task"] == "add"  # the rest untouched
+    assert (record["broker_id"], record["priority"], record["queue"]) == (9, 5, "q2")
+    backend.finish(job_id, "succeeded", result=3, attempts=1)
+    backend.add(accepted(job_id, broker_id=11), report_created=False)
+    record = backend.get(job_id)
+    assert record is not None
+    assert record["state"] == "succeeded" and record["result"] == 3 and record["broker_id"] == 11
+
+
 def test_get_unknown_is_none(backend: Backend) -> None:
     assert backend.get(unique()) is None
 

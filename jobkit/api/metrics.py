@@ -22,6 +22,7 @@ from jobkit.errors import JobkitError
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _QUEUE_STATES = ("ready", "reserved", "delayed", "buried")
+_MAX_CACHED = 1024  # an unusual method name is a key of its own: never let those grow the cache
 
 
 class Metrics:
@@ -40,16 +41,30 @@ class Metrics:
         self.jobs_accepted = Counter("jobkit_api_jobs_accepted", "Jobs enqueued through the API",
                                      ["task"], registry=self.registry)
         self.registry.register(QueueCollector(app))
+        # Label children by their labels: a dict lookup per request instead of .labels(),
+        # which validates and locks each time. Keys are bounded (routes, methods, statuses,
+        # registered tasks), as the children themselves are.
+        self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self._accepted_children: dict[str, Counter] = {}
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one answered request."""
-        method = method if method in _METHODS else "OTHER"
-        self.requests.labels(route, method, str(status)).inc()
-        self.duration.labels(route).observe(seconds)
+        key = (route, method, status)
+        children = self._request_children.get(key)
+        if children is None:
+            label = method if method in _METHODS else "OTHER"
+            children = (self.requests.labels(route, label, str(status)), self.duration.labels(route))
+            if len(self._request_children) < _MAX_CACHED:
+                self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def accepted(self, task: str) -> None:
         """Count one job enqueued for ``task``."""
-        self.jobs_accepted.labels(task).inc()
+        child = self._accepted_children.get(task)
+        if child is None:
+            child = self._accepted_children[task] = self.jobs_accepted.labels(task)
+        child.inc()
 
     def render(self) -> bytes:
         """The Prometheus text exposition of this registry."""

@@ -6,6 +6,7 @@ client that is not allowed in), then the body rules.
 """
 from __future__ import annotations
 
+import functools
 import hmac
 import time
 from typing import Any
@@ -94,8 +95,8 @@ class JsonBody:
         if req.path in OPEN_PATHS:
             return  # a liveness probe answers whatever comes with it
         length = req.content_length  # an invalid Content-Length is a 400 here
-        chunked = "chunked" in (req.get_header("Transfer-Encoding") or "").lower()
-        if not length and not (chunked and length is None):
+        if not length and (length is not None  # no body, unless chunked without a length
+                           or "chunked" not in (req.get_header("Transfer-Encoding") or "").lower()):
             return
         if length is not None and length > self.max_body:
             raise self._too_large()
@@ -131,9 +132,14 @@ def check_json_type(content_type: str | None) -> None:
     """Accept ``application/json`` and ``application/*+json``, UTF-8 only; else 415."""
     if not content_type:
         raise falcon.HTTPUnsupportedMediaType(description="a body needs Content-Type: application/json")
+    if not _json_type(content_type):
+        raise falcon.HTTPUnsupportedMediaType(
+            description=f"bodies must be JSON (application/json, UTF-8), not {content_type[:100]!r}")
+
+
+@functools.lru_cache(maxsize=64)  # clients send one or two spellings, again and again
+def _json_type(content_type: str) -> bool:
     mime, *params = (part.strip().lower() for part in content_type.split(";"))
     json_like = mime == "application/json" or (mime.startswith("application/") and mime.endswith("+json"))
     charsets = [p.partition("=")[2].strip('"') for p in params if p.startswith("charset=")]
-    if not json_like or any(c not in ("utf-8", "utf8") for c in charsets):
-        raise falcon.HTTPUnsupportedMediaType(
-            description=f"bodies must be JSON (application/json, UTF-8), not {content_type[:100]!r}")
+    return json_like and all(c in ("utf-8", "utf8") for c in charsets)

@@ -32,15 +32,22 @@ class Backend(ABC):
         self.result_ttl = result_ttl
 
     @abstractmethod
-    def add(self, record: dict[str, Any]) -> bool:
+    def add(self, record: dict[str, Any], *, report_created: bool = True) -> bool:
         """Insert ``record`` for a newly accepted job.
 
         When a record with that id exists already (a worker got there first,
         or an idempotent request repeats), only ``broker_id``, ``priority``
         and ``queue`` are refreshed, never the state or outcome.
 
+        Args:
+            record: the job's fields.
+            report_created: False when the caller ignores the answer: the
+                backend may then write in one step without finding out
+                whether the record existed (the write is the same).
+
         Returns:
-            True when the record was created, False when it existed.
+            True when the record was created, False when it existed; with
+            ``report_created=False``, not meaningful.
         """
 
     @abstractmethod

@@ -32,7 +32,7 @@ class MemoryBackend(Backend):
         self._records: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
 
-    def add(self, record: dict[str, Any]) -> bool:
+    def add(self, record: dict[str, Any], *, report_created: bool = True) -> bool:
         with self._lock:
             current = self._live(record["id"])
             if current is None:

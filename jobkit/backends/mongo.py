@@ -87,7 +87,7 @@ class MongoBackend(Backend):
         if client is not None and self._pid == os.getpid():
             client.close()
 
-    def add(self, record: dict[str, Any]) -> bool:
+    def add(self, record: dict[str, Any], *, report_created: bool = True) -> bool:
         doc = _to_doc({"state": "queued", "attempts": 0} | record)
         refresh = {k: doc.pop(k) for k in _BROKER_FIELDS if doc.get(k) is not None}
         update: dict[str, Any] = {"$setOnInsert": doc}

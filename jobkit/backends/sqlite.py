@@ -35,6 +35,9 @@ _JSON_FIELDS = frozenset({"args", "kwargs", "result", "error"})
 _COLUMNS = ", ".join(RECORD_FIELDS)
 _FINISHED = "('" + "','".join(sorted(FINISHED_STATES)) + "')"
 _ATTENTION_STATES = ("cancelled", "failed", "retrying")  # each has a partial index
+_ADD_DEFAULTS = {"state": "queued", "attempts": 0}
+#: (field, stored as JSON text, value when absent) for every column, in RECORD_FIELDS order
+_ADD_FIELDS = tuple((f, f in _JSON_FIELDS, _ADD_DEFAULTS.get(f)) for f in RECORD_FIELDS)
 
 
 class SQLiteBackend(Backend):
@@ -63,6 +66,9 @@ class SQLiteBackend(Backend):
            f" VALUES ({', '.join('?' * len(RECORD_FIELDS))})")
     REFRESH = ("UPDATE jobs SET broker_id = coalesce(?, broker_id),"
                " priority = coalesce(?, priority), queue = coalesce(?, queue) WHERE id = ?")
+    UPSERT = (ADD.replace("INSERT OR IGNORE", "INSERT", 1) + " ON CONFLICT (id) DO UPDATE SET"
+              " broker_id = coalesce(excluded.broker_id, broker_id),"
+              " priority = coalesce(excluded.priority, priority), queue = coalesce(excluded.queue, queue)")
     CLAIM = (
         "INSERT INTO jobs (id, task, args, kwargs, queue, priority, created_at, state, attempts,"
         " started_at, worker) VALUES (?, ?, ?, ?, ?, ?, ?, 'running', 1, ?, ?) "
@@ -151,10 +157,15 @@ class SQLiteBackend(Backend):
 
     # -- the contract ------------------------------------------------------
 
-    def add(self, record: dict[str, Any]) -> bool:
-        full = {"state": "queued", "attempts": 0} | record
+    def add(self, record: dict[str, Any], *, report_created: bool = True) -> bool:
+        get = record.get  # the record over {"state": "queued", "attempts": 0}, JSON fields encoded
+        params = [v if v is None or not as_json else _encode(v)
+                  for f, as_json, default in _ADD_FIELDS for v in (get(f, default),)]
         with self._db() as db:
-            if db.execute(self.ADD, [_out(f, full.get(f)) for f in RECORD_FIELDS]).rowcount:
+            if not report_created:  # one statement: the same write as ADD, then REFRESH
+                db.execute(self.UPSERT, params)
+                return True
+            if db.execute(self.ADD, params).rowcount:
                 return True
             db.execute(self.REFRESH, (record.get("broker_id"), record.get("priority"),
                                       record.get("queue"), record["id"]))
