@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import signal
 import socket
 import threading
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("jobkit.worker")
 IDLE_RESERVE_S = 30  # a blocking reserve wakes this often when idle (cost: ~0 CPU)
 PRUNE_EVERY_S = 3600.0
-SIGNAL_CHECK_S = 0.1  # how often the main thread looks for signals while jobs run
+SIGNAL_CHECK_S = 0.1  # how often join() looks for signals while running jobs finish
 EXIT_TIME_LIMIT = 70  # a process-pool child's exit code after it stopped an overrunning job
 
 
@@ -251,6 +252,7 @@ class Worker:
         self.done = threading.Event()
         self._hurry = threading.Event()
         self._signals: list[int] = []  # appended by the signal handler, taken by run() and join()
+        self._wake_w: int | None = None  # the write end of run()'s wake-up pipe
         self.slots: list[Slot] = []
         self._slots_lock = threading.Lock()
         self.heartbeat = Heartbeat(self)
@@ -274,19 +276,46 @@ class Worker:
         slot.thread.start()
 
     def run(self, install_signals: bool = True) -> None:
-        """Start, then block until stopped by :meth:`stop` or a signal."""
+        """Start, then block until stopped by :meth:`stop` or a signal.
+
+        The main thread sleeps in ``select()`` on a pipe that signals (through
+        :func:`signal.set_wakeup_fd`) and :meth:`stop` write to: no polling.
+        """
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_w, False)
+        self._wake_w = wake_w
         if install_signals:
             self._install_signals()
+            signal.set_wakeup_fd(wake_w)
         self.start()
-        while not self.stopping.wait(SIGNAL_CHECK_S):
-            self._take_signals()
+        try:
+            while not self.stopping.is_set():
+                select.select([wake_r], [], [])
+                os.read(wake_r, 512)
+                self._take_signals()
+        finally:
+            if install_signals:
+                signal.set_wakeup_fd(-1)
+            self._wake_w = None
+            os.close(wake_r)
+            os.close(wake_w)
         self.join()
+
+    def _wake(self) -> None:
+        """Wake :meth:`run`'s main thread (safe from any thread, takes no lock)."""
+        wake_w = self._wake_w
+        if wake_w is not None:
+            try:
+                os.write(wake_w, b"\0")
+            except OSError:  # full (it is awake anyway) or closed (it is done)
+                pass
 
     def stop(self, graceful: bool = True) -> None:
         """Stop reserving; running jobs get ``grace_s`` unless ``graceful`` is False."""
         if not graceful or self.stopping.is_set():
             self._hurry.set()
         self.stopping.set()
+        self._wake()
         with self._slots_lock:
             slots = list(self.slots)
         for slot in slots:
@@ -323,7 +352,7 @@ class Worker:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
-                slot.thread.join(min(left, 0.1))
+                slot.thread.join(min(left, SIGNAL_CHECK_S))
         for slot in list(self.slots):
             attempt = slot.attempt
             if attempt is not None and slot.take_over(attempt):
