@@ -21,6 +21,7 @@ TINY = {
     "latency": ["--rate", "50", "--seconds", "0.5"],
     "idle": ["--seconds", "0.5"],
     "http": ["--seconds", "2", "--slices", "2"],
+    "load": ["--clients", "4", "--seconds", "1"],
 }
 
 
