@@ -53,13 +53,11 @@ class SQLiteBackend(Backend):
         # Indexes a job's state changes do not touch, so that claim and finish (two writes
         # per job) update the row alone: newest first by creation, by task, and by state
         # only for the states worth finding among many (failed, retrying, cancelled).
-        "DROP INDEX IF EXISTS jobs_state_created",
         "CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at)",
         "CREATE INDEX IF NOT EXISTS jobs_task_created ON jobs (task, created_at)",
         *(f"CREATE INDEX IF NOT EXISTS jobs_{state} ON jobs (created_at) WHERE state = '{state}'"
           for state in _ATTENTION_STATES),
         # only finished records expire: queued and running ones stay out of this index
-        "DROP INDEX IF EXISTS jobs_expires",
         "CREATE INDEX IF NOT EXISTS jobs_expiring ON jobs (expires_at) WHERE expires_at IS NOT NULL",
     )
     ADD = (f"INSERT OR IGNORE INTO jobs ({_COLUMNS})"
