@@ -199,6 +199,8 @@ class App:
         ttr_s = check_ttr(opts.ttr if ttr is None else ttr)
         if kwargs is not None and not isinstance(kwargs, Mapping):
             raise PayloadError("kwargs must be an object")
+        if isinstance(args, (str, bytes, Mapping)) or not isinstance(args, Iterable):
+            raise PayloadError("args must be a list or tuple of arguments")
         env = Envelope(
             id=new_job_id() if idempotency_key is None else key_job_id(idempotency_key),
             task=task.name, args=list(args), kwargs=dict(kwargs or {}),

@@ -17,6 +17,9 @@ from jobkit.errors import PayloadError, PoisonMessage
 
 VERSION = 1
 MAX_DEPTH = 64
+#: An envelope wraps each argument in two levels (the object, then ``args`` or ``kwargs``),
+#: so an argument may itself nest :data:`MAX_DEPTH` levels.
+ENVELOPE_DEPTH = MAX_DEPTH + 2
 #: Job ids are URL-safe: letters, digits, ``-`` and ``_``; at most 64 characters.
 JOB_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
 #: Task and queue names: what beanstalkd accepts as a tube name, minus leading ``-``.
@@ -31,7 +34,7 @@ def new_job_id() -> str:
     return uuid.uuid4().hex
 
 
-def dumps(value: Any) -> str:
+def dumps(value: Any, max_depth: int = MAX_DEPTH) -> str:
     """Encode ``value`` as compact JSON text.
 
     The rules are checked on the encoded text when it can vouch for them (no
@@ -44,14 +47,14 @@ def dumps(value: Any) -> str:
     try:
         text = _encode(value)
     except (TypeError, ValueError, RecursionError) as exc:
-        check_shape(value)  # its complaint comes first, as if it had walked the value before
+        check_shape(value, max_depth)  # its complaint comes first, as if it had walked the value
         raise PayloadError(f"not JSON-serialisable: {exc}") from None
-    if not _text_vouches(text):
-        check_shape(value)
+    if not _text_vouches(text, max_depth):
+        check_shape(value, max_depth)
     return text
 
 
-def loads(data: bytes | str) -> Any:
+def loads(data: bytes | str, max_depth: int = MAX_DEPTH) -> Any:
     """Decode JSON text, holding it to the rules of this module.
 
     Raises:
@@ -64,27 +67,27 @@ def loads(data: bytes | str) -> Any:
     except UnicodeDecodeError:
         raise PayloadError("body is not valid UTF-8") from None
     except RecursionError:
-        raise PayloadError(f"JSON nests deeper than {MAX_DEPTH} levels") from None
+        raise PayloadError(f"JSON nests deeper than {max_depth} levels") from None
     except ValueError as exc:  # JSONDecodeError, or an integer over Python's digit limit
         raise PayloadError(f"malformed JSON: {exc}") from None
-    if not _source_vouches(data):
-        check_shape(value)
+    if not _source_vouches(data, max_depth):
+        check_shape(value, max_depth)
     return value
 
 
-def _text_vouches(text: str) -> bool:
+def _text_vouches(text: str, max_depth: int) -> bool:
     """True when JSON text we encoded cannot hold a NUL, a lone surrogate or too deep a nesting.
 
     A NUL is encoded as the escape ``\\u0000``; a lone surrogate stays a
     character of the text (``ensure_ascii=False``), which only non-ASCII text can
     hold; every level of nesting costs a bracket.
     """
-    if "\\u0000" in text or text.count("[") + text.count("{") > MAX_DEPTH:
+    if "\\u0000" in text or text.count("[") + text.count("{") > max_depth:
         return False
     return text.isascii() or not _SURROGATE.search(text)
 
 
-def _source_vouches(data: bytes | str) -> bool:
+def _source_vouches(data: bytes | str, max_depth: int) -> bool:
     """True when decoded JSON text cannot hold a NUL, a lone surrogate or too deep a nesting.
 
     Both can only come from a ``\\u`` escape (strict decoding refuses raw control
@@ -93,13 +96,13 @@ def _source_vouches(data: bytes | str) -> bool:
     different: those are walked.
     """
     if isinstance(data, str):
-        return "\\u" not in data and data.count("[") + data.count("{") <= MAX_DEPTH and (
+        return "\\u" not in data and data.count("[") + data.count("{") <= max_depth and (
             data.isascii() or not _SURROGATE.search(data))
     return (b"\\u" not in data and b"\x00" not in data
-            and data.count(b"[") + data.count(b"{") <= MAX_DEPTH)
+            and data.count(b"[") + data.count(b"{") <= max_depth)
 
 
-def check_shape(value: Any) -> None:
+def check_shape(value: Any, max_depth: int = MAX_DEPTH) -> None:
     """Check nesting depth, NUL characters and lone surrogates without recursion.
 
     Raises:
@@ -111,8 +114,8 @@ def check_shape(value: Any) -> None:
         if isinstance(item, str):
             _check_text(item)
         elif isinstance(item, (dict, list, tuple)):
-            if depth > MAX_DEPTH:
-                raise PayloadError(f"JSON nests deeper than {MAX_DEPTH} levels")
+            if depth > max_depth:
+                raise PayloadError(f"JSON nests deeper than {max_depth} levels")
             if isinstance(item, dict):
                 for key in item:
                     if isinstance(key, str):
@@ -161,7 +164,12 @@ class Envelope:
             "kwargs": self.kwargs, "queue": self.queue, "priority": self.priority,
             "ttr": self.ttr, "max_retries": self.max_retries, "enqueued_at": self.enqueued_at,
         }
-        return dumps(body).encode("utf-8")
+        try:
+            return dumps(body, ENVELOPE_DEPTH).encode("utf-8")
+        except PayloadError as exc:
+            if "nests deeper" in str(exc):
+                raise PayloadError(f"an argument nests deeper than {MAX_DEPTH} levels") from None
+            raise
 
     def record(self) -> dict[str, Any]:
         """The job-record fields this envelope knows (see :data:`jobkit.job.RECORD_FIELDS`)."""
@@ -177,7 +185,7 @@ class Envelope:
                 ``job_id`` attribute holds the id when one could be read.
         """
         try:
-            data = loads(body)
+            data = loads(body, ENVELOPE_DEPTH)
         except PayloadError as exc:
             raise PoisonMessage(f"undecodable message: {exc}") from None
         if not isinstance(data, dict):

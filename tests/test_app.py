@@ -95,6 +95,8 @@ def test_apply_async_options_reach_the_broker(app: App) -> None:
     lambda t: t.delay({1, 2}),
     lambda t: t.apply_async((), {"k": object()}),
     lambda t: t.delay(float("nan")),
+    lambda t: t.apply_async(5),
+    lambda t: t.apply_async("abc"),
 ])
 def test_arguments_must_be_json(app: App, call: object) -> None:
     task = app.task(name="t")(lambda *a, **k: None)

@@ -95,3 +95,11 @@ def test_loads_refuses_bytes_in_other_unicode_encodings(encoding: str) -> None:
 def test_loads_refuses_invalid_utf8() -> None:
     with pytest.raises(PayloadError, match="UTF-8"):
         loads(b'{"k":"\xff"}')
+
+
+def test_an_argument_may_nest_max_depth_levels_inside_its_envelope() -> None:
+    deep = nested(MAX_DEPTH)
+    env = Envelope(id="deep1", task="t", args=[deep], kwargs={"k": deep})
+    assert Envelope.decode(env.encode()).args == [deep]
+    with pytest.raises(PayloadError, match=f"an argument nests deeper than {MAX_DEPTH} levels"):
+        Envelope(id="deep2", task="t", args=[nested(MAX_DEPTH + 1)]).encode()

@@ -119,6 +119,15 @@ def test_hundred_nested_objects(client: falcon.testing.TestClient, jobkit_app: A
     assert_refused(client, jobkit_app, post(client, "/", raw=nested.encode()), 400)
 
 
+@pytest.mark.parametrize("depth, status", [(64, 202), (65, 400)])
+def test_nesting_limit_is_64_levels_of_the_body(client: falcon.testing.TestClient, jobkit_app: App,
+                                                 depth: int, status: int) -> None:
+    body = ("[" * depth + "]" * depth).encode()
+    before = enqueued(jobkit_app)
+    assert post(client, "/", raw=body).status_code == status
+    assert enqueued(jobkit_app) == before + (2 if status == 202 else 0)  # one job: taken + recorded
+
+
 # -- size: 413, decided before reading or while streaming ------------------
 
 def test_over_the_limit_with_an_honest_length_is_refused_unread(small: falcon.testing.TestClient,
