@@ -11,7 +11,6 @@ from typing import Any, ParamSpec, TypeVar, overload
 
 from jobkit.backends import Backend, backend_from_url
 from jobkit.brokers import Broker, broker_from_url
-from jobkit.brokers.base import DEFAULT_PRIORITY, DEFAULT_TTR
 from jobkit.config import Settings
 from jobkit.errors import (
     BackendError,
@@ -313,13 +312,12 @@ class App:
         stats = self.locate(rec["id"], rec.get("broker_id"))
         if stats is not None and stats["state"] == "buried" and self.broker.kick(rec["broker_id"]):
             return
-        task = self.tasks.get(rec.get("task") or "")
+        task = self.get_task(rec.get("task") or "")  # a message no worker can run stays buried
         env = Envelope(
-            id=rec["id"], task=rec["task"], args=rec.get("args") or [],
-            kwargs=rec.get("kwargs") or {}, queue=rec.get("queue") or "default",
-            priority=rec["priority"] if rec.get("priority") is not None else DEFAULT_PRIORITY,
-            ttr=task.options.ttr if task else DEFAULT_TTR,
-            max_retries=task.options.max_retries if task else 0,
+            id=rec["id"], task=task.name, args=rec.get("args") or [],
+            kwargs=rec.get("kwargs") or {}, queue=rec.get("queue") or task.options.queue,
+            priority=rec["priority"] if rec.get("priority") is not None else task.options.priority,
+            ttr=task.options.ttr, max_retries=task.options.max_retries,
             enqueued_at=rec.get("created_at") or time.time(),
         )
         broker_id = self.broker.put(env.encode(), queue=env.queue, priority=env.priority,
@@ -335,7 +333,7 @@ class App:
         if job_id is not None:
             self.retry(job_id)
             return 1
-        queues = [queue] if queue is not None else [
+        queues = [check_queue(queue)] if queue is not None else [
             q for q, counts in self.broker.stats().items() if counts["buried"]]
         kicked = 0
         for name in queues:

@@ -61,6 +61,7 @@ def context(args: argparse.Namespace) -> tuple[Settings, App]:
                                        ("api_host", "api_port", "api_token", "max_body", "default_task")})
     app = load_app(settings.app)
     app.configure(settings=settings, broker=args.broker, backend=args.backend)
+    app.broker, app.backend  # noqa: B018 - an unknown URL scheme fails here, before any work
     return settings, app
 
 
@@ -148,19 +149,21 @@ def _common(parser: argparse.ArgumentParser, loglevel: str = "WARNING") -> None:
     group.add_argument("-A", "--app", help="the App to load, module:attribute (JOBKIT_APP)")
     group.add_argument("--broker", help="broker URL (JOBKIT_BROKER_URL)")
     group.add_argument("--backend", help="result backend URL (JOBKIT_BACKEND_URL)")
-    group.add_argument("--result-ttl", type=float, metavar="S",
+    group.add_argument("--result-ttl", type=_seconds, metavar="S",
                        help="seconds finished records are kept (JOBKIT_RESULT_TTL)")
     group.add_argument("--env-file", metavar="PATH",
                        help="dotenv file to read; it must exist (default: ./.env when present)")
-    group.add_argument("-l", "--loglevel", default=loglevel, help=f"log level (default {loglevel})")
+    group.add_argument("-l", "--loglevel", default=loglevel, type=str.upper, choices=_LEVELS,
+                       metavar="LEVEL", help=f"{', '.join(_LEVELS)} (default {loglevel})")
 
 
 def _api_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", dest="api_host", help="bind address (JOBKIT_API_HOST, default 0.0.0.0)")
-    parser.add_argument("--port", dest="api_port", type=int,
+    parser.add_argument("--port", dest="api_port", type=_port,
                         help="port (JOBKIT_API_PORT or MANAGER_LISTEN_PORT, default 8080)")
     parser.add_argument("--token", dest="api_token", help="bearer token to require (JOBKIT_API_TOKEN)")
-    parser.add_argument("--max-body", type=int, metavar="BYTES", help="request body limit (JOBKIT_MAX_BODY)")
+    parser.add_argument("--max-body", type=_non_negative, metavar="BYTES",
+                        help="request body limit (JOBKIT_MAX_BODY)")
     parser.add_argument("--default-task", help="task POST / enqueues (JOBKIT_DEFAULT_TASK)")
 
 
@@ -176,9 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pool", choices=("thread", "process"), default="thread",
                    help="threads in this process, or one process per job slot (default thread)")
     p.add_argument("-q", "--queues", help="comma-separated queues (default: those of the app's tasks)")
-    p.add_argument("--grace", type=float, default=30.0, metavar="S",
+    p.add_argument("--grace", type=_seconds, default=30.0, metavar="S",
                    help="seconds running jobs get to finish after SIGTERM/SIGINT (default 30)")
-    p.add_argument("--prune-every", type=float, default=3600.0, metavar="S",
+    p.add_argument("--prune-every", type=_positive_seconds, default=3600.0, metavar="S",
                    help="seconds between deletions of expired records, first at start (default 3600)")
     _common(p, "INFO")
     p.set_defaults(func=cmd_worker)
@@ -207,10 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kwargs", metavar="JSON", help="keyword arguments, a JSON object")
     p.add_argument("--queue", help="queue (default: the task's)")
     p.add_argument("--priority", type=int, help="0 is most urgent (default: the task's)")
-    p.add_argument("--delay", type=float, default=0, metavar="S", help="seconds before it may run")
+    p.add_argument("--delay", type=_seconds, default=0, metavar="S", help="seconds before it may run")
     p.add_argument("--ttr", type=int, metavar="S", help="time-to-run in seconds (default: the task's)")
     p.add_argument("--key", help="idempotency key: a repeat returns the first job")
-    p.add_argument("--wait", type=float, metavar="S", help="wait up to S seconds and print the result")
+    p.add_argument("--wait", type=_seconds, metavar="S", help="wait up to S seconds and print the result")
     _common(p)
     p.set_defaults(func=cmd_enqueue)
 
@@ -234,6 +237,43 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=cmd_stats)
     return parser
+
+
+_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError("must be a number of seconds >= 0")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    value = _seconds(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be more than 0 seconds")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _non_negative(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a TCP port (0-65535)")
+    return value
 
 
 def _positive(text: str) -> int:

@@ -59,17 +59,22 @@ class Settings:
         Raises:
             ConfigError: a number-valued variable does not hold a number.
         """
-        env = read_env(environ, env_file)
+        real = dict(os.environ if environ is None else environ)
+        layers = (real, _dotenv(env_file))  # the real environment wins, seed names included
+        pick = _picker(layers)
+        port = _number(pick("JOBKIT_API_PORT", "MANAGER_LISTEN_PORT"), int, cls.api_port)
+        if port > 65535:
+            raise ConfigError(f"API port {port} is not a TCP port (0-65535)")
         return cls(
-            app=env.get("JOBKIT_APP") or cls.app,
-            broker_url=env.get("JOBKIT_BROKER_URL") or _seed_broker_url(env),
-            backend_url=env.get("JOBKIT_BACKEND_URL") or env.get("MONGO_URL") or cls.backend_url,
-            api_host=env.get("JOBKIT_API_HOST") or cls.api_host,
-            api_port=_number(env, int, cls.api_port, "JOBKIT_API_PORT", "MANAGER_LISTEN_PORT"),
-            api_token=env.get("JOBKIT_API_TOKEN") or None,
-            default_task=env.get("JOBKIT_DEFAULT_TASK") or cls.default_task,
-            max_body=_number(env, int, cls.max_body, "JOBKIT_MAX_BODY"),
-            result_ttl=_number(env, float, cls.result_ttl, "JOBKIT_RESULT_TTL"),
+            app=pick("JOBKIT_APP")[1] or cls.app,
+            broker_url=_broker_url(layers),
+            backend_url=pick("JOBKIT_BACKEND_URL", "MONGO_URL")[1] or cls.backend_url,
+            api_host=pick("JOBKIT_API_HOST")[1] or cls.api_host,
+            api_port=port,
+            api_token=pick("JOBKIT_API_TOKEN")[1] or None,
+            default_task=pick("JOBKIT_DEFAULT_TASK")[1] or cls.default_task,
+            max_body=_number(pick("JOBKIT_MAX_BODY"), int, cls.max_body),
+            result_ttl=_number(pick("JOBKIT_RESULT_TTL"), float, cls.result_ttl),
         )
 
     def replace(self, **changes: Any) -> Settings:
@@ -81,29 +86,48 @@ def read_env(
     environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env"
 ) -> dict[str, str]:
     """Return ``env_file``'s variables overlaid by ``environ`` (default ``os.environ``)."""
-    env: dict[str, str] = {}
-    if env_file is not None and Path(env_file).is_file():
-        env.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
-    env.update(os.environ if environ is None else environ)
-    return env
+    return _dotenv(env_file) | dict(os.environ if environ is None else environ)
 
 
-def _seed_broker_url(env: Mapping[str, str]) -> str:
-    host, port = env.get("BEANSTALK_HOST"), env.get("BEANSTALK_PORT")
-    if not host and not port:
-        return DEFAULT_BROKER_URL
-    return f"beanstalk://{host or '127.0.0.1'}:{port or 11300}"
+def _dotenv(env_file: str | Path | None) -> dict[str, str]:
+    if env_file is None or not Path(env_file).is_file():
+        return {}
+    return {k: v for k, v in dotenv_values(env_file).items() if v is not None}
 
 
-def _number(env: Mapping[str, str], kind: Callable[[str], N], default: N, *names: str) -> N:
-    for name in names:
-        raw = env.get(name)
-        if raw:
-            try:
-                value = kind(raw)
-            except ValueError:
-                raise ConfigError(f"{name}={raw!r} is not a number") from None
-            if value < 0:
-                raise ConfigError(f"{name}={raw!r} must not be negative")
-            return value
-    return default
+Found = tuple[str, str]  # (variable name, its value); ("", "") when none is set
+
+
+def _picker(layers: tuple[Mapping[str, str], ...]) -> Callable[..., Found]:
+    """``pick(*names)``: the first name set in the first layer that sets any of them."""
+    def pick(*names: str) -> Found:
+        for layer in layers:
+            for name in names:
+                if layer.get(name):
+                    return name, layer[name]
+        return "", ""
+    return pick
+
+
+def _broker_url(layers: tuple[Mapping[str, str], ...]) -> str:
+    for layer in layers:
+        if layer.get("JOBKIT_BROKER_URL"):
+            return layer["JOBKIT_BROKER_URL"]
+        if layer.get("BEANSTALK_HOST") or layer.get("BEANSTALK_PORT"):
+            host = next((lay["BEANSTALK_HOST"] for lay in layers if lay.get("BEANSTALK_HOST")), "127.0.0.1")
+            port = next((lay["BEANSTALK_PORT"] for lay in layers if lay.get("BEANSTALK_PORT")), "11300")
+            return f"beanstalk://{host}:{port}"
+    return DEFAULT_BROKER_URL
+
+
+def _number(found: Found, kind: Callable[[str], N], default: N) -> N:
+    name, raw = found
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if value < 0:
+        raise ConfigError(f"{name}={raw!r} must not be negative")
+    return value

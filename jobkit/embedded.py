@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import shutil
 import signal
 import socket
@@ -175,12 +176,13 @@ def _start_workers(settings: Settings, app: App, args: argparse.Namespace,
         worker.start()
         stack.callback(worker.shutdown)
         return f"{args.workers} worker threads in this process"
-    argv = [sys.executable, "-m", "jobkit", "worker", "-A", settings.app, "--broker",
-            settings.broker_url, "--backend", settings.backend_url,
-            *(["--env-file", args.env_file] if args.env_file else []),
-            "--result-ttl", str(settings.result_ttl), "-c", str(args.workers), "--pool", "process",
-            "-l", args.loglevel]
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True,
+    argv = [sys.executable, "-m", "jobkit", "worker", "-c", str(args.workers), "--pool", "process",
+            "-l", args.loglevel, *(["--env-file", args.env_file] if args.env_file else [])]
+    # URLs go in the environment, not on the command line: `ps` would show a password.
+    env = os.environ | {"JOBKIT_APP": settings.app, "JOBKIT_BROKER_URL": settings.broker_url,
+                        "JOBKIT_BACKEND_URL": settings.backend_url,
+                        "JOBKIT_RESULT_TTL": str(settings.result_ttl)}
+    proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, start_new_session=True,
                             preexec_fn=die_with_parent)
 
     def stop() -> None:

@@ -154,7 +154,8 @@ class Runner:
         priority = env.priority if env is not None else DEFAULT_PRIORITY
         if job_id is not None:
             error = {"type": "PoisonMessage", "message": reason, "traceback": ""}
-            insert = env.record() if env is not None else {"task": None}
+            insert = (env.record() if env is not None else {"task": None}) | {
+                "broker_id": delivery.broker_id}  # so that a retry kicks this very message
             try:
                 self.app.backend.finish(job_id, "failed", error=error, insert=insert)
             except BackendError:

@@ -33,6 +33,7 @@ from jobkit.errors import (
 )
 from jobkit.message import Envelope
 from jobkit.runner import Attempt, Outcome, Runner, describe
+from jobkit.task import check_queue
 
 if TYPE_CHECKING:
     from jobkit.app import App
@@ -241,7 +242,8 @@ class Worker:
         if app.broker.url.startswith("memory:") and exit_on_time_limit:
             raise ConfigError("the memory:// broker lives in one process: use --pool thread")
         self.app = app
-        self.queues = list(queues or sorted({t.options.queue for t in app.tasks.values()} or {"default"}))
+        self.queues = [check_queue(q) for q in queues or sorted(
+            {t.options.queue for t in app.tasks.values()} or {"default"})]
         self.concurrency = concurrency
         self.grace_s = grace_s
         self.exit_on_time_limit = exit_on_time_limit

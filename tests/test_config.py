@@ -43,3 +43,15 @@ def test_bad_numbers_are_clear_errors(name: str, value: str) -> None:
 def test_replace_ignores_unset_flags() -> None:
     s = Settings().replace(broker_url=None, backend_url="memory://")
     assert (s.broker_url, s.backend_url) == (Settings.broker_url, "memory://")
+
+
+def test_a_seed_name_in_the_real_environment_beats_a_jobkit_name_in_dotenv(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("JOBKIT_BACKEND_URL=sqlite:///dotenv.db\nJOBKIT_BROKER_URL=memory://\n")
+    s = Settings.from_env({"MONGO_URL": "mongodb://real/x", "BEANSTALK_PORT": "11999"}, env_file=env_file)
+    assert (s.backend_url, s.broker_url) == ("mongodb://real/x", "beanstalk://127.0.0.1:11999")
+
+
+def test_api_port_must_be_a_tcp_port() -> None:
+    with pytest.raises(ConfigError, match="not a TCP port"):
+        Settings.from_env({"JOBKIT_API_PORT": "70000"}, env_file=None)

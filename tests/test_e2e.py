@@ -128,3 +128,21 @@ def test_cli_reads_an_env_file_and_refuses_a_missing_one(tmp_path: Path) -> None
     assert ok.returncode == 0 and json.loads(ok.stdout)["jobs"] == {}
     missing = jobkit("stats", "--env-file", str(tmp_path / "nope.env"))
     assert missing.returncode == 1 and "no such file" in missing.stderr
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["api", "--port", "99999"], "not a TCP port"),
+    (["api", "--port", "-1"], "must not be negative"),
+    (["stats", "-l", "BOGUS"], "invalid choice"),
+    (["worker", "--grace", "-1"], "seconds >= 0"),
+    (["worker", "--prune-every", "0"], "more than 0 seconds"),
+    (["worker", "-q", "bad q", "--broker", "memory://"], "invalid queue name 'bad q'"),
+    (["kick", "--queue", "bad q", "--broker", "memory://"], "invalid queue name 'bad q'"),
+    (["status", "x", "--broker", "foo://bar"], "known schemes are beanstalk://, memory://"),
+    (["api", "--max-body", "-5"], "must not be negative"),
+])
+def test_cli_refuses_bad_flags_without_a_traceback(argv: list[str], message: str, tmp_path: Path) -> None:
+    env = clean_env(JOBKIT_BACKEND_URL=f"sqlite:///{tmp_path / 'x.db'}")
+    result = jobkit(*argv, env=env, timeout_s=30)
+    assert result.returncode != 0
+    assert message in result.stderr and "Traceback" not in result.stderr

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from jobkit import App, Job, JobState
-from jobkit.errors import JobFailed
+from jobkit.errors import JobFailed, TaskNotFound
 from jobkit.message import Envelope
 from jobkit.runner import Runner
 from jobkit.worker import Slot, Worker
@@ -112,6 +112,15 @@ def test_poison_messages_are_buried_with_the_reason(app: App, worker: Worker, qu
         assert caught.value.error["type"] == "PoisonMessage"
         assert reason in caught.value.error["message"]
     assert app.tasks["add"].delay(1, 1).get(timeout=10) == 2  # the worker carries on
+    broker_id = app.job("unknowntask1").status().record["broker_id"]
+    app.retry("unknowntask1")  # kicks that very message, in its own queue: buried again
+    eventually(lambda: app.job("unknowntask1").status().state is JobState.FAILED, what="re-buried")
+    eventually(lambda: app.broker.stats()[queue]["buried"] == 3, what="three buried again")
+    assert app.job("unknowntask1").status().record["broker_id"] == broker_id  # not a new message
+    app.broker.delete(app.job("unknowntask1").status().record["broker_id"])  # gone from the broker:
+    with pytest.raises(TaskNotFound):  # a retry would have to enqueue a task nobody can run
+        app.retry("unknowntask1")
+    assert app.job("unknowntask1").status().state is JobState.FAILED
 
 
 def test_a_redelivered_finished_job_is_not_run_again(app: App, worker: Worker, queue: str,

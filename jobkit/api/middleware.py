@@ -101,6 +101,10 @@ class JsonBody:
         if length is not None and length > self.max_body:
             raise self._too_large()
         check_json_type(req.content_type)
+        encoding = (req.get_header("Content-Encoding") or "identity").strip().lower()
+        if encoding != "identity":  # RFC 9110 15.5.16: an unsupported content coding is a 415
+            raise falcon.HTTPUnsupportedMediaType(
+                description=f"Content-Encoding {encoding!r} is not accepted: send the JSON as is")
         req.context.body = self._read(req, length)
 
     def _read(self, req: falcon.Request, length: int | None) -> bytes:

@@ -389,3 +389,12 @@ def test_the_token_is_compared_in_constant_time(guarded: falcon.testing.TestClie
     monkeypatch.setattr("jobkit.api.middleware.hmac.compare_digest", spy)
     post(guarded, "/", {"a": 1}, Authorization="Bearer guess")
     assert compared == [(b"guess", TOKEN.encode())]
+
+
+def test_a_compressed_body_is_refused(client: falcon.testing.TestClient, jobkit_app: App) -> None:
+    import gzip
+
+    result = client.simulate_post("/", body=gzip.compress(b'{"example":"data"}'),
+                                  headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
+    assert result.status_code == 415 and "Content-Encoding" in result.json["description"]
+    assert enqueued(jobkit_app) == 0
