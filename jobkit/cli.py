@@ -259,31 +259,29 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
-def _non_negative(text: str) -> int:
+def _whole(text: str, low: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must not be negative")
+    if value < low:
+        raise argparse.ArgumentTypeError("must not be negative" if low == 0 else f"must be at least {low}")
     return value
 
 
+def _non_negative(text: str) -> int:
+    return _whole(text, 0)
+
+
 def _port(text: str) -> int:
-    value = _non_negative(text)
+    value = _whole(text, 0)
     if value > 65535:
         raise argparse.ArgumentTypeError(f"{value} is not a TCP port (0-65535)")
     return value
 
 
 def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
+    return _whole(text, 1)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
