@@ -32,10 +32,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.path == "worker":
             slot = Slot(Worker(hash_payload.app, concurrency=1), 0)  # its thread is not started
             profiler.start()
-            for _ in range(args.jobs):
-                delivery = slot.consumer.reserve(1)
-                assert delivery is not None
-                slot._handle(delivery)
+            while (delivery := slot.consumer.reserve(0)) is not None:
+                slot._handle(delivery)  # runs the jobs it reserves ahead, too
             slot.consumer.close()
         profiler.stop()
         hash_payload.app.close()

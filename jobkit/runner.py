@@ -105,6 +105,18 @@ class Runner:
         Raises:
             BackendError: the claim could not be written (the job was released).
         """
+        decoded = self._decode(consumer, delivery)
+        if decoded is None:
+            return None
+        try:
+            record = self._claim(decoded[0])
+        except BackendError:
+            _release_for_outage(consumer, delivery, decoded[0])
+            raise
+        return self._admit(consumer, delivery, *decoded, record)
+
+    def _decode(self, consumer: Consumer, delivery: Delivery) -> tuple[Envelope, Task[Any, Any]] | None:
+        """The envelope and task of a delivery; None when it was buried as poison."""
         try:
             env = Envelope.decode(delivery.body)
         except PoisonMessage as exc:
@@ -114,12 +126,15 @@ class Runner:
         if task is None:
             self._poison(consumer, delivery, env.id, f"unknown task {env.task!r}", env)
             return None
-        try:
-            record = self.app.backend.claim(env.record() | {
-                "worker": self.worker_name, "started_at": time.time()})
-        except BackendError:
-            consumer.release(delivery, priority=env.priority, delay_s=OUTAGE_DELAY_S)
-            raise
+        return env, task
+
+    def _claim(self, env: Envelope) -> dict[str, Any]:
+        return self.app.backend.claim(env.record() | {"worker": self.worker_name,
+                                                      "started_at": time.time()})
+
+    def _admit(self, consumer: Consumer, delivery: Delivery, env: Envelope, task: Task[Any, Any],
+               record: dict[str, Any]) -> Attempt | None:
+        """The attempt to run for a claimed job, or None when its record says it must not run."""
         state, attempts = record["state"], record.get("attempts") or 0
         if state in ("succeeded", "cancelled"):
             consumer.delete(delivery)  # its outcome is stored: a redelivery, not new work
@@ -180,34 +195,70 @@ class Runner:
 
     # -- after running -----------------------------------------------------
 
-    def settle(self, consumer: Consumer, attempt: Attempt, outcome: Outcome) -> None:
+    def settle(self, consumer: Consumer, attempt: Attempt, outcome: Outcome,
+               ahead: Delivery | None = None) -> Attempt | None:
         """Store the outcome, then delete, release or bury the message.
 
+        Args:
+            ahead: a delivery reserved meanwhile, to claim in the same
+                transaction as the outcome where the backend groups writes
+                (one commit for two writes); see :meth:`prepare`.
+
+        Returns:
+            The attempt to run for ``ahead`` (None without one, or when it
+            must not run).
+
         Raises:
-            BackendError: the outcome could not be stored (the job was released).
+            BackendError: the writes could not be made (both jobs were released).
         """
-        env = attempt.envelope
+        decoded = self._decode(consumer, ahead) if ahead is not None else None
+        state = self._state_after(attempt, outcome)
+        try:
+            with self.app.backend.batch():
+                stored = self._store(attempt.envelope, state, outcome, attempt.attempts)
+                record = self._claim(decoded[0]) if decoded is not None else None
+        except BackendError:
+            log.warning("job %s: outcome not stored, back to the broker in %s s",
+                        attempt.envelope.id, OUTAGE_DELAY_S)
+            _release_for_outage(consumer, attempt.delivery, attempt.envelope)
+            if ahead is not None and decoded is not None:
+                _release_for_outage(consumer, ahead, decoded[0])
+            raise
+        self._then(consumer, attempt.delivery, attempt.envelope, state, outcome, attempt.attempts,
+                   stored)
+        if ahead is None or decoded is None or record is None:
+            return None
+        return self._admit(consumer, ahead, *decoded, record)
+
+    @staticmethod
+    def _state_after(attempt: Attempt, outcome: Outcome) -> str:
         if outcome.ok:
-            self._store_then(consumer, attempt.delivery, env, "succeeded", outcome, attempt.attempts)
-        elif outcome.retry and attempt.attempts <= env.max_retries:
-            self._store_then(consumer, attempt.delivery, env, "retrying", outcome, attempt.attempts)
-        else:
-            self._store_then(consumer, attempt.delivery, env, "failed", outcome, attempt.attempts)
+            return "succeeded"
+        if outcome.retry and attempt.attempts <= attempt.envelope.max_retries:
+            return "retrying"
+        return "failed"
+
+    def _store(self, env: Envelope, state: str, outcome: Outcome, attempts: int) -> bool:
+        result = {"result": outcome.result} if outcome.ok else {}
+        return self.app.backend.finish(env.id, state, error=outcome.error,  # attempts: claim's count
+                                       insert=env.record() | {"attempts": attempts}, **result)
 
     def _store_then(self, consumer: Consumer, delivery: Delivery, env: Envelope, state: str,
                     outcome: Outcome, attempts: int) -> None:
-        backend = self.app.backend
-        result = {"result": outcome.result} if outcome.ok else {}
         try:
-            stored = backend.finish(env.id, state, error=outcome.error,  # attempts: claim's count
-                                    insert=env.record() | {"attempts": attempts}, **result)
+            stored = self._store(env, state, outcome, attempts)
         except BackendError:
             log.warning("job %s: outcome not stored, back to the broker in %s s", env.id,
                         OUTAGE_DELAY_S)
-            consumer.release(delivery, priority=env.priority, delay_s=OUTAGE_DELAY_S)
+            _release_for_outage(consumer, delivery, env)
             raise
+        self._then(consumer, delivery, env, state, outcome, attempts, stored)
+
+    def _then(self, consumer: Consumer, delivery: Delivery, env: Envelope, state: str,
+              outcome: Outcome, attempts: int, stored: bool) -> None:
+        """Delete, release or bury a message once its outcome is stored."""
         if not stored or state == "succeeded":  # not stored: cancelled meanwhile
-            consumer.delete_nowait(delivery)  # perf: its answer is read with the next reserve
+            consumer.delete_nowait(delivery)  # perf: sent with the next reserve
         elif state == "retrying":
             delay = outcome.retry_delay_s
             delay_s = self.app.get_task(env.task).options.backoff(attempts) if delay is None else delay
@@ -233,3 +284,8 @@ class Runner:
             log.warning("job %s released, but its record still says running", env.id)
         consumer.release(attempt.delivery, priority=env.priority, delay_s=0)
 
+
+
+def _release_for_outage(consumer: Consumer, delivery: Delivery, env: Envelope) -> None:
+    """Give a job back to the broker for a later attempt while the backend is unavailable."""
+    consumer.release(delivery, priority=env.priority, delay_s=OUTAGE_DELAY_S)

@@ -114,20 +114,34 @@ class Slot:
             self.consumer.close()
 
     def _handle(self, delivery: Any) -> None:
+        """Run a delivery, then the jobs reserved ahead while storing each outcome."""
         runner = self.worker.runner
         attempt = runner.prepare(self.consumer, delivery)
-        if attempt is None:
-            return
-        with self.lock:
-            self.attempt = attempt
-        self.worker.heartbeat.watch(attempt)
-        outcome = runner.execute(attempt)
-        with self.lock:
-            self.attempt = None
-            if attempt.abandoned:  # the heartbeat or shutdown settled it already
-                return
-            attempt.done = True
-        runner.settle(self.consumer, attempt, outcome)
+        while attempt is not None:
+            with self.lock:
+                self.attempt = attempt
+            self.worker.heartbeat.watch(attempt)
+            outcome = runner.execute(attempt)
+            with self.lock:
+                self.attempt = None
+                if attempt.abandoned:  # the heartbeat or shutdown settled it already
+                    return
+                attempt.done = True
+            attempt = runner.settle(self.consumer, attempt, outcome, ahead=self._reserve_ahead())
+
+    def _reserve_ahead(self) -> Any:
+        """The next job when one is ready now (None when not, or when stopping).
+
+        perf: reserved before the outcome is stored, so that the outcome and
+        the next claim share one transaction and the previous delete rides
+        with this reserve.
+        """
+        if self.worker.stopping.is_set() or self.retired:
+            return None
+        try:
+            return self.consumer.reserve(0)
+        except BrokerUnavailable:
+            return None  # the outcome is stored all the same; the loop's reserve reconnects
 
     def take_over(self, attempt: Attempt) -> bool:
         """Take ``attempt`` away from this slot's thread; False when it finished first."""

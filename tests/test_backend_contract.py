@@ -259,3 +259,74 @@ def test_sqlite_is_shared_by_threads(sqlite_url: str) -> None:
     for t in threads:
         t.join()
     assert all((backend.get(i) or {}).get("result") == i for i in ids)
+
+
+def test_batch_keeps_every_write(backend: Backend) -> None:
+    """The worker's batch (outcome of one job, claim of the next) writes both, on every backend."""
+    done, following = unique(), unique()
+    claim(backend, done)
+    with backend.batch():
+        assert backend.finish(done, "succeeded", result=1, attempts=1, insert=accepted(done))
+        assert claim(backend, following)["state"] == "running"
+    assert (backend.get(done) or {}).get("state") == "succeeded"
+    assert (backend.get(following) or {}).get("attempts") == 1
+
+
+def test_sqlite_batch_is_all_or_nothing(sqlite_url: str) -> None:
+    backend = backend_from_url(sqlite_url)
+    done, following = unique(), unique()
+    claim(backend, done)
+    with pytest.raises(RuntimeError), backend.batch():
+        backend.finish(done, "succeeded", result=1, attempts=1)
+        claim(backend, following)
+        raise RuntimeError("the worker failed between the writes")
+    assert (backend.get(done) or {}).get("state") == "running"  # rolled back
+    assert backend.get(following) is None
+    with backend.batch():  # the connection is usable afterwards, in and out of batches
+        backend.finish(done, "succeeded", result=1, attempts=1)
+    assert (backend.get(done) or {}).get("state") == "succeeded"
+    backend.close()
+
+
+def test_sqlite_waits_for_a_writer_then_writes(sqlite_url: str) -> None:
+    """A write that finds the file locked by another process's transaction waits for it."""
+    import sqlite3
+    import threading
+
+    backend = backend_from_url(sqlite_url)
+    job_id = unique()
+    claim(backend, job_id)
+    path = sqlite_url.removeprefix("sqlite:///")
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # holds the write lock
+    released: list[float] = []
+
+    def commit() -> None:
+        released.append(time.monotonic())
+        other.execute("COMMIT")
+
+    release = threading.Timer(0.3, commit)
+    release.start()
+    assert backend.finish(job_id, "succeeded", result=2, attempts=1)
+    assert released and time.monotonic() > released[0]  # it waited for the lock, then wrote
+    assert (backend.get(job_id) or {}).get("result") == 2
+    release.join()
+    other.close()
+    backend.close()
+
+
+def test_sqlite_gives_up_on_a_lock_after_its_timeout(tmp_path: object) -> None:
+    import sqlite3
+
+    path = f"{tmp_path}/jobs.db"
+    backend = backend_from_url(f"sqlite:///{path}?timeout=0.2")
+    backend.ping()  # creates the file and table
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(BackendUnavailable, match="locked"):
+            backend.add(accepted(unique()))
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+        backend.close()

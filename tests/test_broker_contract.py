@@ -10,6 +10,7 @@ import pytest
 from jobkit.brokers import Broker, broker_from_url
 from jobkit.embedded import Beanstalkd, free_port
 from jobkit.errors import BrokerUnavailable, ConfigError
+from tests.helpers import eventually
 
 
 def put(broker: Broker, queue: str, body: bytes = b"x", *, priority: int = 1024,
@@ -27,6 +28,28 @@ def test_put_reserve_delete(broker: Broker, queue: str) -> None:
     assert broker.peek(broker_id) is None
     assert consumer.reserve(0) is None
     consumer.close()
+
+
+def test_pipelined_delete_is_done_by_the_next_command_or_close(broker: Broker, queue: str) -> None:
+    """``delete_nowait`` may wait for the consumer's next command; close or interrupt sends it."""
+    ids = [put(broker, queue, b"%d" % i) for i in range(3)]
+    consumer = broker.consumer([queue])
+    first = consumer.reserve(1)
+    assert first is not None
+    consumer.delete_nowait(first)
+    second = consumer.reserve(1)  # carries the delete
+    assert second is not None and second.broker_id == ids[1]
+    assert broker.peek(ids[0]) is None
+    consumer.delete_nowait(second)
+    consumer.close()
+    assert broker.peek(ids[1]) is None
+    other = broker.consumer([queue])
+    third = other.reserve(1)
+    assert third is not None
+    other.delete_nowait(third)
+    other.interrupt()
+    other.close()
+    eventually(lambda: broker.peek(ids[2]) is None, what="the delete sent by interrupt()")
 
 
 def test_reserve_times_out_empty(broker: Broker, queue: str) -> None:

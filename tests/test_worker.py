@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from jobkit import App, Job, JobState
-from jobkit.errors import JobFailed, TaskNotFound
+from jobkit.errors import BackendUnavailable, JobFailed, TaskNotFound
 from jobkit.message import Envelope
 from jobkit.runner import Runner
 from jobkit.worker import Slot, Worker
@@ -281,3 +281,60 @@ def test_starts_that_ended_with_the_worker_are_a_crash_loop() -> None:
     status = start_three_times("crash").status()
     assert status.state is JobState.FAILED and status.error is not None
     assert status.error["type"] == "WorkerLost" and "2 of them without an outcome" in status.error["message"]
+
+
+def test_settle_claims_the_job_reserved_ahead_with_the_outcome(tmp_path: Path) -> None:
+    app = App("ahead", broker="memory://", backend=f"sqlite:///{tmp_path / 'jobs.db'}")
+    app.tasks = taskapp.app.tasks
+    first, second = app.send("add", (1, 2)), app.send("add", (3, 4))
+    consumer = app.broker.consumer(["default"])
+    runner = Runner(app, "w")
+    delivery = consumer.reserve(1)
+    assert delivery is not None
+    attempt = runner.prepare(consumer, delivery)
+    assert attempt is not None
+    following = runner.settle(consumer, attempt, runner.execute(attempt), ahead=consumer.reserve(0))
+    assert first.status().state is JobState.SUCCEEDED and first.get(timeout=1) == 3
+    assert following is not None and following.envelope.id == second.id
+    assert second.status().state is JobState.RUNNING and second.status().attempts == 1
+    assert runner.settle(consumer, following, runner.execute(following), ahead=consumer.reserve(0)) is None
+    assert second.get(timeout=1) == 7
+    consumer.reserve(0)  # sends the pipelined delete, where the broker pipelines
+    stats = app.broker.stats()["default"]
+    assert stats["ready"] == stats["reserved"] == 0
+    consumer.close()
+    app.close()
+
+
+class FailingBatch:
+    """A backend whose batched writes fail (an outage between a job's run and its outcome)."""
+
+    def __init__(self, backend: object) -> None:
+        self.backend = backend
+
+    def batch(self) -> object:
+        raise BackendUnavailable("the database went away")
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.backend, name)
+
+
+def test_an_outage_while_settling_releases_both_jobs(tmp_path: Path) -> None:
+    app = App("ahead-outage", broker="memory://", backend="memory://")
+    app.tasks = taskapp.app.tasks
+    app.send("add", (1, 2))
+    app.send("add", (3, 4))
+    consumer = app.broker.consumer(["default"])
+    runner = Runner(app, "w")
+    delivery = consumer.reserve(1)
+    assert delivery is not None
+    attempt = runner.prepare(consumer, delivery)
+    assert attempt is not None
+    outcome, ahead = runner.execute(attempt), consumer.reserve(0)
+    assert ahead is not None
+    app._backend = FailingBatch(app.backend)  # type: ignore[assignment]
+    with pytest.raises(BackendUnavailable):
+        runner.settle(consumer, attempt, outcome, ahead=ahead)
+    stats = app.broker.stats()["default"]
+    assert stats["reserved"] == 0 and stats["delayed"] == 2  # both back, for a later attempt
+    consumer.close()

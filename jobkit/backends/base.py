@@ -7,6 +7,7 @@ abstract methods; waiting, finishing and expiry rules live here once.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Collection
@@ -116,6 +117,15 @@ class Backend(ABC):
 
     def close(self) -> None:
         """Release connections. The backend reconnects if used again."""
+
+    def batch(self) -> contextlib.AbstractContextManager[None]:
+        """Group this thread's writes inside the block into one transaction, where the backend can.
+
+        SQLite does (all or none of them, one commit). Elsewhere each write
+        stands alone: after an error some of them may have been made, so
+        callers only group writes that may be repeated.
+        """
+        return contextlib.nullcontext()
 
     # -- shared rules ------------------------------------------------------
 

@@ -7,7 +7,7 @@ Features: one tube per queue; priority, delay and TTR are beanstalkd's own
 (seconds; priority 0 is most urgent); a consumer is one connection, and
 delete/release/bury/touch go over the connection that reserved the job, as
 beanstalkd requires; the worker's delete after a stored outcome is
-pipelined (sent at once, its answer read after the next command is sent).
+pipelined (sent in one write with its next reserve, the answers read together).
 Producers share a small pool of connections; a pooled
 connection found dead is replaced once before an error is reported, so a
 restarted beanstalkd costs no failed request. ``DRAINING`` and connection
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
@@ -63,27 +64,44 @@ def parse_url(url: str) -> tuple[tuple[str, int], float]:
 class _Client(greenstalk.Client[bytes]):
     """greenstalk's client plus pipelined deletes.
 
-    :meth:`delete_nowait` sends ``delete`` at once; its answer is read after the
-    next command has been sent, so the two share one round trip. (Overrides
-    greenstalk's private ``_send_cmd``; greenstalk is pinned below 3.)
+    :meth:`delete_nowait` queues ``delete``; it is sent in one write with the
+    next command (the worker's next reserve), and its answer is read before
+    that command's: one system call and one round trip less per job.
+    (Overrides greenstalk's private ``_send_cmd``; greenstalk is pinned below 3.)
     """
 
     unread = 0  # answers to pipelined deletes still to read
+    pending = b""  # pipelined deletes not sent yet
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__(sock, encoding=None)
+        self._send_lock = threading.Lock()  # interrupt() may flush from another thread
 
     def delete_nowait(self, job_id: int) -> None:
-        self._sock.sendall(b"delete %d\r\n" % job_id)
+        self.pending += b"delete %d\r\n" % job_id
         self.unread += 1
+
+    def flush(self) -> None:
+        """Send the queued deletes now."""
+        self._send(b"")
 
     def drain(self) -> None:
         """Read the answers to pipelined deletes: DELETED, or NOT_FOUND (no longer ours)."""
+        self.flush()
         while self.unread:
             self.unread -= 1
             answer = self._reader.readline()
             if not answer.startswith((b"DELETED", b"NOT_FOUND")):
                 raise ConnectionError(f"unexpected answer to a delete: {answer[:40]!r}")
 
+    def _send(self, data: bytes) -> None:
+        with self._send_lock:
+            data, self.pending = self.pending + data, b""
+            if data:
+                self._sock.sendall(data)
+
     def _send_cmd(self, cmd: bytes, expected: bytes) -> list[bytes]:
-        self._sock.sendall(cmd + b"\r\n")
+        self._send(cmd + b"\r\n")
         self.drain()
         return greenstalk._parse_response(self._reader.readline(), expected)
 
@@ -99,8 +117,15 @@ class _Connection:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock.settimeout(OP_TIMEOUT_S)
-        self.client = _Client(self.sock, encoding=None)
+        self.timeout_s = OP_TIMEOUT_S
+        self.client = _Client(self.sock)
         self.tube = "default"
+
+    def set_timeout(self, timeout_s: float) -> None:
+        """Set the socket's timeout (perf: only when it changes; each change is a system call)."""
+        if timeout_s != self.timeout_s:
+            self.sock.settimeout(timeout_s)
+            self.timeout_s = timeout_s
 
     def close(self) -> None:
         try:
@@ -276,15 +301,16 @@ class BeanstalkConsumer(Consumer):
         conn = self._connected()
         wait = max(0, int(timeout_s))
         try:
-            conn.sock.settimeout(wait + OP_TIMEOUT_S)
+            conn.set_timeout(wait + OP_TIMEOUT_S)
             job = conn.client.reserve(timeout=wait)
-            conn.sock.settimeout(OP_TIMEOUT_S)
         except (greenstalk.TimedOutError, greenstalk.DeadlineSoonError):
-            conn.sock.settimeout(OP_TIMEOUT_S)
             return None
         except _LOST as exc:
             self._drop()
             raise BrokerConnectionLost(f"beanstalkd connection lost: {exc!r}") from None
+        finally:
+            if conn.timeout_s != OP_TIMEOUT_S and self._conn is conn:
+                conn.set_timeout(OP_TIMEOUT_S)
         return Delivery(job.id, job.body, self._session)
 
     def _settle(self, delivery: Delivery, command: Callable[[greenstalk.Client[bytes]], Any]) -> bool:
@@ -303,7 +329,7 @@ class BeanstalkConsumer(Consumer):
         return self._settle(delivery, lambda c: c.delete(delivery.broker_id))
 
     def delete_nowait(self, delivery: Delivery) -> None:
-        """Send ``delete`` now; its answer comes back with the next command's (one round trip less)."""
+        """Queue ``delete``: it goes out with the next command (one write and round trip less)."""
         conn = self._conn
         if delivery.session != self._session or conn is None:
             return
@@ -329,6 +355,7 @@ class BeanstalkConsumer(Consumer):
         conn = self._conn
         if conn is not None:
             try:
+                conn.client.flush()  # a queued delete still reaches beanstalkd
                 conn.sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
@@ -337,7 +364,7 @@ class BeanstalkConsumer(Consumer):
         self._closed = True
         if self._conn is not None:
             try:
-                self._conn.client.drain()  # the deletes were sent; wait until they are done
+                self._conn.client.drain()  # send the queued deletes and wait until they are done
             except _LOST:
                 pass
         self._drop()
