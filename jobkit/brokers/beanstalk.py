@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
@@ -89,16 +90,23 @@ class _Client(greenstalk.Client[bytes]):
 
 
 class _Connection:
-    """A greenstalk client, its socket and the tube it is using."""
+    """A greenstalk client, its socket and the tube it is using.
 
-    def __init__(self, address: tuple[str, int], connect_timeout_s: float) -> None:
+    A ``pooled`` (producer) connection leaves its :data:`OP_TIMEOUT_S` to the
+    kernel (see :func:`_kernel_timeouts`); a consumer's keeps Python's socket
+    timeout, which its reserve changes per call.
+    """
+
+    def __init__(self, address: tuple[str, int], connect_timeout_s: float, *,
+                 pooled: bool = False) -> None:
         try:
             self.sock = socket.create_connection(address, timeout=connect_timeout_s)
         except OSError as exc:
             raise BrokerUnavailable(f"beanstalkd at {address[0]}:{address[1]}: {exc}") from None
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock.settimeout(OP_TIMEOUT_S)
+        if not (pooled and _kernel_timeouts(self.sock, OP_TIMEOUT_S)):
+            self.sock.settimeout(OP_TIMEOUT_S)
         self.client = _Client(self.sock, encoding=None)
         self.tube = "default"
 
@@ -112,6 +120,28 @@ class _Connection:
         if tube != self.tube:
             self.client.use(tube)
             self.tube = tube
+
+
+def _kernel_timeouts(sock: socket.socket, timeout_s: float) -> bool:
+    """Make ``sock`` blocking, each send and receive bounded by the kernel at ``timeout_s``.
+
+    perf: with a Python socket timeout every send and receive is a ``poll()``
+    then the call: two system calls and two hand-overs of the GIL where one
+    does. A receive that times out reads nothing (greenstalk: ConnectionError),
+    a send raises an OSError: both lost-connection errors, as a Python timeout is.
+
+    Returns:
+        False, leaving the socket as it was, where the options are unavailable.
+    """
+    whole = int(timeout_s)
+    timeval = struct.pack("ll", whole, int((timeout_s - whole) * 1_000_000))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+    except (OSError, AttributeError):
+        return False
+    sock.settimeout(None)
+    return True
 
 
 class BeanstalkBroker(Broker):
@@ -147,7 +177,7 @@ class BeanstalkBroker(Broker):
                 conn = self._take() if attempt == 0 else None
                 reused = conn is not None
                 if conn is None:
-                    conn = _Connection(self.address, self.connect_timeout_s)
+                    conn = _Connection(self.address, self.connect_timeout_s, pooled=True)
                 try:
                     result = action(conn)
                 except greenstalk.BeanstalkdError:
