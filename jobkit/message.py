@@ -8,8 +8,9 @@ NaN/Infinity, no NUL characters, no lone surrogates, nesting at most
 from __future__ import annotations
 
 import json
+import os
 import re
-import uuid
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,13 +26,23 @@ JOB_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
 #: Task and queue names: what beanstalkd accepts as a tube name, minus leading ``-``.
 NAME_RE = re.compile(r"[A-Za-z0-9_.:+/;$()][A-Za-z0-9_.:+/;$()-]{0,199}\Z")
 
+#: UUID version 7: bits 76-79 hold the version (7), bits 62-63 the variant (0b10).
+_UUID7_FIXED_BITS = 0x7 << 76 | 0x2 << 62
+_UUID7_FREE_BITS = (1 << 128) - 1 & ~(0xF << 76 | 0x3 << 62)
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
 
 
 def new_job_id() -> str:
-    """Return a fresh job id: 32 hex digits (a random UUID), unique across brokers and restarts."""
-    return uuid.uuid4().hex
+    """Return a fresh job id: 32 hex digits, unique across brokers and restarts.
+
+    The id is a UUID version 7 (RFC 9562): the creation time in milliseconds,
+    then 74 random bits. perf: ids of new jobs sort after those of older ones,
+    so a database index on the id takes each new one at its right edge, a page
+    that is already in memory, instead of at a random page.
+    """
+    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
+    return f"{value & _UUID7_FREE_BITS | _UUID7_FIXED_BITS:032x}"
 
 
 def dumps(value: Any, max_depth: int = MAX_DEPTH) -> str:

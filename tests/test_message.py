@@ -1,6 +1,9 @@
 """The wire envelope and the JSON rules every edge shares."""
 from __future__ import annotations
 
+import time
+import uuid
+
 import pytest
 
 from jobkit.errors import PayloadError, PoisonMessage
@@ -46,6 +49,16 @@ def test_poison_keeps_the_job_id_when_it_can() -> None:
 def test_job_ids_are_unique_and_url_safe() -> None:
     ids = {new_job_id() for _ in range(1000)}
     assert len(ids) == 1000 and all(i.isalnum() and len(i) == 32 for i in ids)
+
+
+def test_job_ids_are_uuid7_ordered_by_creation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A later millisecond sorts later: an id index grows at its end (see new_job_id)."""
+    monkeypatch.setattr(time, "time_ns", lambda: 1_764_300_000_000_000_000)
+    earlier = new_job_id()
+    monkeypatch.setattr(time, "time_ns", lambda: 1_764_300_000_001_000_000)
+    later = new_job_id()
+    assert earlier < later and uuid.UUID(earlier).version == uuid.UUID(later).version == 7
+    assert earlier[:12] == f"{1_764_300_000_000:012x}"
 
 
 @pytest.mark.parametrize("text, reason", [

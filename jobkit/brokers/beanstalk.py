@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -107,7 +108,11 @@ class _Client(greenstalk.Client[bytes]):
 
 
 class _Connection:
-    """A greenstalk client, its socket and the tube it is using."""
+    """A greenstalk client, its socket and the tube it is using.
+
+    Its :data:`OP_TIMEOUT_S` is left to the kernel (see :func:`_kernel_timeouts`);
+    a consumer's reserve lengthens the receive timeout by its own wait.
+    """
 
     def __init__(self, address: tuple[str, int], connect_timeout_s: float) -> None:
         try:
@@ -116,15 +121,20 @@ class _Connection:
             raise BrokerUnavailable(f"beanstalkd at {address[0]}:{address[1]}: {exc}") from None
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock.settimeout(OP_TIMEOUT_S)
         self.timeout_s = OP_TIMEOUT_S
+        self.kernel_timeouts = _kernel_timeouts(self.sock, OP_TIMEOUT_S)
+        if not self.kernel_timeouts:
+            self.sock.settimeout(OP_TIMEOUT_S)
         self.client = _Client(self.sock)
         self.tube = "default"
 
     def set_timeout(self, timeout_s: float) -> None:
-        """Set the socket's timeout (perf: only when it changes; each change is a system call)."""
+        """Bound the next receives by ``timeout_s`` (perf: only when it changes: a system call)."""
         if timeout_s != self.timeout_s:
-            self.sock.settimeout(timeout_s)
+            if self.kernel_timeouts:
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(timeout_s))
+            else:
+                self.sock.settimeout(timeout_s)
             self.timeout_s = timeout_s
 
     def close(self) -> None:
@@ -137,6 +147,33 @@ class _Connection:
         if tube != self.tube:
             self.client.use(tube)
             self.tube = tube
+
+
+def _kernel_timeouts(sock: socket.socket, timeout_s: float) -> bool:
+    """Make ``sock`` blocking, each send and receive bounded by the kernel at ``timeout_s``.
+
+    perf: with a Python socket timeout every send and receive is a ``poll()``
+    then the call: two system calls and two hand-overs of the GIL where one
+    does. A receive that times out reads nothing (greenstalk: ConnectionError),
+    a send raises an OSError: both lost-connection errors, as a Python timeout is.
+
+    Returns:
+        False, leaving the socket as it was, where the options are unavailable.
+    """
+    timeval = _timeval(timeout_s)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+    except (OSError, AttributeError):
+        return False
+    sock.settimeout(None)
+    return True
+
+
+def _timeval(seconds: float) -> bytes:
+    """A ``struct timeval`` for SO_RCVTIMEO/SO_SNDTIMEO."""
+    whole = int(seconds)
+    return struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
 
 
 class BeanstalkBroker(Broker):

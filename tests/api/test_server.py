@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from jobkit.api.server import FRAMING_ALLOWANCE, OncePer, server_options
+from jobkit.api.server import FRAMING_ALLOWANCE, OncePer, bind, hold, server_options
 from jobkit.config import Settings
+from jobkit.errors import ConfigError
 from jobkit.embedded import free_port
 from tests.api.serving import ROOT, Command, children, raw_exchange, request
 from tests.helpers import eventually
@@ -174,6 +175,29 @@ def test_server_options_are_deliberate() -> None:
     assert options["asyncore_use_poll"] is True and options["expose_tracebacks"] is False
     assert options["connection_limit"] >= 100 and options["channel_timeout"] <= 60
     assert options["cleanup_interval"] <= options["channel_timeout"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_REUSEPORT spreads connections on Linux")
+def test_a_held_port_takes_the_processes_listeners_and_no_other_server() -> None:
+    """--processes N: each child listens on its own socket; the parent's holds the port only."""
+    port = free_port()
+    with hold("127.0.0.1", port), bind("127.0.0.1", port, reuse_port=True) as a, \
+            bind("127.0.0.1", port, reuse_port=True) as b:
+        with pytest.raises(ConfigError, match="cannot listen"):
+            bind("127.0.0.1", port)
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]
+        accepted = 0
+        for listener in (a, b):
+            listener.setblocking(False)
+            while True:
+                try:
+                    listener.accept()[0].close()
+                except BlockingIOError:
+                    break
+                accepted += 1
+        for client in clients:
+            client.close()
+    assert accepted == 20  # none went to the holding socket
 
 
 def test_several_processes_need_a_shared_broker(tmp_path: Path) -> None:
