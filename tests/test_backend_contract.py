@@ -330,3 +330,28 @@ def test_sqlite_gives_up_on_a_lock_after_its_timeout(tmp_path: object) -> None:
         other.execute("ROLLBACK")
         other.close()
         backend.close()
+
+
+def test_sqlite_drops_the_indexes_of_earlier_schemas(tmp_path: object) -> None:
+    import sqlite3
+
+    path = f"{tmp_path}/old.db"
+    old = sqlite3.connect(path)
+    old.execute("CREATE TABLE jobs (id TEXT PRIMARY KEY, task TEXT, args TEXT, kwargs TEXT, queue TEXT,"
+                " state TEXT NOT NULL, broker_id INTEGER, priority INTEGER, attempts INTEGER NOT NULL"
+                " DEFAULT 0, result TEXT, error TEXT, created_at REAL, started_at REAL, finished_at REAL,"
+                " expires_at REAL, worker TEXT, idempotency_key TEXT)")
+    old.execute("CREATE INDEX jobs_created ON jobs (created_at)")
+    old.execute("CREATE INDEX jobs_task_created ON jobs (task, created_at)")
+    old.execute("CREATE INDEX jobs_failed ON jobs (created_at) WHERE state = 'failed'")
+    old.commit()
+    old.close()
+    backend = backend_from_url(f"sqlite:///{path}")
+    job_id = unique()
+    backend.add(accepted(job_id))
+    backend.finish(job_id, "failed", error={"type": "E", "message": "m", "traceback": ""})
+    assert [r["id"] for r in backend.find(state="failed")] == [job_id]
+    backend.close()
+    names = {row[0] for row in sqlite3.connect(path).execute(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")}
+    assert names == {"jobs_cancelled_rows", "jobs_failed_rows", "jobs_retrying_rows", "jobs_expiring"}

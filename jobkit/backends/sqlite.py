@@ -10,10 +10,10 @@ may share one file; one connection per thread; every write is a single
 upsert statement (atomic), except that a worker stores one job's outcome and
 claims its next job in one transaction (:meth:`batch`); args, kwargs, result and
 error are stored as JSON text; expired rows are pruned by :meth:`prune` and
-hidden from reads until then. No index covers the hot states (queued, running,
-succeeded), so a job's claim and finish rewrite its row alone; listing by
-those states, or by task, walks the creation-time index. Needs SQLite 3.35+
-(``RETURNING``).
+hidden from reads until then. Listings are newest first in the order the
+records were written (rowid); no index covers the task or the hot states
+(queued, running, succeeded), so an enqueue writes the row and its id, and a
+job's claim its row alone. Needs SQLite 3.35+ (``RETURNING``).
 """
 from __future__ import annotations
 
@@ -105,16 +105,20 @@ class SQLiteBackend(Backend):
             attempts INTEGER NOT NULL DEFAULT 0, result TEXT, error TEXT,
             created_at REAL, started_at REAL, finished_at REAL, expires_at REAL,
             worker TEXT, idempotency_key TEXT)""",
-        # Indexes a job's state changes do not touch, so that claim and finish (two writes
-        # per job) update the row alone: newest first by creation, and by state only for
-        # the states worth finding among many (failed, retrying, cancelled).
-        # perf: no (task, created_at) index: each index is one more b-tree every enqueue
-        # writes; listing by task walks jobs_created, as listing a hot state does.
-        "CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at)",
-        *(f"CREATE INDEX IF NOT EXISTS jobs_{state} ON jobs (created_at) WHERE state = '{state}'"
+        # perf: each index is one more b-tree every enqueue writes, so the row order stands
+        # for creation order: listings walk the table newest first by rowid (the order the
+        # records were written, within milliseconds of their creation), filtering by task
+        # or hot state (queued, running, succeeded) as they go. Only the states worth
+        # finding among many (failed, retrying, cancelled) have partial indexes, which
+        # claim and finish of a job that succeeds do not touch; their entries are in rowid
+        # order too.
+        *(f"CREATE INDEX IF NOT EXISTS jobs_{state}_rows ON jobs (state) WHERE state = '{state}'"
           for state in _ATTENTION_STATES),
         # only finished records expire: queued and running ones stay out of this index
         "CREATE INDEX IF NOT EXISTS jobs_expiring ON jobs (expires_at) WHERE expires_at IS NOT NULL",
+        # indexes of earlier schemas, each a cost to every write
+        *(f"DROP INDEX IF EXISTS {name}" for name in (
+            "jobs_created", "jobs_task_created", *(f"jobs_{state}" for state in _ATTENTION_STATES))),
     )
     ADD = (f"INSERT OR IGNORE INTO jobs ({_COLUMNS})"
            f" VALUES ({', '.join('?' * len(RECORD_FIELDS))})")
@@ -294,7 +298,7 @@ class SQLiteBackend(Backend):
         source = "jobs"
         if state in _ATTENTION_STATES:  # a literal, as the partial index jobs_<state> says it
             where.append(f"state = '{state}'")
-            source = f"jobs INDEXED BY jobs_{state}"
+            source = f"jobs INDEXED BY jobs_{state}_rows"
         elif state is not None:
             where.append("state = ?")
             params.append(state)  # type: ignore[arg-type]
@@ -302,7 +306,7 @@ class SQLiteBackend(Backend):
             where.append("task = ?")
             params.append(task)  # type: ignore[arg-type]
         sql = (f"SELECT {_COLUMNS} FROM {source} WHERE {' AND '.join(where)}"
-               " ORDER BY created_at DESC LIMIT ?")
+               " ORDER BY rowid DESC LIMIT ?")
         with self._db() as db:
             rows = db.execute(sql, [*params, limit]).fetchall()
         return [_record(row) for row in rows]
