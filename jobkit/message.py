@@ -11,6 +11,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +31,29 @@ NAME_RE = re.compile(r"[A-Za-z0-9_.:+/;$()][A-Za-z0-9_.:+/;$()-]{0,199}\Z")
 _UUID7_FIXED_BITS = 0x7 << 76 | 0x2 << 62
 _UUID7_FREE_BITS = (1 << 128) - 1 & ~(0xF << 76 | 0x3 << 62)
 _SURROGATE = re.compile("[\ud800-\udfff]")
-_encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+
+
+def compact_encoder(allow_nan: bool = False) -> Callable[[Any], str]:
+    """``json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode``, set up once.
+
+    perf: ``JSONEncoder.encode`` builds its C encoder anew for every value
+    (1.5 µs of the 2.3 it takes for an argument list); this builds it once.
+    Like ``check_circular=False``, a value that contains itself raises
+    RecursionError rather than ValueError.
+    """
+    python = json.JSONEncoder(ensure_ascii=False, allow_nan=allow_nan, separators=(",", ":"))
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # no C accelerator (another Python): the plain encoder
+        return python.encode
+    encode = make(None, python.default, json.encoder.encode_basestring, None, ":", ",",
+                  False, False, allow_nan)
+
+    def compact(value: Any) -> str:
+        return "".join(encode(value, 0))
+    return compact
+
+
+_encode = compact_encoder()
 
 
 def new_job_id() -> str:
@@ -74,7 +97,7 @@ def loads(data: bytes | str, max_depth: int = MAX_DEPTH) -> Any:
     try:
         if isinstance(data, (bytes, bytearray)):
             data = data.decode("utf-8")  # json.loads would also guess UTF-16 and UTF-32
-        value = json.loads(data, parse_constant=_reject_constant)
+        value = _decode(data)
     except UnicodeDecodeError:
         raise PayloadError("body is not valid UTF-8") from None
     except RecursionError:
@@ -148,6 +171,9 @@ def _check_text(text: str) -> None:
 
 def _reject_constant(name: str) -> Any:
     raise PayloadError(f"{name} is not valid JSON")
+
+
+_decode = json.JSONDecoder(parse_constant=_reject_constant).decode  # perf: one decoder, set up once
 
 
 @dataclass(frozen=True)

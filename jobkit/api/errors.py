@@ -7,7 +7,6 @@ without a stack trace (the traceback goes to the log).
 """
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -15,6 +14,7 @@ from typing import Any, NoReturn
 import falcon
 
 from jobkit import errors
+from jobkit.message import compact_encoder
 
 log = logging.getLogger("jobkit.api")
 
@@ -23,7 +23,7 @@ RETRY_AFTER_S = 5
 
 Handler = Callable[[falcon.Request, falcon.Response, Any, dict[str, Any]], None]
 
-_encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+_encode = compact_encoder()
 
 
 def dumps(value: Any) -> str:

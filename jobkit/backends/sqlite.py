@@ -32,6 +32,7 @@ from urllib.parse import parse_qs, urlsplit
 from jobkit.backends.base import Backend
 from jobkit.errors import BackendError, BackendUnavailable, ConfigError
 from jobkit.job import FINISHED_STATES, RECORD_FIELDS
+from jobkit.message import compact_encoder
 
 _JSON_FIELDS = frozenset({"args", "kwargs", "result", "error"})
 _COLUMNS = ", ".join(RECORD_FIELDS)
@@ -333,7 +334,7 @@ class SQLiteBackend(Backend):
         return cur.rowcount
 
 
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_encode = compact_encoder(allow_nan=True)
 
 
 def _json(value: Any) -> str:
