@@ -355,3 +355,29 @@ def test_sqlite_drops_the_indexes_of_earlier_schemas(tmp_path: object) -> None:
     names = {row[0] for row in sqlite3.connect(path).execute(
         "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")}
     assert names == {"jobs_cancelled_rows", "jobs_failed_rows", "jobs_retrying_rows", "jobs_expiring"}
+
+
+def test_sqlite_starts_its_wal_afresh_while_in_use(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each process checkpoints on a timer (SQLite's own checkpoints are off): the WAL stays short."""
+    import os
+    import sqlite3
+
+    from jobkit.backends import sqlite as sqlite_backend
+
+    def wal_bytes_after_writes(name: str, every_s: float) -> int:
+        monkeypatch.setattr(sqlite_backend, "CHECKPOINT_EVERY_S", every_s)
+        path = f"{tmp_path}/{name}.db"
+        backend = backend_from_url(f"sqlite:///{path}")
+        backend._next_checkpoint = time.monotonic() + every_s  # type: ignore[attr-defined]
+        reader = sqlite3.connect(path, isolation_level=None)  # a reader between writes, as the API is
+        for _ in range(100):
+            backend.add(accepted(unique()))
+            reader.execute("SELECT count(*) FROM jobs").fetchone()
+        size = os.path.getsize(f"{path}-wal")
+        assert len(backend.find(limit=200)) == 100
+        reader.close()
+        backend.close()
+        return size
+
+    assert wal_bytes_after_writes("unchecked", 3600.0) > 100 * 4096  # every write still in the WAL
+    assert wal_bytes_after_writes("checked", 0.0) < 20 * 4096  # the schema, then started afresh
