@@ -48,7 +48,10 @@ SQLITE_BUSY = 5
 CHECKPOINT_EVERY_S = 0.5  # how often a process using the file starts the WAL afresh
 CHECKPOINT_WAIT_S = 0.2  # how long such a checkpoint waits for readers and writers to finish
 log = logging.getLogger("jobkit.backends.sqlite")
+SPINS = 16  # retries after only yielding the CPU, before the naps
+SPIN_THREADS = 3  # main, heartbeat, one worker slot
 FIRST_NAP_S, LAST_NAP_S = 25e-6, 0.001
+_yield = getattr(os, "sched_yield", lambda: time.sleep(0))
 
 
 def _busy(exc: sqlite3.OperationalError) -> bool:
@@ -58,13 +61,18 @@ def _busy(exc: sqlite3.OperationalError) -> bool:
 
 
 class _Connection:
-    """A connection whose statements wait for a lock held by another connection in short naps.
+    """A connection whose statements wait for a lock held by another connection.
 
-    perf: SQLite's own busy handler first sleeps a whole millisecond, then
-    longer; a writer holds the lock for tens of microseconds, so processes
-    sharing the file (API, workers, producers) lost most of their time asleep.
-    A statement that finds the database locked did nothing, so it is run again,
-    after 25 µs, doubling to 1 ms, for up to ``timeout_s``.
+    perf: SQLite's own busy handler sleeps a whole millisecond first, then
+    longer, where a writer holds the lock for tens of microseconds: processes
+    sharing the file (API, workers, producers) lost most of their time asleep,
+    and each sleep costs a context switch. A statement that finds the database
+    locked did nothing, so it is run again: first after only yielding the CPU,
+    up to :data:`SPINS` times, in a process of at most :data:`SPIN_THREADS`
+    threads (a worker's process-pool child, a script: the yield lets the other
+    process's writer finish; among many threads it hands the GIL around
+    instead, which costs more than it saves), then after naps of 25 µs
+    doubling to 1 ms, for up to ``timeout_s`` in all.
     """
 
     __slots__ = ("conn", "timeout_s", "begin_pending")
@@ -86,15 +94,23 @@ class _Connection:
         except sqlite3.OperationalError as exc:
             if not _busy(exc):
                 raise
+        return self._wait_and_execute(sql, params)
+
+    def _wait_and_execute(self, sql: str, params: Sequence[Any]) -> sqlite3.Cursor:
         deadline, nap = time.monotonic() + self.timeout_s, FIRST_NAP_S
+        spins = SPINS if threading.active_count() <= SPIN_THREADS else 0
         while True:
-            time.sleep(nap)
+            if spins:
+                spins -= 1
+                _yield()
+            else:
+                time.sleep(nap)
+                nap = min(nap * 2, LAST_NAP_S)
             try:
                 return self.conn.execute(sql, params)
             except sqlite3.OperationalError as exc:
                 if not _busy(exc) or time.monotonic() > deadline:
                     raise
-            nap = min(nap * 2, LAST_NAP_S)
 
     def close(self) -> None:
         self.conn.close()
