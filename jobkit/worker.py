@@ -2,7 +2,9 @@
 
 Each slot is one thread with its own broker connection: blocking reserve ->
 run -> store -> delete, everything for a job on the connection that reserved
-it. A heartbeat thread touches running jobs every TTR/2 and stops jobs that
+it; while a job's outcome is stored the slot already holds the next ready
+job, so that the two share one backend transaction (see
+:meth:`jobkit.runner.Runner.settle`). A heartbeat thread touches running jobs every TTR/2 and stops jobs that
 overrun their task's ``time_limit``: it records them as failed by timeout
 and settles them; the thread pool then abandons the stuck thread and starts
 a fresh slot, while a process-pool child exits so that its supervisor
