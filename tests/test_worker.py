@@ -11,7 +11,8 @@ import pytest
 from jobkit import App, Job, JobState
 from jobkit.errors import BackendUnavailable, JobFailed, TaskNotFound
 from jobkit.message import Envelope
-from jobkit.runner import Runner
+from jobkit.brokers.base import Consumer
+from jobkit.runner import Attempt, Runner
 from jobkit.worker import Slot, Worker
 from tests import taskapp
 from tests.helpers import eventually
@@ -283,8 +284,9 @@ def test_starts_that_ended_with_the_worker_are_a_crash_loop() -> None:
     assert status.error["type"] == "WorkerLost" and "2 of them without an outcome" in status.error["message"]
 
 
-def test_settle_claims_the_job_reserved_ahead_with_the_outcome(tmp_path: Path) -> None:
-    app = App("ahead", broker="memory://", backend=f"sqlite:///{tmp_path / 'jobs.db'}")
+def start_first_of_two(backend_url: str) -> tuple[App, Job, Job, Consumer, Runner, Attempt]:
+    """Enqueue two ``add`` jobs on a memory broker and start the first as a slot does."""
+    app = App("ahead", broker="memory://", backend=backend_url)
     app.tasks = taskapp.app.tasks
     first, second = app.send("add", (1, 2)), app.send("add", (3, 4))
     consumer = app.broker.consumer(["default"])
@@ -293,6 +295,11 @@ def test_settle_claims_the_job_reserved_ahead_with_the_outcome(tmp_path: Path) -
     assert delivery is not None
     attempt = runner.prepare(consumer, delivery)
     assert attempt is not None
+    return app, first, second, consumer, runner, attempt
+
+
+def test_settle_claims_the_job_reserved_ahead_with_the_outcome(tmp_path: Path) -> None:
+    app, first, second, consumer, runner, attempt = start_first_of_two(f"sqlite:///{tmp_path / 'jobs.db'}")
     following = runner.settle(consumer, attempt, runner.execute(attempt), ahead=consumer.reserve(0))
     assert first.status().state is JobState.SUCCEEDED and first.get(timeout=1) == 3
     assert following is not None and following.envelope.id == second.id
@@ -319,17 +326,8 @@ class FailingBatch:
         return getattr(self.backend, name)
 
 
-def test_an_outage_while_settling_releases_both_jobs(tmp_path: Path) -> None:
-    app = App("ahead-outage", broker="memory://", backend="memory://")
-    app.tasks = taskapp.app.tasks
-    app.send("add", (1, 2))
-    app.send("add", (3, 4))
-    consumer = app.broker.consumer(["default"])
-    runner = Runner(app, "w")
-    delivery = consumer.reserve(1)
-    assert delivery is not None
-    attempt = runner.prepare(consumer, delivery)
-    assert attempt is not None
+def test_an_outage_while_settling_releases_both_jobs() -> None:
+    app, _, _, consumer, runner, attempt = start_first_of_two("memory://")
     outcome, ahead = runner.execute(attempt), consumer.reserve(0)
     assert ahead is not None
     app._backend = FailingBatch(app.backend)  # type: ignore[assignment]
