@@ -381,3 +381,27 @@ def test_sqlite_starts_its_wal_afresh_while_in_use(tmp_path: object, monkeypatch
 
     assert wal_bytes_after_writes("unchecked", 3600.0) > 100 * 4096  # every write still in the WAL
     assert wal_bytes_after_writes("checked", 0.0) < 20 * 4096  # the schema, then started afresh
+
+
+def _open_and_add(url: str, job_id: str) -> None:
+    backend = backend_from_url(url)
+    backend.add(accepted(job_id))
+    backend.close()
+
+
+def test_sqlite_processes_opening_a_new_file_at_once_all_get_in(tmp_path: object) -> None:
+    """Each sets up the schema (WAL, table, indexes) while the others do the same."""
+    import multiprocessing
+
+    url = f"sqlite:///{tmp_path}/fresh.db"
+    ids = [unique() for _ in range(6)]
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_open_and_add, args=(url, job_id)) for job_id in ids]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(30)
+    assert [proc.exitcode for proc in procs] == [0] * len(ids)
+    backend = backend_from_url(url)
+    assert all(backend.get(job_id) is not None for job_id in ids)
+    backend.close()

@@ -204,23 +204,10 @@ class SQLiteBackend(Backend):
         return wrapped
 
     def _set_up(self, conn: _Connection) -> None:
-        """Switch to WAL and create the table, retrying while another process does the same.
-
-        Changing the journal mode does not wait on SQLite's busy timeout, hence the loop.
-        """
-        deadline = time.monotonic() + self.timeout_s
-        pause = 0.01
-        while True:
-            try:
-                conn.execute("PRAGMA journal_mode=WAL")
-                for statement in self.DDL:
-                    conn.execute(statement)
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > deadline:
-                    raise
-                time.sleep(pause)
-                pause = min(pause * 2, 0.25)
+        """Switch to WAL and create the table (a connection waits while another process does)."""
+        conn.execute("PRAGMA journal_mode=WAL")
+        for statement in self.DDL:
+            conn.execute(statement)
 
     @contextmanager
     def _db(self) -> Iterator[_Connection]:
