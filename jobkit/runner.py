@@ -218,9 +218,7 @@ class Runner:
                 stored = self._store(attempt.envelope, state, outcome, attempt.attempts)
                 record = self._claim(decoded[0]) if decoded is not None else None
         except BackendError:
-            log.warning("job %s: outcome not stored, back to the broker in %s s",
-                        attempt.envelope.id, OUTAGE_DELAY_S)
-            _release_for_outage(consumer, attempt.delivery, attempt.envelope)
+            _outcome_lost(consumer, attempt.delivery, attempt.envelope)
             if ahead is not None and decoded is not None:
                 _release_for_outage(consumer, ahead, decoded[0])
             raise
@@ -248,9 +246,7 @@ class Runner:
         try:
             stored = self._store(env, state, outcome, attempts)
         except BackendError:
-            log.warning("job %s: outcome not stored, back to the broker in %s s", env.id,
-                        OUTAGE_DELAY_S)
-            _release_for_outage(consumer, delivery, env)
+            _outcome_lost(consumer, delivery, env)
             raise
         self._then(consumer, delivery, env, state, outcome, attempts, stored)
 
@@ -289,3 +285,9 @@ class Runner:
 def _release_for_outage(consumer: Consumer, delivery: Delivery, env: Envelope) -> None:
     """Give a job back to the broker for a later attempt while the backend is unavailable."""
     consumer.release(delivery, priority=env.priority, delay_s=OUTAGE_DELAY_S)
+
+
+def _outcome_lost(consumer: Consumer, delivery: Delivery, env: Envelope) -> None:
+    """Give back a job whose outcome could not be stored (it runs again later)."""
+    log.warning("job %s: outcome not stored, back to the broker in %s s", env.id, OUTAGE_DELAY_S)
+    _release_for_outage(consumer, delivery, env)

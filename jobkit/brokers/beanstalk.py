@@ -87,8 +87,12 @@ class _Client(greenstalk.Client[bytes]):
         self._send(b"")
 
     def drain(self) -> None:
-        """Read the answers to pipelined deletes: DELETED, or NOT_FOUND (no longer ours)."""
+        """Send the queued deletes, then read their answers."""
         self.flush()
+        self._read_answers()
+
+    def _read_answers(self) -> None:
+        """Read the answers to pipelined deletes: DELETED, or NOT_FOUND (no longer ours)."""
         while self.unread:
             self.unread -= 1
             answer = self._reader.readline()
@@ -102,8 +106,8 @@ class _Client(greenstalk.Client[bytes]):
                 self._sock.sendall(data)
 
     def _send_cmd(self, cmd: bytes, expected: bytes) -> list[bytes]:
-        self._send(cmd + b"\r\n")
-        self.drain()
+        self._send(cmd + b"\r\n")  # the queued deletes go with it
+        self._read_answers()
         return greenstalk._parse_response(self._reader.readline(), expected)
 
 
