@@ -2,7 +2,8 @@
 
 The routes are those of DESIGN.md, "HTTP API": the seed's ``POST /`` and
 ``GET /{id}/``, the ``/v1`` routes, and ``/healthz``, ``/readyz``,
-``/openapi.json``, ``/metrics``, ``/dashboard``.
+``/openapi.json``, ``/metrics``, ``/dashboard``. ``HEAD`` answers on every
+route that has ``GET``, with the same status and headers and no body.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 import falcon
 import falcon.media
+import falcon.routing
 
 from jobkit import __version__
 from jobkit.api import errors, middleware, openapi, resources
@@ -18,8 +20,21 @@ from jobkit.api.metrics import Metrics
 from jobkit.app import App
 from jobkit.config import Settings
 
-__all__ = ["create_app"]
+__all__ = ["HeadLikeGet", "create_app"]
 log = logging.getLogger("jobkit.api")
+
+
+class HeadLikeGet(falcon.routing.CompiledRouter):
+    """Falcon's router, answering ``HEAD`` with the route's ``GET`` responder (RFC 9110 9.3.2).
+
+    Falcon drops the body of a HEAD answer and keeps the GET's Content-Length.
+    """
+
+    def map_http_methods(self, resource: object, **kwargs: Any) -> dict[str, Any]:
+        methods: dict[str, Any] = super().map_http_methods(resource, **kwargs)
+        if "GET" in methods and "HEAD" not in methods:
+            methods["HEAD"] = methods["GET"]
+        return methods
 
 
 def create_app(settings: Settings, app: App) -> falcon.App[falcon.Request, falcon.Response]:
@@ -42,7 +57,7 @@ def create_app(settings: Settings, app: App) -> falcon.App[falcon.Request, falco
     if settings.api_token:
         stack.append(middleware.BearerAuth(settings.api_token))
     stack.append(middleware.JsonBody(settings.max_body))
-    web = falcon.App(middleware=stack)
+    web = falcon.App(middleware=stack, router=HeadLikeGet())
     web.req_options.strip_url_path_trailing_slash = True  # the seed's GET /<id>/
     web.resp_options.media_handlers[falcon.MEDIA_JSON] = falcon.media.JSONHandler(dumps=errors.dumps)
     errors.install(web)

@@ -3,8 +3,10 @@
 Limits are deliberate (see :func:`server_options`): a bounded number of
 connections, idle connections closed, request bodies capped at about
 ``max_body`` while they stream in, headers capped, ``poll()`` instead of
-``select()``. Errors waitress answers by itself (a malformed request line,
-a body past its cap, headers too large) are JSON like every other error.
+``select()``. Errors waitress answers by
+itself (a malformed request line, a body past its cap, headers too large, a
+request framed by both Content-Length and Transfer-Encoding) are JSON like
+every other error, and close the connection.
 
 With ``processes=N > 1`` the parent checks that the port is free and forks
 N children, each serving it with its own waitress; the parent forwards
@@ -24,12 +26,15 @@ import sys
 import time
 from typing import Any
 
+import falcon
 from waitress import create_server  # type: ignore[import-untyped]
 from waitress.channel import HTTPChannel  # type: ignore[import-untyped]
+from waitress.parser import HTTPRequestParser, ParsingError  # type: ignore[import-untyped]
 from waitress.task import ErrorTask  # type: ignore[import-untyped]
 
 from jobkit.api import create_app
 from jobkit.api.errors import dumps
+from jobkit.api.middleware import SECURITY_HEADERS, too_large
 from jobkit.app import App
 from jobkit.config import Settings
 from jobkit.errors import ConfigError, JobkitError
@@ -46,28 +51,61 @@ SPREAD_BY_KERNEL = sys.platform.startswith("linux")
 
 
 class JSONErrorTask(ErrorTask):  # type: ignore[misc]
-    """waitress's own error responses (400, 413, 431, …) as Falcon-style JSON.
+    """waitress's own error responses (400, 413, 431, …) exactly as the app's own errors.
 
-    waitress answers an unknown ``Transfer-Encoding`` with 501, as RFC 9112
-    suggests; the API promises no 5xx for anything a client sends, so that
-    one is a 400 here.
+    Same status line, body and headers as Falcon's error of that code; a 413
+    says the same as the app's (``JOBKIT_MAX_BODY``). waitress answers an
+    unknown ``Transfer-Encoding`` with 501, as RFC 9112 suggests; the API
+    promises no 5xx for anything a client sends, so that one is a 400 here.
+    The connection is closed after the answer.
     """
 
     def execute(self) -> None:
         error = self.request.error
-        code, reason = (400, "Bad Request") if error.code == 501 else (error.code, error.reason)
-        self.status = f"{code} {reason}"
-        body = dumps({"title": self.status, "description": str(error.body)}).encode("utf-8")
-        self.response_headers.append(("Content-Type", "application/json"))
+        code = 400 if error.code == 501 else error.code
+        http_error: falcon.HTTPError
+        if code == 413:
+            http_error = too_large(self.channel.adj.max_request_body_size - FRAMING_ALLOWANCE)
+        else:
+            http_error = falcon.HTTPError(falcon.code_to_http_status(code), description=str(error.body))
+        self.status = http_error.status
+        body = dumps(http_error.to_dict()).encode("utf-8")
+        self.response_headers.append(("Content-Type", falcon.MEDIA_JSON))
+        self.response_headers.extend(SECURITY_HEADERS.items())
         self.set_close_on_finish()
         self.content_length = len(body)
         self.write(body)
 
+    def build_response_header(self) -> bytes:
+        # or waitress answers an HTTP/1.0 keep-alive request "Connection: Keep-Alive" besides "close"
+        self.request.headers.pop("CONNECTION", None)
+        header: bytes = super().build_response_header()
+        return header
+
+
+class StrictRequestParser(HTTPRequestParser):  # type: ignore[misc]
+    """waitress's request parser, refusing requests whose body framing is ambiguous.
+
+    A request with both ``Transfer-Encoding`` and ``Content-Length`` (or any
+    ``Transfer-Encoding`` on HTTP/1.0, which has none) is how requests are
+    smuggled past a proxy that reads the other header: RFC 9112 6.1 and 6.3
+    let a server refuse it, and it must not read on from that connection.
+    The error answers 400 and closes the connection.
+    """
+
+    def parse_header(self, header_plus: bytes) -> None:
+        super().parse_header(header_plus)
+        if self.chunked and "CONTENT_LENGTH" in self.headers:
+            raise ParsingError("Content-Length and Transfer-Encoding together: send one of them")
+        if "TRANSFER_ENCODING" in self.headers:  # waitress removes it on HTTP/1.1 only
+            raise ParsingError(f"Transfer-Encoding is not defined for HTTP/{self.version}")
+
 
 class JSONErrorChannel(HTTPChannel):  # type: ignore[misc]
-    """A waitress channel whose error responses are JSON."""
+    """A waitress channel that parses strictly and answers its errors in JSON."""
 
     error_task_class = JSONErrorTask
+    parser_class = StrictRequestParser
 
 
 class OncePer(logging.Filter):
