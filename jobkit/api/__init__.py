@@ -20,8 +20,11 @@ from jobkit.api.metrics import Metrics
 from jobkit.app import App
 from jobkit.config import Settings
 
-__all__ = ["HeadLikeGet", "create_app"]
+__all__ = ["DEFAULT_LONG_POLLS", "HeadLikeGet", "create_app"]
 log = logging.getLogger("jobkit.api")
+
+#: Requests that may block a thread waiting for an outcome at once: half of waitress's default 8 threads.
+DEFAULT_LONG_POLLS = 4
 
 
 class HeadLikeGet(falcon.routing.CompiledRouter):
@@ -37,12 +40,15 @@ class HeadLikeGet(falcon.routing.CompiledRouter):
         return methods
 
 
-def create_app(settings: Settings, app: App) -> falcon.App[falcon.Request, falcon.Response]:
+def create_app(settings: Settings, app: App, *,
+               long_polls: int = DEFAULT_LONG_POLLS) -> falcon.App[falcon.Request, falcon.Response]:
     """Build the WSGI app serving ``app`` under ``settings``; nothing connects here.
 
     Args:
         settings: ``api_token``, ``max_body`` and ``default_task`` are read.
         app: the App whose tasks, broker and backend are served.
+        long_polls: how many ``/result?wait=`` requests may wait at once; the
+            server passes a share of its threads, so that waits never take them all.
 
     Raises:
         ConfigError: the App's broker or backend URL is unusable (checked now,
@@ -52,7 +58,7 @@ def create_app(settings: Settings, app: App) -> falcon.App[falcon.Request, falco
     if settings.default_task not in app.tasks:
         log.warning("POST / enqueues %r, which %s does not register (JOBKIT_DEFAULT_TASK)",
                     settings.default_task, app.name)
-    api = resources.Api(settings, app, Metrics(app))
+    api = resources.Api(settings, app, Metrics(app), resources.LongPolls(long_polls))
     stack: list[Any] = [middleware.RequestMetrics(api.metrics), middleware.SecurityHeaders()]
     if settings.api_token:
         stack.append(middleware.BearerAuth(settings.api_token))

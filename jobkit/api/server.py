@@ -3,7 +3,10 @@
 Limits are deliberate (see :func:`server_options`): a bounded number of
 connections, idle connections closed, request bodies capped at about
 ``max_body`` while they stream in, headers capped, ``poll()`` instead of
-``select()``. Errors waitress answers by
+``select()``. Idle and slow connections cost no thread (waitress reads them
+in its event loop); what takes a thread is a complete request, and at most
+half of the threads may wait for an outcome (``/result?wait=``), so
+``/healthz`` and the other routes always find one. Errors waitress answers by
 itself (a malformed request line, a body past its cap, headers too large, a
 request framed by both Content-Length and Transfer-Encoding) are JSON like
 every other error, and close the connection.
@@ -43,6 +46,8 @@ log = logging.getLogger("jobkit.api")
 
 #: Bytes of chunked framing allowed on top of ``max_body`` before waitress cuts a body off.
 FRAMING_ALLOWANCE = 4096
+#: Open connections per process (each one a file descriptor; idle ones are closed after 30 s).
+CONNECTION_LIMIT = 1000
 #: A child that dies sooner than this after it started is not replaced (a crash loop).
 MIN_CHILD_LIFE_S = 5.0
 _SIGNALS = {signal.SIGTERM, signal.SIGINT}
@@ -129,10 +134,15 @@ class OncePer(logging.Filter):
 
 
 def server_options(settings: Settings, threads: int) -> dict[str, Any]:
-    """waitress adjustments for ``settings`` and ``threads`` worker threads per process."""
+    """waitress adjustments for ``settings`` and ``threads`` worker threads per process.
+
+    Open connections cost a file descriptor and a little memory, no thread:
+    the limit is there to stay within the process's descriptors, not to ration
+    threads (:func:`long_polls` does that).
+    """
     return {
         "threads": threads,
-        "connection_limit": max(100, 16 * threads),  # then new connections wait in the backlog
+        "connection_limit": CONNECTION_LIMIT,  # then new connections wait in the backlog
         "backlog": 1024,
         "channel_timeout": 30,  # seconds an idle (or trickling) connection is kept
         "cleanup_interval": 10,  # seconds between checks for such connections
@@ -142,6 +152,11 @@ def server_options(settings: Settings, threads: int) -> dict[str, Any]:
         "expose_tracebacks": False,
         "ident": "jobkit",
     }
+
+
+def long_polls(threads: int) -> int:
+    """How many of ``threads`` may wait for an outcome at once: half, so that the rest always answer."""
+    return threads // 2
 
 
 def bind(host: str, port: int, backlog: int = 1024, *, reuse_port: bool = False) -> socket.socket:
@@ -202,7 +217,7 @@ def serve(settings: Settings, app: App, *, processes: int = 1, threads: int = 8)
         ConfigError: the port cannot be bound, the broker or backend URL is
             unusable, or several processes were asked of an in-process broker/backend.
     """
-    wsgi = create_app(settings, app)  # a bad configuration fails here, once
+    wsgi = create_app(settings, app, long_polls=long_polls(threads))  # a bad configuration fails here, once
     if processes > 1 and "memory://" in (app.broker.url, app.backend.url):
         raise ConfigError("memory:// lives in one process: use --processes 1 or a real broker and backend")
     sock = bind(settings.api_host, settings.api_port)
