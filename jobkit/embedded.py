@@ -276,7 +276,7 @@ def _check_can_listen(host: str, port: int) -> None:
 
 def _broker_configured(args: argparse.Namespace, env: dict[str, str]) -> bool:
     names = ("JOBKIT_BROKER_URL", "BEANSTALK_HOST", "BEANSTALK_PORT")
-    return bool(args.broker) or any(name in env for name in names)
+    return bool(args.broker) or any(env.get(name) for name in names)
 
 
 def _choose_broker(settings: Settings, configured: bool, stack: contextlib.ExitStack) -> tuple[str, str]:
