@@ -75,11 +75,13 @@ class _Connection:
     doubling to 1 ms, for up to ``timeout_s`` in all.
     """
 
-    __slots__ = ("conn", "timeout_s", "begin_pending")
+    __slots__ = ("conn", "timeout_s", "begin_pending", "lock", "closed")
 
     def __init__(self, conn: sqlite3.Connection, timeout_s: float) -> None:
         self.conn, self.timeout_s = conn, timeout_s
         self.begin_pending = False  # the next statement starts a write transaction first
+        self.lock = threading.RLock()  # held while in use: close() waits for it (see SQLiteBackend.close)
+        self.closed = False
 
     @property
     def in_transaction(self) -> bool:
@@ -113,7 +115,9 @@ class _Connection:
                     raise
 
     def close(self) -> None:
-        self.conn.close()
+        with self.lock:
+            self.closed = True
+            self.conn.close()
 
 
 class SQLiteBackend(Backend):
@@ -218,13 +222,16 @@ class SQLiteBackend(Backend):
     def _db(self) -> Iterator[_Connection]:
         try:
             conn = self._conn()
-            yield conn
+            with conn.lock:
+                if conn.closed:  # closed by another thread since this one took it
+                    raise BackendUnavailable(f"sqlite {self.path}: the backend was closed")
+                yield conn
+                if time.monotonic() >= self._next_checkpoint and not conn.in_transaction:
+                    self._checkpoint(conn)
         except sqlite3.OperationalError as exc:
             raise BackendUnavailable(f"sqlite {self.path}: {exc}") from None
         except sqlite3.Error as exc:
             raise BackendError(f"sqlite {self.path}: {exc}") from None
-        if time.monotonic() >= self._next_checkpoint and not conn.in_transaction:
-            self._checkpoint(conn)
 
     def _checkpoint(self, conn: _Connection) -> None:
         """Copy the WAL into the database and start it afresh, waiting briefly for readers.
@@ -269,6 +276,11 @@ class SQLiteBackend(Backend):
                 db.execute("COMMIT")
 
     def close(self) -> None:
+        """Close every thread's connection, each once no thread is using it.
+
+        A thread that used a connection when it was closed gets a
+        :class:`BackendUnavailable` (never a crash); any later use reconnects.
+        """
         with self._all_lock:
             conns, self._all = self._all, []
         for conn in conns:
