@@ -8,8 +8,9 @@ down server is reported quickly instead of hanging requests.
 Features: one document per job (``_id`` = job id); every write is a single
 upsert or conditional update; listings are newest first by ``created_at``
 then ``_id``, paged by keyset (``before``), served by indexes on
-``state``+``created_at``, ``task``+``created_at`` and ``created_at``; an index on ``finished_at``+``state`` serves the
-dashboard's throughput chart; a TTL index on ``expires_at`` (stored as a BSON date)
+``state``+``created_at``, ``task``+``created_at`` and ``created_at``; an
+index on ``finished_at``+``state`` serves the dashboard's throughput chart;
+a TTL index on ``expires_at`` (stored as a BSON date)
 expires finished jobs, and reads hide expired ones until MongoDB's TTL monitor
 removes them. ``args``, ``kwargs`` and ``result`` are stored as JSON text, so
 client keys such as ``$where`` or ``a.b`` are never read as operators or paths
