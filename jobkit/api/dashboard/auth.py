@@ -116,8 +116,9 @@ def read_form(req: falcon.Request) -> dict[str, str]:
 
 def _parse(req: falcon.Request) -> dict[str, str]:
     length = req.content_length
-    if length is None:
+    if length is None and "chunked" in (req.get_header("Transfer-Encoding") or "").lower():
         raise Refused(411, "send the form with a Content-Length")
+    length = length or 0
     if length > MAX_FORM:
         raise Refused(413, f"a dashboard form is at most {MAX_FORM} bytes")
     mime = (req.content_type or "").split(";")[0].strip().lower()

@@ -259,5 +259,5 @@ class Login:
 
     def on_post_logout(self, req: falcon.Request, resp: falcon.Response) -> None:
         form = read_form(req)
-        set_cookie(req, resp, SESSION_COOKIE, "", max_age=0)
+        resp.unset_cookie(SESSION_COOKIE, same_site="Strict", path=PREFIX)
         back(resp, form | {"next": f"{PREFIX}/login"}, "signed-out")
