@@ -75,7 +75,10 @@ class Frame:
 
 def page(frame: Frame, title: str, body: Safe, *, status_line: Safe | None = None) -> Safe:
     """A whole HTML document around ``body``."""
-    meta = html('<meta http-equiv="refresh" content="{}">', REFRESH_S) if frame.refresh else Safe("")
+    meta = Safe("")
+    if frame.refresh:  # the notice of an action is said once
+        meta = html('<meta http-equiv="refresh" content="{}; url={}">', REFRESH_S,
+                    with_query(frame.url, notice=None, n=None))
     on = Safe(' class="on"')
     nav = join(html('<a href="{}"{}>{}</a>', href, on if _here(frame.url, href) else "", name)
                for name, href in NAV)
