@@ -28,7 +28,7 @@ main{padding:1em 1.5em;max-width:1200px}h1{font-size:1.4em;margin:.2em 0 .6em}
 h2{font-size:1.1em;margin:1.4em 0 .5em}
 table{border-collapse:collapse;background:#fff;margin-bottom:1em;min-width:30em}
 th,td{border-bottom:1px solid #e3e6ea;padding:.35em .8em;text-align:left;vertical-align:top}
-th{background:#eef0f3;font-weight:600}td.n{text-align:right;font-variant-numeric:tabular-nums}
+td{white-space:nowrap}th{background:#eef0f3;font-weight:600}td.n{text-align:right;font-variant-numeric:tabular-nums}
 a{color:#0b5cad}.muted{color:#77808a}
 .notice{background:#e7f3e8;border:1px solid #b7dcb9;padding:.5em .8em}
 .problem{background:#fbeaea;border:1px solid #e7b4b4;padding:.5em .8em}
