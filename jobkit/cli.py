@@ -16,6 +16,8 @@ from jobkit import __version__
 from jobkit.app import App
 from jobkit.config import DEFAULT_APP, Settings
 from jobkit.errors import BrokerUnavailable, ConfigError, JobkitError, JobNotFound, PayloadError, TaskNotFound
+from jobkit.logs import FORMATS
+from jobkit.logs import configure as configure_logging
 from jobkit.message import loads
 
 log = logging.getLogger("jobkit")
@@ -210,6 +212,8 @@ def _common(parser: argparse.ArgumentParser, loglevel: str = "WARNING") -> None:
                        help="dotenv file to read; it must exist (default: ./.env when present)")
     group.add_argument("-l", "--loglevel", default=loglevel, type=str.upper, choices=_LEVELS,
                        metavar="LEVEL", help=f"{', '.join(_LEVELS)} (default {loglevel})")
+    group.add_argument("--log-format", choices=FORMATS, default="text",
+                       help="text, or json: one JSON object per line (default text)")
 
 
 def _api_flags(parser: argparse.ArgumentParser, host: str = "0.0.0.0") -> None:
@@ -238,6 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds running jobs get to finish after SIGTERM/SIGINT (default 30)")
     p.add_argument("--prune-every", type=_positive_seconds, default=3600.0, metavar="S",
                    help="seconds between deletions of expired records, first at start (default 3600)")
+    p.add_argument("--metrics-port", type=_port, metavar="P",
+                   help="serve Prometheus metrics on this port (one endpoint for every process "
+                        "of the pool; default: none)")
+    p.add_argument("--metrics-host", default="127.0.0.1", metavar="H",
+                   help="bind address of the metrics endpoint (default 127.0.0.1; 0.0.0.0 in a container)")
     _common(p, "INFO")
     p.set_defaults(func=cmd_worker)
 
@@ -350,8 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stdout ends the command quietly with 141, as SIGPIPE ends other tools.
     """
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.loglevel.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.loglevel, args.log_format)
     try:
         return int(args.func(args) or 0)
     except StdoutClosed:

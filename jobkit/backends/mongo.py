@@ -12,6 +12,18 @@ expires finished jobs, and reads hide expired ones until MongoDB's TTL monitor
 removes them. ``args``, ``kwargs`` and ``result`` are stored as JSON text, so
 client keys such as ``$where`` or ``a.b`` are never read as operators or paths
 and integers of any size survive.
+
+Counts by state live in ``job_counts``, moved by each write that changes a
+record's state (the write returns the state it replaced, then one ``$inc``
+moves the count), so :meth:`counts` reads a few hundred small documents at
+any size. Finished records are counted per state and hour of expiry, in
+documents that the same TTL mechanism removes when that hour is over: a
+finished record stays counted until the end of the hour it expires in. The
+count and the record are two writes: a process killed between them leaves
+a count off by one (never hidden: the records are the truth). A database
+made before the counts gets them built once, by the first process to open it.
+Worker heartbeats live in ``workers``, expired by a TTL index after
+:data:`~jobkit.backends.base.FORGET_WORKER_S`.
 """
 from __future__ import annotations
 
@@ -25,10 +37,11 @@ from contextlib import contextmanager
 from typing import Any
 
 import pymongo
+from pymongo import ReturnDocument, UpdateOne
 from pymongo import errors as mongo_errors
 from pymongo import uri_parser
 
-from jobkit.backends.base import Backend
+from jobkit.backends.base import FORGET_WORKER_S, Backend
 from jobkit.errors import BackendError, BackendUnavailable, ConfigError
 from jobkit.job import FINISHED_STATES, RECORD_FIELDS
 
@@ -36,6 +49,9 @@ _JSON_FIELDS = frozenset({"args", "kwargs", "result"})
 _BROKER_FIELDS = ("broker_id", "priority", "queue")
 _DOWN = (mongo_errors.ConnectionFailure, mongo_errors.ServerSelectionTimeoutError)
 _DEFAULT_OPTIONS = {"serverSelectionTimeoutMS": 2000, "connectTimeoutMS": 2000}
+_COUNTED = {"state": 1, "expires_at": 1}  # what a write must know of a record to move its count
+COUNT_BUCKET_S = 3600  # finished records are counted per hour of expiry
+_BUILT = "_built"  # the marker document of job_counts: the counts exist
 
 
 class MongoBackend(Backend):
@@ -95,20 +111,18 @@ class MongoBackend(Backend):
             update["$set"] = refresh
         with self._db() as jobs:
             result = jobs.update_one({"_id": doc["_id"]}, update, upsert=True)
+            if result.upserted_id is not None:
+                _move_count(jobs, None, doc)
         return result.upserted_id is not None
 
     def claim(self, record: dict[str, Any]) -> dict[str, Any]:
         started = {"state": "running", "started_at": record["started_at"],
                    "worker": record.get("worker")}
         fresh = _to_doc({k: v for k, v in record.items() if k not in started})
-        fresh.pop("attempts", None)
-        try:  # update_one + find_one rather than find_one_and_update: wire servers differ there
-            with self._db() as jobs:
-                jobs.update_one(
-                    {"_id": record["id"], "state": {"$nin": sorted(FINISHED_STATES)}},
-                    {"$set": started, "$inc": {"attempts": 1}, "$setOnInsert": fresh}, upsert=True)
-        except mongo_errors.DuplicateKeyError:
-            pass  # finished: left as it was
+        fresh |= started | {"attempts": 1}
+        query = {"_id": record["id"], "state": {"$nin": sorted(FINISHED_STATES)}}
+        with self._db() as jobs:
+            _write(jobs, query, {"$set": started, "$inc": {"attempts": 1}}, fresh)  # finished: left as it was
         current = self.get(record["id"])
         if current is None:  # finished long ago and expired: start afresh
             self.delete(record["id"])
@@ -127,6 +141,11 @@ class MongoBackend(Backend):
         if unless:
             query["state"] = {"$nin": list(unless)}
         changes: dict[str, Any] = {"$set": _to_doc(fields)}
+        if "state" in fields or "expires_at" in fields:  # the count moves: know what it was
+            doc = None if insert is None else (
+                _to_doc({"state": "queued", "attempts": 0} | insert | fields) | {"_id": job_id})
+            with self._db() as jobs:
+                return _write(jobs, query, changes, doc)
         if insert is not None:
             extra = _to_doc({"state": "queued", "attempts": 0} | insert)
             changes["$setOnInsert"] = {k: v for k, v in extra.items()
@@ -156,13 +175,16 @@ class MongoBackend(Backend):
         return [_from_doc(doc) for doc in docs]
 
     def counts(self) -> dict[str, int]:
-        pipeline = [{"$match": _live({})}, {"$group": {"_id": "$state", "n": {"$sum": 1}}}]
+        pipeline = [{"$match": _live({})}, {"$group": {"_id": "$state", "n": {"$sum": "$n"}}}]
         with self._db() as jobs:
-            return {row["_id"]: row["n"] for row in jobs.aggregate(pipeline)}
+            rows = list(jobs.database["job_counts"].aggregate(pipeline))
+        return {row["_id"]: row["n"] for row in rows if row["_id"] is not None and row["n"] > 0}
 
     def delete(self, job_id: str) -> None:
         with self._db() as jobs:
-            jobs.delete_one({"_id": job_id})
+            before = jobs.find_one_and_delete({"_id": job_id}, projection=_COUNTED)
+            if before is not None:
+                _move_count(jobs, before, None)
 
     def ping(self) -> None:
         with self._db() as jobs:
@@ -174,12 +196,113 @@ class MongoBackend(Backend):
         with self._db() as jobs:
             return int(jobs.delete_many({"expires_at": {"$lte": cutoff}}).deleted_count)
 
+    def beat_worker(self, record: dict[str, Any]) -> None:
+        doc = {"last_seen": record["last_seen"], "forget_at": _date(record["last_seen"] + FORGET_WORKER_S),
+               "record": json.dumps(record, separators=(",", ":"))}
+        with self._db() as jobs:
+            jobs.database["workers"].update_one({"_id": record["name"]}, {"$set": doc}, upsert=True)
+
+    def workers(self, seen_since: float) -> list[dict[str, Any]]:
+        with self._db() as jobs:
+            docs = list(jobs.database["workers"].find({"last_seen": {"$gte": seen_since}}).sort("_id", 1))
+        return [json.loads(doc["record"]) for doc in docs]
+
+    def forget_worker(self, name: str) -> None:
+        with self._db() as jobs:
+            jobs.database["workers"].delete_one({"_id": name})
+
+
+def _write(jobs: Any, query: dict[str, Any], changes: dict[str, Any], doc: dict[str, Any] | None) -> bool:
+    """Change the record ``query`` matches, else insert ``doc`` (when given); move its count.
+
+    Returns:
+        True when a record was written; False when none matched and ``doc``
+        was None, or its id exists in a state ``query`` leaves out.
+    """
+    for _ in range(2):  # an insert that finds the id taken looks again: a racing insert may match
+        before = jobs.find_one_and_update(query, changes, projection=_COUNTED,
+                                          return_document=ReturnDocument.BEFORE)
+        if before is not None:
+            _move_count(jobs, before, _after(before, changes["$set"]))
+            return True
+        if doc is None:
+            return False
+        try:
+            jobs.insert_one(doc)
+        except mongo_errors.DuplicateKeyError:
+            continue
+        _move_count(jobs, None, doc)
+        return True
+    return False
+
+
+def _after(before: dict[str, Any], changed: dict[str, Any]) -> dict[str, Any]:
+    return {key: changed[key] if key in changed else before.get(key) for key in _COUNTED}
+
+
+def _move_count(jobs: Any, before: dict[str, Any] | None, after: dict[str, Any] | None) -> None:
+    """Move one record's count from its state ``before`` a write to its state ``after`` it."""
+    old, new = _count_key(before), _count_key(after)
+    if old == new:
+        return
+    ops = []
+    if old is not None:
+        ops.append(UpdateOne({"_id": old[0]}, {"$inc": {"n": -1}}))  # an hour already over: nothing
+    if new is not None:
+        ops.append(UpdateOne({"_id": new[0]}, {"$inc": {"n": 1}, "$setOnInsert": {
+            "state": new[1], "expires_at": new[2]}}, upsert=True))
+    jobs.database["job_counts"].bulk_write(ops, ordered=False)
+
+
+def _count_key(doc: dict[str, Any] | None) -> tuple[str, str, dt.datetime | None] | None:
+    """(id, state, expiry) of the count document a record belongs to (None for no record)."""
+    if doc is None or doc.get("state") is None:
+        return None
+    state, seconds = doc["state"], _seconds(doc.get("expires_at"))
+    if seconds is None:
+        return state, state, None
+    hour = int(seconds // COUNT_BUCKET_S) * COUNT_BUCKET_S
+    return f"{state}@{hour}", state, _date(hour + COUNT_BUCKET_S)
+
+
+def _seconds(value: Any) -> float | None:
+    """Unix seconds of a stored date (some wire servers project dates as ISO text), else None."""
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    if not isinstance(value, dt.datetime):
+        return None
+    return value.replace(tzinfo=value.tzinfo or dt.UTC).timestamp()
+
+
+def _build_counts(jobs: Any) -> None:
+    """Count the records of a database made before the counts, once (the marker's inserter does)."""
+    counts = jobs.database["job_counts"]
+    try:
+        counts.insert_one({"_id": _BUILT, "state": None, "n": 0})
+    except mongo_errors.DuplicateKeyError:
+        return
+    tally: dict[tuple[str, str, dt.datetime | None], int] = {}
+    for doc in jobs.find({}, projection=_COUNTED):
+        key = _count_key(doc)
+        if key is not None:
+            tally[key] = tally.get(key, 0) + 1
+    ops = [UpdateOne({"_id": key[0]}, {"$inc": {"n": n}, "$setOnInsert": {
+        "state": key[1], "expires_at": key[2]}}, upsert=True) for key, n in tally.items()]
+    if ops:
+        counts.bulk_write(ops, ordered=False)
+
 
 def _create_indexes(jobs: Any) -> None:
     try:
         jobs.create_index([("state", 1), ("created_at", 1)])
         jobs.create_index([("task", 1), ("created_at", 1)])
         jobs.create_index("expires_at", expireAfterSeconds=0)
+        jobs.database["job_counts"].create_index("expires_at", expireAfterSeconds=0)
+        jobs.database["workers"].create_index("forget_at", expireAfterSeconds=0)
+        _build_counts(jobs)
     except _DOWN as exc:
         raise BackendUnavailable(f"MongoDB unreachable: {exc}") from None
     except mongo_errors.PyMongoError as exc:
