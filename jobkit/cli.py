@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import logging
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from jobkit.errors import BrokerUnavailable, ConfigError, JobkitError, JobNotFou
 from jobkit.logs import FORMATS
 from jobkit.logs import configure as configure_logging
 from jobkit.message import loads
+from jobkit.metrics import JobStats
 
 log = logging.getLogger("jobkit")
 
@@ -127,12 +129,39 @@ def cmd_worker(args: argparse.Namespace) -> int:
     _, app = context(args)
     queues = [q for q in (args.queues or "").split(",") if q] or None
     if args.pool == "process":
-        ProcessPool(app, queues=queues, processes=args.concurrency, grace_s=args.grace,
-                    prune_every_s=args.prune_every).run()
+        with worker_metrics(args, several=True) as (metrics_dir, _):
+            ProcessPool(app, queues=queues, processes=args.concurrency, grace_s=args.grace,
+                        prune_every_s=args.prune_every, metrics_dir=metrics_dir).run()
     else:
-        Worker(app, queues=queues, concurrency=args.concurrency, grace_s=args.grace,
-               prune_every_s=args.prune_every).run()
+        with worker_metrics(args, several=False) as (_, stats):
+            Worker(app, queues=queues, concurrency=args.concurrency, grace_s=args.grace,
+                   prune_every_s=args.prune_every, stats=stats).run()
     return 0
+
+
+@contextlib.contextmanager
+def worker_metrics(args: argparse.Namespace, several: bool) -> Iterator[tuple[str | None, JobStats | None]]:
+    """Serve ``--metrics-port`` while the block runs: (multiprocess directory, this process's stats).
+
+    ``several``: the jobs run in forked processes, which write their metrics
+    to a private directory that the endpoint here adds up.
+    """
+    if args.metrics_port is None:
+        yield None, None
+        return
+    from prometheus_client import CollectorRegistry
+
+    from jobkit import metrics
+
+    with contextlib.ExitStack() as stack:
+        path = stack.enter_context(metrics.multiprocess_dir()) if several else None
+        registry = metrics.registry_for(path) if several else CollectorRegistry(auto_describe=False)
+        stats = None if several else metrics.JobStats(metrics.PrometheusJobs(registry))
+        server = metrics.serve(registry, args.metrics_host, args.metrics_port)
+        stack.callback(server.shutdown)
+        host, port = server.server_address[:2]
+        log.info("metrics: http://%s:%s/metrics", host, port)
+        yield path, stats
 
 
 def cmd_enqueue(args: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ answers a scrape reads all of them (:func:`registry_for`).
 """
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import tempfile
@@ -34,6 +35,7 @@ from prometheus_client import multiprocess
 from jobkit.errors import ConfigError
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own name for it
+_DIR_PREFIX = "jobkit-metrics-"  # then the pid of the process that made it
 #: Histogram buckets in seconds: jobs last from milliseconds to an hour.
 SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600,
                    1800, 3600, float("inf"))
@@ -100,7 +102,8 @@ def multiprocess_dir() -> Iterator[str]:
     made again here, once the private directory exists. Afterwards the
     directory is removed and the previous mode restored.
     """
-    path = tempfile.mkdtemp(prefix="jobkit-metrics-")
+    _remove_orphans()
+    path = tempfile.mkdtemp(prefix=f"{_DIR_PREFIX}{os.getpid()}-")
     previous_env, previous_class = os.environ.get(MULTIPROC_ENV), values.ValueClass
     os.environ[MULTIPROC_ENV] = path
     values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
@@ -113,6 +116,24 @@ def multiprocess_dir() -> Iterator[str]:
         else:
             os.environ[MULTIPROC_ENV] = previous_env
         shutil.rmtree(path, ignore_errors=True)
+
+
+def _remove_orphans() -> None:
+    """Remove the directories of processes that were killed before they could (SIGKILL)."""
+    for path in glob.glob(os.path.join(tempfile.gettempdir(), f"{_DIR_PREFIX}*-*")):
+        pid = os.path.basename(path).removeprefix(_DIR_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's
+    return True
 
 
 def active_dir() -> str | None:
