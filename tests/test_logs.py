@@ -40,7 +40,8 @@ def test_a_tasks_own_log_lines_carry_the_job_it_runs() -> None:
         inside = json.loads(formatter.format(record))
     outside = json.loads(formatter.format(record))
     assert inside["message"] == "working on x"
-    assert (inside["job_id"], inside["task"], inside["attempt"], inside["worker"]) == ("j1", "crunch", 2, "host:1")
+    fields = (inside["job_id"], inside["task"], inside["attempt"], inside["worker"])
+    assert fields == ("j1", "crunch", 2, "host:1")
     assert "job_id" not in outside
 
 

@@ -1,4 +1,4 @@
-"""Live workers: every worker process writes a heartbeat record, listed while fresh, removed at a clean stop."""
+"""Live workers: each worker process writes a heartbeat record, listed while fresh, gone at a clean stop."""
 from __future__ import annotations
 
 import os
