@@ -110,3 +110,25 @@ def test_the_api_metrics_add_up_over_its_processes(app: App, tmp_path: Path) -> 
             assert total(samples, "jobkit_api_requests_total", route="/healthz") == 40, api.output()
     finally:
         api.stop()
+
+
+def test_the_grafana_dashboard_asks_only_for_metrics_jobkit_serves() -> None:
+    """docs/grafana-jobkit.json names series the worker and API registries really have."""
+    import json
+    import re
+
+    from prometheus_client import CollectorRegistry
+
+    from jobkit.api.metrics import Metrics
+    from jobkit.metrics import PrometheusJobs
+
+    registry = CollectorRegistry()
+    PrometheusJobs(registry)
+    api = Metrics(App("t", broker="memory://", backend="memory://"))
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
+    served = {family.name + suffix for reg in (registry, api.scraped) for family in reg.collect()
+              for suffix in suffixes.get(family.type, ())}
+    dashboard = json.loads((Path(__file__).parent.parent / "docs" / "grafana-jobkit.json").read_text())
+    asked = {name for panel in dashboard["panels"] for target in panel["targets"]
+             for name in re.findall(r"\bjobkit_[a-z_]+", target["expr"])}
+    assert asked and asked <= served, asked - served
