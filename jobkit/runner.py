@@ -4,7 +4,7 @@ Delivery semantics (at-least-once): a message is deleted only after its
 outcome is stored; a job whose record is already finished is settled without
 running again; failures are retried with backoff (release) until retries run
 out, then buried as dead letters; a job whose outcome cannot be stored goes
-back to the broker with a delay. See DESIGN.md, "Delivery semantics".
+back to the broker with a delay. See docs/guarantees.md.
 """
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
-"""The fault tests F1-F13 of RELIABILITY.md: real worker processes, real servers, real faults.
+"""The fault tests F1-F13 of docs/fault-tests.md: real worker processes, real servers, real faults.
 
 Every test that kills or restarts beanstalkd or the backend owns a private
 server; every process and server is stopped in fixture teardown. Each test
-asserts what RELIABILITY.md's "what must hold" column says, and is bounded
+asserts what the catalogue's "what must hold" column says, and is bounded
 in time by short TTRs and a pytest timeout.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The HTTP API: a Falcon app built by :func:`create_app`, served by :mod:`jobkit.api.server`.
 
-The routes are those of DESIGN.md, "HTTP API": the seed's ``POST /`` and
+The routes are those of docs/architecture.md, "HTTP API": the seed's ``POST /`` and
 ``GET /{id}/``, the ``/v1`` routes, and ``/healthz``, ``/readyz``,
 ``/openapi.json``, ``/metrics``, ``/dashboard``. ``HEAD`` answers on every
 route that has ``GET``, with the same status and headers and no body.

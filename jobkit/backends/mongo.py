@@ -5,13 +5,32 @@ Database: the URI's path, else ``jobs``; collection ``jobs``. Unless the URI
 says otherwise, server selection and connection time out after 2 s, so a
 down server is reported quickly instead of hanging requests.
 
-Features: one document per job (``_id`` = job id); every write is a single
-upsert or conditional update; indexes on ``state``+``created_at`` and
+Features: one document per job (``_id`` = job id); every write of a record is
+a single upsert or conditional update; indexes on ``state``+``created_at`` and
 ``task``+``created_at``; a TTL index on ``expires_at`` (stored as a BSON date)
 expires finished jobs, and reads hide expired ones until MongoDB's TTL monitor
-removes them. ``args``, ``kwargs`` and ``result`` are stored as JSON text, so
-client keys such as ``$where`` or ``a.b`` are never read as operators or paths
-and integers of any size survive.
+removes them.
+
+Values: ``args``, ``kwargs`` and ``result`` are stored as native BSON, so a
+``hash_payload`` job's document holds ``"result": {"hash": …, "payload": …}``
+and ``db.jobs.find({"result.hash": …})`` finds it. What BSON cannot hold
+exactly, or MongoDB could read as an operator or a path, is stored as its
+JSON text in a one-key wrapper ``{"__jobkit_json__": "<json>"}`` at the
+smallest enclosing value, and read back unchanged:
+
+- integers outside BSON's int64 (below -2**63 or from 2**63 up);
+- a dict with a key that starts with ``$``, contains ``.`` or NUL, is empty,
+  or is ``__jobkit_json__`` itself (the whole dict is wrapped);
+- floats NaN and ±Infinity (not JSON; some MongoDB-wire servers refuse them);
+- strings (and keys) with lone surrogates, which UTF-8 cannot encode;
+- containers nested more than 64 levels inside the field (mongod refuses
+  documents nested over 100);
+- a scalar as the whole field (a result that is not a list or dict): records
+  written before native storage held each of these fields as a JSON text
+  string, so a string there is read as such a record's JSON text; and some
+  MongoDB-wire servers (nx-27017) turn a ``$set`` of a top-level ``true`` into
+  ``1`` and ``-0.0`` into ``0.0``. ``args`` (a list) and ``kwargs`` (a dict)
+  are always native.
 
 Counts by state live in ``job_counts``, moved by each write that changes a
 record's state (the write returns the state it replaced, then one ``$inc``
@@ -29,6 +48,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 import threading
 import time
@@ -37,21 +57,22 @@ from contextlib import contextmanager
 from typing import Any
 
 import pymongo
-from pymongo import ReturnDocument, UpdateOne
 from pymongo import errors as mongo_errors
 from pymongo import uri_parser
 
 from jobkit.backends.base import FORGET_WORKER_S, Backend
+from jobkit.backends.mongo_counts import build_counts, move_count, write_counted
 from jobkit.errors import BackendError, BackendUnavailable, ConfigError
 from jobkit.job import FINISHED_STATES, RECORD_FIELDS
 
 _JSON_FIELDS = frozenset({"args", "kwargs", "result"})
+_WRAPPER = "__jobkit_json__"  # {_WRAPPER: json text}: a value stored as its JSON text
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+MAX_NATIVE_DEPTH = 64
+"""Containers nested deeper than this inside a field are stored wrapped (mongod's limit is 100)."""
 _BROKER_FIELDS = ("broker_id", "priority", "queue")
 _DOWN = (mongo_errors.ConnectionFailure, mongo_errors.ServerSelectionTimeoutError)
 _DEFAULT_OPTIONS = {"serverSelectionTimeoutMS": 2000, "connectTimeoutMS": 2000}
-_COUNTED = {"state": 1, "expires_at": 1}  # what a write must know of a record to move its count
-COUNT_BUCKET_S = 3600  # finished records are counted per hour of expiry
-_BUILT = "_built"  # the marker document of job_counts: the counts exist
 
 
 class MongoBackend(Backend):
@@ -112,7 +133,7 @@ class MongoBackend(Backend):
         with self._db() as jobs:
             result = jobs.update_one({"_id": doc["_id"]}, update, upsert=True)
             if result.upserted_id is not None:
-                _move_count(jobs, None, doc)
+                move_count(jobs, None, doc)
         return result.upserted_id is not None
 
     def claim(self, record: dict[str, Any]) -> dict[str, Any]:
@@ -122,7 +143,8 @@ class MongoBackend(Backend):
         fresh |= started | {"attempts": 1}
         query = {"_id": record["id"], "state": {"$nin": sorted(FINISHED_STATES)}}
         with self._db() as jobs:
-            _write(jobs, query, {"$set": started, "$inc": {"attempts": 1}}, fresh)  # finished: left as it was
+            # a finished record is left as it was
+            write_counted(jobs, query, {"$set": started, "$inc": {"attempts": 1}}, fresh)
         current = self.get(record["id"])
         if current is None:  # finished long ago and expired: start afresh
             self.delete(record["id"])
@@ -145,7 +167,7 @@ class MongoBackend(Backend):
             doc = None if insert is None else (
                 _to_doc({"state": "queued", "attempts": 0} | insert | fields) | {"_id": job_id})
             with self._db() as jobs:
-                return _write(jobs, query, changes, doc)
+                return write_counted(jobs, query, changes, doc)
         if insert is not None:
             extra = _to_doc({"state": "queued", "attempts": 0} | insert)
             changes["$setOnInsert"] = {k: v for k, v in extra.items()
@@ -182,9 +204,9 @@ class MongoBackend(Backend):
 
     def delete(self, job_id: str) -> None:
         with self._db() as jobs:
-            before = jobs.find_one_and_delete({"_id": job_id}, projection=_COUNTED)
+            before = jobs.find_one_and_delete({"_id": job_id}, projection={"state": 1, "expires_at": 1})
             if before is not None:
-                _move_count(jobs, before, None)
+                move_count(jobs, before, None)
 
     def ping(self) -> None:
         with self._db() as jobs:
@@ -212,89 +234,6 @@ class MongoBackend(Backend):
             jobs.database["workers"].delete_one({"_id": name})
 
 
-def _write(jobs: Any, query: dict[str, Any], changes: dict[str, Any], doc: dict[str, Any] | None) -> bool:
-    """Change the record ``query`` matches, else insert ``doc`` (when given); move its count.
-
-    Returns:
-        True when a record was written; False when none matched and ``doc``
-        was None, or its id exists in a state ``query`` leaves out.
-    """
-    for _ in range(2):  # an insert that finds the id taken looks again: a racing insert may match
-        before = jobs.find_one_and_update(query, changes, projection=_COUNTED,
-                                          return_document=ReturnDocument.BEFORE)
-        if before is not None:
-            _move_count(jobs, before, _after(before, changes["$set"]))
-            return True
-        if doc is None:
-            return False
-        try:
-            jobs.insert_one(doc)
-        except mongo_errors.DuplicateKeyError:
-            continue
-        _move_count(jobs, None, doc)
-        return True
-    return False
-
-
-def _after(before: dict[str, Any], changed: dict[str, Any]) -> dict[str, Any]:
-    return {key: changed[key] if key in changed else before.get(key) for key in _COUNTED}
-
-
-def _move_count(jobs: Any, before: dict[str, Any] | None, after: dict[str, Any] | None) -> None:
-    """Move one record's count from its state ``before`` a write to its state ``after`` it."""
-    old, new = _count_key(before), _count_key(after)
-    if old == new:
-        return
-    ops = []
-    if old is not None:
-        ops.append(UpdateOne({"_id": old[0]}, {"$inc": {"n": -1}}))  # an hour already over: nothing
-    if new is not None:
-        ops.append(UpdateOne({"_id": new[0]}, {"$inc": {"n": 1}, "$setOnInsert": {
-            "state": new[1], "expires_at": new[2]}}, upsert=True))
-    jobs.database["job_counts"].bulk_write(ops, ordered=False)
-
-
-def _count_key(doc: dict[str, Any] | None) -> tuple[str, str, dt.datetime | None] | None:
-    """(id, state, expiry) of the count document a record belongs to (None for no record)."""
-    if doc is None or doc.get("state") is None:
-        return None
-    state, seconds = doc["state"], _seconds(doc.get("expires_at"))
-    if seconds is None:
-        return state, state, None
-    hour = int(seconds // COUNT_BUCKET_S) * COUNT_BUCKET_S
-    return f"{state}@{hour}", state, _date(hour + COUNT_BUCKET_S)
-
-
-def _seconds(value: Any) -> float | None:
-    """Unix seconds of a stored date (some wire servers project dates as ISO text), else None."""
-    if isinstance(value, str):
-        try:
-            value = dt.datetime.fromisoformat(value)
-        except ValueError:
-            return None
-    if not isinstance(value, dt.datetime):
-        return None
-    return value.replace(tzinfo=value.tzinfo or dt.UTC).timestamp()
-
-
-def _build_counts(jobs: Any) -> None:
-    """Count the records of a database made before the counts, once (the marker's inserter does)."""
-    counts = jobs.database["job_counts"]
-    try:
-        counts.insert_one({"_id": _BUILT, "state": None, "n": 0})
-    except mongo_errors.DuplicateKeyError:
-        return
-    tally: dict[tuple[str, str, dt.datetime | None], int] = {}
-    for doc in jobs.find({}, projection=_COUNTED):
-        key = _count_key(doc)
-        if key is not None:
-            tally[key] = tally.get(key, 0) + 1
-    ops = [UpdateOne({"_id": key[0]}, {"$inc": {"n": n}, "$setOnInsert": {
-        "state": key[1], "expires_at": key[2]}}, upsert=True) for key, n in tally.items()]
-    if ops:
-        counts.bulk_write(ops, ordered=False)
-
-
 def _create_indexes(jobs: Any) -> None:
     try:
         jobs.create_index([("state", 1), ("created_at", 1)])
@@ -302,7 +241,7 @@ def _create_indexes(jobs: Any) -> None:
         jobs.create_index("expires_at", expireAfterSeconds=0)
         jobs.database["job_counts"].create_index("expires_at", expireAfterSeconds=0)
         jobs.database["workers"].create_index("forget_at", expireAfterSeconds=0)
-        _build_counts(jobs)
+        build_counts(jobs)
     except _DOWN as exc:
         raise BackendUnavailable(f"MongoDB unreachable: {exc}") from None
     except mongo_errors.PyMongoError as exc:
@@ -325,7 +264,7 @@ def _to_doc(record: dict[str, Any]) -> dict[str, Any]:
         if key == "id":
             doc["_id"] = value
         elif key in _JSON_FIELDS and value is not None:
-            doc[key] = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+            doc[key] = _field_to_bson(value)
         elif key == "expires_at" and value is not None:
             doc[key] = _date(value)
         else:
@@ -338,11 +277,80 @@ def _from_doc(doc: dict[str, Any]) -> dict[str, Any]:
     for key, value in doc.items():
         if key == "_id":
             record["id"] = value
-        elif key in _JSON_FIELDS and isinstance(value, str):
-            record[key] = json.loads(value)
+        elif key in _JSON_FIELDS and value is not None:
+            record[key] = _field_from_bson(value)
         elif key == "expires_at" and isinstance(value, dt.datetime):
             aware = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
             record[key] = aware.timestamp()
         elif key in record:
             record[key] = value
     return record
+
+
+def _field_to_bson(value: Any) -> Any:
+    """``value`` (args, kwargs or result) as stored: a scalar is wrapped, as bare text means JSON text."""
+    return _to_bson(value, 0) if isinstance(value, (dict, list, tuple)) else _wrap(value)
+
+
+def _field_from_bson(stored: Any) -> Any:
+    """The value a field holds: a string is the JSON text of a record written before native storage."""
+    return json.loads(stored) if isinstance(stored, str) else _from_bson(stored)
+
+
+def _to_bson(value: Any, depth: int) -> Any:
+    """``value`` as native BSON where that is exact and safe, else its JSON text in a wrapper.
+
+    ``depth`` counts the containers around ``value`` inside its field.
+    """
+    if isinstance(value, dict):
+        if depth >= MAX_NATIVE_DEPTH or not all(map(_safe_key, value)):
+            return _wrap(value)
+        return {key: _to_bson(item, depth + 1) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        if depth >= MAX_NATIVE_DEPTH:
+            return _wrap(value)
+        return [_to_bson(item, depth + 1) for item in value]
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return int(value) if _INT64_MIN <= value <= _INT64_MAX else _wrap(value)
+    if isinstance(value, float):
+        return float(value) if math.isfinite(value) else _wrap(value)
+    if isinstance(value, str) and _utf8(value):
+        return str(value)
+    return _wrap(value)  # lone surrogates; or not JSON at all, and json.dumps says why
+
+
+def _from_bson(stored: Any) -> Any:
+    """The JSON value of a stored native value: wrappers decoded, BSON's Int64 back to ``int``."""
+    if isinstance(stored, dict):
+        text = stored.get(_WRAPPER)
+        if len(stored) == 1 and isinstance(text, str):
+            return json.loads(text)
+        return {key: _from_bson(item) for key, item in stored.items()}
+    if isinstance(stored, list):
+        return [_from_bson(item) for item in stored]
+    if isinstance(stored, int) and not isinstance(stored, bool):
+        return int(stored)
+    return stored
+
+
+def _safe_key(key: Any) -> bool:
+    """True for a key MongoDB stores as it is and never reads as an operator or a path."""
+    return (isinstance(key, str) and key != "" and key != _WRAPPER and not key.startswith("$")
+            and "." not in key and "\0" not in key and _utf8(key))
+
+
+def _wrap(value: Any) -> dict[str, str]:
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    if not _utf8(text):
+        text = json.dumps(value, separators=(",", ":"))  # lone surrogates as \u escapes
+    return {_WRAPPER: text}
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
