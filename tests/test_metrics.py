@@ -132,3 +132,20 @@ def test_the_grafana_dashboard_asks_only_for_metrics_jobkit_serves() -> None:
     asked = {name for panel in dashboard["panels"] for target in panel["targets"]
              for name in re.findall(r"\bjobkit_[a-z_]+", target["expr"])}
     assert asked and asked <= served, asked - served
+
+
+@pytest.mark.parametrize("pool", ["thread", "process"])
+def test_a_metrics_port_in_use_is_a_one_line_error(pool: str) -> None:
+    import socket
+
+    from tests.processes import clean_env, jobkit
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = jobkit("worker", "--broker", "memory://", "--backend", "memory://", "--pool", pool,
+                      "--metrics-port", str(port), env=clean_env(), timeout_s=30)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1].startswith("jobkit: ConfigError: cannot serve metrics on 127.0.0.1:") and len(lines) == 1
