@@ -27,7 +27,9 @@ from typing import TYPE_CHECKING, Any
 from jobkit.brokers.base import DEFAULT_PRIORITY, Consumer, Delivery
 from jobkit.config import Settings
 from jobkit.errors import BackendError, BrokerError, PayloadError, PoisonMessage, Retry
+from jobkit.logs import job_context, job_fields
 from jobkit.message import Envelope, dumps
+from jobkit.metrics import JobStats
 
 if TYPE_CHECKING:
     from jobkit.app import App
@@ -48,6 +50,7 @@ class Outcome:
     error: dict[str, Any] | None = None
     retry: bool = False  # the failure earns another attempt
     retry_delay_s: float | None = None
+    duration_s: float | None = None  # how long the task ran (None: it was stopped, see settle)
 
 
 @dataclass
@@ -141,11 +144,12 @@ def _storable(text: str) -> str:
 class Runner:
     """Runs deliveries for one worker; shared by its slots, holds no per-job state."""
 
-    def __init__(self, app: App, worker_name: str, *,
+    def __init__(self, app: App, worker_name: str, stats: JobStats | None = None, *,
                  unknown_task_releases: int = Settings.unknown_task_releases,
                  unknown_task_delay_s: float = Settings.unknown_task_delay) -> None:
         self.app = app
         self.worker_name = worker_name
+        self.stats = JobStats() if stats is None else stats
         self.unknown_task_releases = unknown_task_releases
         self.unknown_task_delay_s = unknown_task_delay_s
 
@@ -239,7 +243,8 @@ class Runner:
 
     def _poison(self, consumer: Consumer, delivery: Delivery, job_id: str | None,
                 reason: str, env: Envelope | None) -> None:
-        log.error("burying message %s (job %s): %s", delivery.broker_id, job_id, reason)
+        log.error("burying message %s (job %s): %s", delivery.broker_id, job_id, reason,
+                  extra=job_fields(job_id, env.task if env is not None else None, worker=self.worker_name))
         priority = env.priority if env is not None else DEFAULT_PRIORITY
         if job_id is not None:
             error = {"type": "PoisonMessage", "message": reason, "traceback": ""}
@@ -254,7 +259,21 @@ class Runner:
     # -- running -----------------------------------------------------------
 
     def execute(self, attempt: Attempt) -> Outcome:
-        """Call the task; never raises."""
+        """Call the task, its log lines tagged with the job (see :mod:`jobkit.logs`); never raises."""
+        env = attempt.envelope
+        first = attempt.attempts == 1 and env.enqueued_at
+        self.stats.started(env.task, time.time() - env.enqueued_at if first else None)
+        began = time.monotonic()
+        try:
+            with job_context(job_fields(env.id, env.task, attempt.attempts, self.worker_name)):
+                outcome = self._call(attempt)
+        finally:
+            self.stats.returned()
+        outcome.duration_s = time.monotonic() - began
+        return outcome
+
+    @staticmethod
+    def _call(attempt: Attempt) -> Outcome:
         env, opts = attempt.envelope, attempt.task.options
         try:
             result = attempt.task.fn(*env.args, **env.kwargs)
@@ -296,11 +315,20 @@ class Runner:
             if ahead is not None and decoded is not None:
                 _release_for_outage(consumer, ahead, decoded[0])
             raise
+        self._count(attempt, state, outcome, stored)
         self._then(consumer, attempt.delivery, attempt.envelope, state, outcome, attempt.attempts,
                    stored)
         if ahead is None or decoded is None or record is None:
             return None
         return self._admit(consumer, ahead, *decoded, record)
+
+    def _count(self, attempt: Attempt, state: str, outcome: Outcome, stored: bool) -> None:
+        """Count a stored outcome (see :mod:`jobkit.metrics`); a stopped attempt ran until now."""
+        label = ("retried" if state == "retrying" else state) if stored else "cancelled"
+        duration_s = outcome.duration_s
+        if duration_s is None:
+            duration_s = time.monotonic() - attempt.started
+        self.stats.settled(attempt.envelope.task, label, duration_s)
 
     @staticmethod
     def _state_after(attempt: Attempt, outcome: Outcome) -> str:
@@ -333,11 +361,13 @@ class Runner:
             delay = outcome.retry_delay_s
             delay_s = self.app.get_task(env.task).options.backoff(attempts) if delay is None else delay
             log.info("job %s: attempt %d failed (%s), retrying in %s s", env.id, attempts,
-                     (outcome.error or {}).get("type"), delay_s)
+                     (outcome.error or {}).get("type"), delay_s,
+                     extra=job_fields(env.id, env.task, attempts, self.worker_name))
             consumer.release(delivery, priority=env.priority, delay_s=int(max(0, delay_s) + 0.999))
         else:
             log.warning("job %s failed for good after %d attempt(s): %s", env.id, attempts,
-                        (outcome.error or {}).get("message"))
+                        (outcome.error or {}).get("message"),
+                        extra=job_fields(env.id, env.task, attempts, self.worker_name))
             consumer.bury(delivery, priority=env.priority)
 
     def give_back(self, consumer: Consumer, attempt: Attempt) -> None:

@@ -138,9 +138,11 @@ def _other_paths() -> dict[str, Any]:
         "/v1/queues": {"get": _op("Per-queue broker counts", {"200": _json({"type": "object", "properties": {
             "queues": {"type": "object", "additionalProperties": _ref("schemas", "QueueCounts")}}},
             "counts by queue"), **_errors("503")})},
-        "/v1/workers": {"get": _op("Busy workers and waiting connections", {
-            "200": _json(_ref("schemas", "Workers"), "busy workers and waiting connections"),
-            **_errors("503")}, description="`workers`: records in state running, by worker. `waiting`: "
+        "/v1/workers": {"get": _op("Live workers and waiting connections", {
+            "200": _json(_ref("schemas", "Workers"), "live workers and waiting connections"),
+            **_errors("503")}, description="`workers`: every worker whose heartbeat record (rewritten "
+                                           "every 5 s) is under 15 s old, by name; a process pool lists "
+                                           "each child, with the pool's name in `pool`. `waiting`: "
                                            "connections blocked on each queue (idle worker slots).")},
         "/healthz": {"get": _op("The process answers (no token needed)",
                                 {"200": _json(obj, "ok")}, tag="ops", public=True)},
@@ -209,10 +211,21 @@ def _schemas() -> dict[str, Any]:
                                                   "max_retries": {"type": "integer"}}},
         "QueueCounts": {"type": "object", "properties": {k: {"type": "integer"} for k in counts}},
         "Workers": {"type": "object", "properties": {
-            "workers": {"type": "array", "items": {"type": "object", "properties": {
-                "name": {"type": "string"}, "running": {"type": "integer"},
-                "jobs": {"type": "array", "items": {"type": "string"}}}}},
+            "workers": {"type": "array", "items": _ref("schemas", "Worker")},
             "waiting": {"type": "object", "additionalProperties": {"type": "integer"}}}},
+        "Worker": {"type": "object", "required": ["name", "last_seen"], "properties": {
+            "name": {"type": "string", "description": "host:pid"}, "host": {"type": "string"},
+            "pid": {"type": "integer"},
+            "pool": {"type": ["string", "null"], "description": "host:pid of its process pool, if any"},
+            "queues": {"type": "array", "items": {"type": "string"}},
+            "concurrency": {"type": "integer"},
+            "busy": {"type": "integer", "description": "slots running a job"},
+            "running": {"type": "integer", "description": "the same as busy"},
+            "jobs": {"type": "array", "items": {"type": "string"}, "description": "ids of the jobs running"},
+            "started_at": {"type": "number", "description": "unix seconds"},
+            "last_seen": {"type": "number", "description": "unix seconds of its last heartbeat"},
+            "jobs_done": {"type": "integer", "description": "attempts run to an outcome"},
+            "jobs_failed": {"type": "integer", "description": "of them, attempts that failed"}}},
     }
 
 

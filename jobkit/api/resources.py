@@ -179,14 +179,13 @@ class Queues:
 
 
 class Workers:
-    """``GET /v1/workers``: busy workers from the records, waiting connections from the broker."""
+    """``GET /v1/workers``: live workers from their heartbeats, waiting connections from the broker."""
 
     def __init__(self, api: Api) -> None:
         self.api = api
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        running = self.api.app.backend.find(state=JobState.RUNNING.value, limit=validate.MAX_LIMIT)
-        resp.media = views.workers(running, self.api.app.broker.stats())
+        resp.media = views.workers(self.api.app.workers(), self.api.app.broker.stats())
 
 
 class Health:

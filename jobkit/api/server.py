@@ -21,6 +21,7 @@ take it; elsewhere the children share the parent's listening socket.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -41,6 +42,7 @@ from jobkit.api.middleware import SECURITY_HEADERS, too_large
 from jobkit.app import App
 from jobkit.config import Settings
 from jobkit.errors import ConfigError, JobkitError
+from jobkit.metrics import multiprocess_dir
 
 log = logging.getLogger("jobkit.api")
 
@@ -217,6 +219,11 @@ def serve(settings: Settings, app: App, *, processes: int = 1, threads: int = 8)
         ConfigError: the port cannot be bound, the broker or backend URL is
             unusable, or several processes were asked of an in-process broker/backend.
     """
+    with multiprocess_dir() if processes > 1 else contextlib.nullcontext():  # metrics: one sum
+        _serve(settings, app, processes, threads)
+
+
+def _serve(settings: Settings, app: App, processes: int, threads: int) -> None:
     wsgi = create_app(settings, app, long_polls=long_polls(threads))  # a bad configuration fails here, once
     if processes > 1 and "memory://" in (app.broker.url, app.backend.url):
         raise ConfigError("memory:// lives in one process: use --processes 1 or a real broker and backend")

@@ -16,7 +16,11 @@ records were written (rowid); no index covers the task or the hot states
 job's claim its row alone; a job's finish adds entries to two indexes, by
 expiry and by ``finished_at`` (the dashboard's throughput chart). Paging goes
 by keyset (``before``: the rows after a job id's rowid), never by offset.
-Needs SQLite 3.35+ (``RETURNING``).
+Counts by state are kept in ``job_counts`` by triggers on ``jobs`` (every
+writer, the pruner included, keeps them right), so :meth:`counts` reads six
+rows at any size; they include finished records past their expiry until the
+next prune deletes them. Worker heartbeats live in ``workers``. Needs SQLite
+3.35+ (``RETURNING``).
 """
 from __future__ import annotations
 
@@ -33,7 +37,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from jobkit.backends.base import Backend
+from jobkit.backends.base import FORGET_WORKER_S, Backend
 from jobkit.errors import BackendError, BackendUnavailable, ConfigError
 from jobkit.job import FINISHED_STATES, RECORD_FIELDS
 from jobkit.message import compact_encoder
@@ -45,6 +49,9 @@ _ATTENTION_STATES = ("cancelled", "failed", "retrying")  # each has a partial in
 _ADD_DEFAULTS = {"state": "queued", "attempts": 0}
 #: (field, stored as JSON text, value when absent) for every column, in RECORD_FIELDS order
 _ADD_FIELDS = tuple((f, f in _JSON_FIELDS, _ADD_DEFAULTS.get(f)) for f in RECORD_FIELDS)
+_COUNT_NEW = ("INSERT INTO job_counts (state, n) VALUES (new.state, 1)"
+              " ON CONFLICT (state) DO UPDATE SET n = n + 1;")
+_COUNT_OLD = "UPDATE job_counts SET n = n - 1 WHERE state = old.state;"
 
 
 SQLITE_BUSY = 5
@@ -165,6 +172,18 @@ class SQLiteBackend(Backend):
         f" WHERE state NOT IN {_FINISHED} RETURNING {_COLUMNS}"
     )
 
+    #: Counts by state, kept by triggers; built once from the rows of a database made before them.
+    COUNTS_DDL = (
+        "CREATE TABLE job_counts (state TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID",
+        f"CREATE TRIGGER jobs_counted_insert AFTER INSERT ON jobs BEGIN {_COUNT_NEW} END",
+        "CREATE TRIGGER jobs_counted_update AFTER UPDATE OF state ON jobs"
+        f" WHEN old.state IS NOT new.state BEGIN {_COUNT_OLD} {_COUNT_NEW} END",
+        f"CREATE TRIGGER jobs_counted_delete AFTER DELETE ON jobs BEGIN {_COUNT_OLD} END",
+        "INSERT INTO job_counts (state, n) SELECT state, count(*) FROM jobs GROUP BY state",
+    )
+    WORKERS_DDL = ("CREATE TABLE IF NOT EXISTS workers ("
+                   "name TEXT PRIMARY KEY, last_seen REAL NOT NULL, record TEXT NOT NULL)")
+
     def __init__(self, url: str, **options: Any) -> None:
         super().__init__(url, **options)
         parts = urlsplit(url)
@@ -220,8 +239,22 @@ class SQLiteBackend(Backend):
     def _set_up(self, conn: _Connection) -> None:
         """Switch to WAL and create the table (a connection waits while another process does)."""
         conn.execute("PRAGMA journal_mode=WAL")
-        for statement in self.DDL:
+        for statement in (*self.DDL, self.WORKERS_DDL):
             conn.execute(statement)
+        if not _has_table(conn, "job_counts"):
+            self._add_counts(conn)
+
+    def _add_counts(self, conn: _Connection) -> None:
+        """Create the counts and their triggers, and count the rows there are (one transaction)."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if not _has_table(conn, "job_counts"):  # another process may have done it meanwhile
+                for statement in self.COUNTS_DDL:
+                    conn.execute(statement)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
     @contextmanager
     def _db(self) -> Iterator[_Connection]:
@@ -391,9 +424,7 @@ class SQLiteBackend(Backend):
 
     def counts(self) -> dict[str, int]:
         with self._db() as db:
-            rows = db.execute(
-                "SELECT state, count(*) FROM jobs WHERE expires_at IS NULL OR expires_at > ?"
-                " GROUP BY state", (time.time(),)).fetchall()
+            rows = db.execute("SELECT state, n FROM job_counts WHERE n > 0").fetchall()
         return {state: n for state, n in rows}
 
     def delete(self, job_id: str) -> None:
@@ -405,13 +436,35 @@ class SQLiteBackend(Backend):
             db.execute("SELECT 1").fetchone()
 
     def prune(self, now: float | None = None) -> int:
+        now = time.time() if now is None else now
         with self._db() as db:
-            cur = db.execute("DELETE FROM jobs WHERE expires_at <= ?",
-                             (time.time() if now is None else now,))
+            db.execute("DELETE FROM workers WHERE last_seen < ?", (now - FORGET_WORKER_S,))
+            cur = db.execute("DELETE FROM jobs WHERE expires_at <= ?", (now,))
         return cur.rowcount
+
+    def beat_worker(self, record: dict[str, Any]) -> None:
+        with self._db() as db:
+            db.execute("INSERT INTO workers (name, last_seen, record) VALUES (?, ?, ?) ON CONFLICT (name)"
+                       " DO UPDATE SET last_seen = excluded.last_seen, record = excluded.record",
+                       (record["name"], record["last_seen"], _encode(record)))
+
+    def workers(self, seen_since: float) -> list[dict[str, Any]]:
+        with self._db() as db:
+            rows = db.execute("SELECT record FROM workers WHERE last_seen >= ? ORDER BY name",
+                              (seen_since,)).fetchall()
+        return [json.loads(text) for text, in rows]
+
+    def forget_worker(self, name: str) -> None:
+        with self._db() as db:
+            db.execute("DELETE FROM workers WHERE name = ?", (name,))
 
 
 _encode = compact_encoder(allow_nan=True)
+
+
+def _has_table(conn: _Connection, name: str) -> bool:
+    found = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
+    return found.fetchone() is not None
 
 
 def _json(value: Any) -> str:
