@@ -75,16 +75,18 @@ def _described(exc: BaseException) -> str:
 
 
 def env_file(args: argparse.Namespace) -> Path:
-    """The dotenv file to read: ``--env-file`` (which must be a file), else ``./.env`` if present.
+    """The dotenv file to read: ``--env-file`` (``/dev/null`` for none), else ``./.env`` if present.
 
     Raises:
-        ConfigError: an explicit ``--env-file`` is missing or not a file.
+        ConfigError: an explicit ``--env-file`` is missing or a folder.
     """
     if args.env_file is None:
         return Path(".env")
     path = Path(args.env_file)
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"--env-file {args.env_file}: no such file")
+    if path.is_dir():
+        raise ConfigError(f"--env-file {args.env_file}: is a folder, not a file")
     return path
 
 
