@@ -55,6 +55,10 @@ class BrokerConnectionLost(BrokerUnavailable):
     """Raised when an established broker connection breaks: a new outage, not a repeated one."""
 
 
+class Unsupported(BrokerError):
+    """Raised when a broker is asked for a capability it does not have (see ``Broker.capabilities``)."""
+
+
 class BackendError(JobkitError):
     """Raised when the result backend refuses or fails an operation."""
 
