@@ -2,16 +2,21 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# Written last, once everything is installed: a venv without it is half-made
+# (an install stopped by Ctrl-C, a failed download) and is rebuilt from scratch.
+STAMP := $(VENV)/.jobkit-installed
 
-.PHONY: install test up bench lint clean
+.PHONY: install test up bench lint clean clean-data
 
-$(BIN)/jobkit: setup.cfg pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+$(STAMP): setup.cfg pyproject.toml
+	@if [ ! -f $@ ]; then rm -rf $(VENV); fi
+	rm -f $@
+	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test,dev,bench]'
 	touch $@
 
-install: $(BIN)/jobkit
+install: $(STAMP)
 
 test: install
 	$(BIN)/python -m pytest
@@ -26,5 +31,11 @@ lint: install
 	$(BIN)/ruff check jobkit tests
 	$(BIN)/mypy --strict jobkit
 
+# Build artefacts and the venv only: job records and queued jobs stay.
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .jobkit jobkit.db*
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+# DELETES DATA: every job record (jobkit.db*) and the queued jobs of up's beanstalkd (.jobkit/).
+clean-data:
+	@echo "clean-data: deleting jobkit.db* (job records) and .jobkit/ (up's beanstalkd binlog: queued jobs)"
+	rm -rf .jobkit jobkit.db jobkit.db-wal jobkit.db-shm

@@ -1,42 +1,20 @@
 """The seed demo as a jobkit app: ``hash_payload`` hashes a job's JSON payload.
 
-As the seed's worker did, the hash is the md5 of the JSON string of the
-payload's compact JSON text (the seed hashed ``JSON.stringify(text)``), and
-the text is stored beside it: for ``{"example":"data"}`` the result is
-``{"hash": "09ee943c4fa33cd5a355eb7a4e38f7ef", "payload": "{\\"example\\":\\"data\\"}"}``.
-The seed slept 1-5 s to mimic work; this does so only when
-``HASH_PAYLOAD_SLEEP`` is set: to seconds (``2.5``), a range (``1-5``), or
-any other non-empty value for the seed's 1-5 s.
+The app itself ships inside the package as :mod:`jobkit.demo` (the default
+``JOBKIT_APP``, so an installed jobkit runs the seed's walkthrough from any
+directory); this module names it for readers and for ``-A examples.hashing:app``.
+An app of your own looks the same::
+
+    from jobkit import App
+
+    app = App("hashing")
+
+    @app.task
+    def hash_payload(payload):
+        ...
+
+and runs with ``jobkit worker -A mymodule:app``.
 """
-from __future__ import annotations
+from jobkit.demo import app, hash_payload
 
-import hashlib
-import json
-import os
-import random
-import time
-from typing import Any
-
-from jobkit import App
-
-app = App("hashing")
-
-
-@app.task
-def hash_payload(payload: Any) -> dict[str, str]:
-    """Return the seed's hash of ``payload`` and its compact JSON text."""
-    text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
-    _maybe_sleep(os.environ.get("HASH_PAYLOAD_SLEEP", ""))
-    digest = hashlib.md5(json.dumps(text, ensure_ascii=False).encode("utf-8")).hexdigest()
-    return {"hash": digest, "payload": text}
-
-
-def _maybe_sleep(setting: str) -> None:
-    if not setting:
-        return
-    low, _, high = setting.partition("-")
-    try:
-        seconds = random.uniform(float(low), float(high or low))
-    except ValueError:
-        seconds = random.uniform(1, 5)
-    time.sleep(max(0.0, seconds))
+__all__ = ["app", "hash_payload"]

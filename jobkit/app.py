@@ -11,10 +11,12 @@ from typing import Any, ParamSpec, TypeVar, overload
 
 from jobkit.backends import Backend, backend_from_url
 from jobkit.brokers import Broker, broker_from_url
+from jobkit.brokers.beanstalk import MAX_U32
 from jobkit.config import Settings
 from jobkit.errors import (
     BackendError,
     BrokerError,
+    BrokerUnconfirmed,
     ConfigError,
     InvalidState,
     PayloadError,
@@ -182,19 +184,28 @@ class App:
         """Enqueue a job of a registered task (see :meth:`Task.apply_async`).
 
         The returned job's ``created`` is False when ``idempotency_key``
-        matched an earlier job, which is returned instead.
+        matched an earlier job, which is returned instead. With a key, the
+        record is written before the message is put, so that a repeat always
+        finds the job: when the first put went unconfirmed (or is still in
+        flight), the repeat puts the message again under the same job id.
+        A worker that finds a job id's record finished settles a second copy
+        of its message without running it.
 
         Raises:
             TaskNotFound: no such task.
             PayloadError: arguments are not JSON data, or too large.
-            ConfigError: an option is invalid.
-            BrokerUnavailable: the broker cannot take the job; nothing is recorded.
+            ConfigError: an option is invalid (out of the broker's range once
+                rounded as it is sent: delays are rounded up to whole seconds).
+            BrokerUnavailable: the broker refused the job or could not be
+                reached; nothing is recorded.
+            BrokerUnconfirmed: the put went out but got no answer (a timeout):
+                the job may still run. With ``idempotency_key`` its record is
+                kept; sending again with the same key makes sure it exists.
             BackendUnavailable: the job could not be recorded; it was taken back.
         """
         task = self.get_task(task_name)
         opts = task.options
-        if not isinstance(delay, (int, float)) or isinstance(delay, bool) or not 0 <= delay < 2**32:
-            raise ConfigError(f"delay must be a number of seconds >= 0, not {delay!r}")
+        delay_s = _check_delay(delay)
         ttr_s = check_ttr(opts.ttr if ttr is None else ttr)
         if kwargs is not None and not isinstance(kwargs, Mapping):
             raise PayloadError("kwargs must be an object")
@@ -207,26 +218,52 @@ class App:
             priority=check_priority(opts.priority if priority is None else priority),
             ttr=ttr_s, max_retries=opts.max_retries, enqueued_at=time.time(),
         )
-        return self._enqueue(env, math.ceil(delay), idempotency_key)
+        return self._enqueue(env, delay_s, idempotency_key)
 
-    def _enqueue(self, env: Envelope, delay_s: int, key: str | None) -> Job:
+    def _enqueue(self, env: Envelope, delay_s: int, key: str | None, *, again: bool = True) -> Job:
         body = env.encode()
         record = env.record() | {"idempotency_key": key}
         if key is not None and not self.backend.add(record):
-            return Job(self, env.id, created=False)  # a repeat: the first job stands
-        try:
-            broker_id = self.broker.put(body, queue=env.queue, priority=env.priority,
-                                        delay_s=delay_s, ttr_s=env.ttr)
-        except Exception:
-            if key is not None:
-                self._forget(env.id)
-            raise
+            first = self.backend.get(env.id)
+            if first is None and again:  # the first request's put was refused: it removed the record
+                return self._enqueue(env, delay_s, key, again=False)
+            return self._repeat(first, env, delay_s)
+        broker_id = self._put(env, body, delay_s, keyed=key is not None)
         try:
             self.backend.add(record | {"broker_id": broker_id}, report_created=False)
         except BackendError:
             self._take_back(broker_id, env.id)
             raise
         return Job(self, env.id)
+
+    def _put(self, env: Envelope, body: bytes, delay_s: int, *, keyed: bool) -> int:
+        """Put the message; remove a keyed record written before only when the broker surely refused it."""
+        try:
+            return self.broker.put(body, queue=env.queue, priority=env.priority,
+                                   delay_s=delay_s, ttr_s=env.ttr)
+        except BrokerUnconfirmed:
+            raise  # it may be in the broker: a keyed record stays, for a repeat to settle
+        except Exception:
+            if keyed:
+                self._forget(env.id)
+            raise
+
+    def _repeat(self, first: dict[str, Any] | None, env: Envelope, delay_s: int) -> Job:
+        """Answer a repeated idempotency key with the first job, and make sure that job exists.
+
+        A record still ``queued`` without a broker id is one whose put went
+        unconfirmed, is in flight, or was taken back: its message (from the
+        record, not from this request) is put again under the same job id.
+        A put that fails here leaves the record as it is: the first put may
+        still have landed.
+        """
+        if first is not None and first.get("broker_id") is None and first.get("state") == "queued":
+            same_task = first.get("task") == env.task
+            message = self._envelope_of(first, ttr=env.ttr if same_task else None)
+            broker_id = self.broker.put(message.encode(), queue=message.queue, priority=message.priority,
+                                        delay_s=delay_s, ttr_s=message.ttr)
+            self.backend.update(env.id, {"broker_id": broker_id})
+        return Job(self, env.id, created=False)
 
     def _forget(self, job_id: str) -> None:
         try:
@@ -312,17 +349,25 @@ class App:
         stats = self.locate(rec["id"], rec.get("broker_id"))
         if stats is not None and stats["state"] == "buried" and self.broker.kick(rec["broker_id"]):
             return
-        task = self.get_task(rec.get("task") or "")  # a message no worker can run stays buried
-        env = Envelope(
-            id=rec["id"], task=task.name, args=rec.get("args") or [],
-            kwargs=rec.get("kwargs") or {}, queue=rec.get("queue") or task.options.queue,
-            priority=rec["priority"] if rec.get("priority") is not None else task.options.priority,
-            ttr=task.options.ttr, max_retries=task.options.max_retries,
-            enqueued_at=rec.get("created_at") or time.time(),
-        )
+        env = self._envelope_of(rec)  # a message no worker can run stays buried
         broker_id = self.broker.put(env.encode(), queue=env.queue, priority=env.priority,
                                     delay_s=0, ttr_s=env.ttr)
         self.backend.update(rec["id"], {"broker_id": broker_id})
+
+    def _envelope_of(self, rec: dict[str, Any], ttr: int | None = None) -> Envelope:
+        """The message for a job record: its task's options fill what the record lacks.
+
+        Raises:
+            TaskNotFound: the record's task is not registered here.
+        """
+        task = self.get_task(rec.get("task") or "")
+        return Envelope(
+            id=rec["id"], task=task.name, args=rec.get("args") or [],
+            kwargs=rec.get("kwargs") or {}, queue=rec.get("queue") or task.options.queue,
+            priority=rec["priority"] if rec.get("priority") is not None else task.options.priority,
+            ttr=task.options.ttr if ttr is None else ttr, max_retries=task.options.max_retries,
+            enqueued_at=rec.get("created_at") or time.time(),
+        )
 
     def kick(self, *, queue: str | None = None, job_id: str | None = None, limit: int = 10_000) -> int:
         """Bring dead letters back: one job by id, or the buried jobs of one queue or of all.
@@ -359,6 +404,19 @@ def key_job_id(idempotency_key: str) -> str:
     if not isinstance(idempotency_key, str) or not 0 < len(idempotency_key) <= 255:
         raise ConfigError("an idempotency key is 1 to 255 characters")
     return uuid.uuid5(_KEY_SPACE, idempotency_key).hex
+
+
+def _check_delay(delay: Any) -> int:
+    """Return ``delay`` as the whole seconds sent to the broker (rounded up), else raise ConfigError.
+
+    The range is checked after rounding: 4294967295.5 s would round up to 2**32, past beanstalkd's.
+    """
+    if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not delay >= 0:
+        raise ConfigError(f"delay must be a number of seconds >= 0, not {delay!r}")
+    delay_s = math.ceil(delay) if isinstance(delay, float) and delay != math.inf else delay
+    if not delay_s <= MAX_U32:
+        raise ConfigError(f"delay must be at most {MAX_U32} seconds once rounded up, not {delay!r}")
+    return int(delay_s)
 
 
 def _job_id_of(body: bytes) -> str | None:

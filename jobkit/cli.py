@@ -7,62 +7,113 @@ import json
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from jobkit import __version__
 from jobkit.app import App
-from jobkit.config import Settings
-from jobkit.errors import ConfigError, JobkitError, JobNotFound, PayloadError
+from jobkit.config import DEFAULT_APP, Settings
+from jobkit.errors import BrokerUnavailable, ConfigError, JobkitError, JobNotFound, PayloadError, TaskNotFound
 from jobkit.message import loads
 
 log = logging.getLogger("jobkit")
+
+
+APP_HINT = "name your App with -A module:attribute (or JOBKIT_APP)"
+
+
+class StdoutClosed(Exception):
+    """Raised when whoever reads our output has gone (``jobkit stats | head -1``)."""
+
+
+def emit(text: str) -> None:
+    """Print ``text`` to stdout now.
+
+    Raises:
+        StdoutClosed: the reader closed the pipe; ``main`` then exits quietly.
+    """
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        raise StdoutClosed from None
 
 
 def load_app(spec: str) -> App:
     """Import ``module:attribute`` (attribute defaults to ``app``) from the current directory first.
 
     Raises:
-        ConfigError: the module or attribute is missing, or is not an App.
+        ConfigError: the module or attribute is missing, is not an App, or the
+            module failed while importing; the message is one line.
     """
-    module_name, _, attr = spec.partition(":")
+    module_name, _, attr = spec.strip().partition(":")
+    if not module_name:
+        raise ConfigError(f"no app module in {spec!r}: {APP_HINT}")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"cannot import app module {module_name!r}: {exc}") from None
+    except (ImportError, ValueError, TypeError) as exc:  # not found; relative or malformed names
+        raise ConfigError(f"cannot import app module {module_name!r} ({exc}): {APP_HINT}") from None
+    except Exception as exc:  # noqa: BLE001 - the user's module raised: say what and where, once
+        raise ConfigError(f"app module {module_name!r} raised {_described(exc)}") from None
     app = getattr(module, attr or "app", None)
     if not isinstance(app, App):
-        raise ConfigError(f"{spec!r} is not a jobkit App (use -A module:attribute)")
+        raise ConfigError(f"{spec!r} is not a jobkit App: {APP_HINT}")
     return app
 
 
+def _described(exc: BaseException) -> str:
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
 def env_file(args: argparse.Namespace) -> Path:
-    """The dotenv file to read: ``--env-file`` (which must exist), else ``./.env`` if present.
+    """The dotenv file to read: ``--env-file`` (which must be a file), else ``./.env`` if present.
 
     Raises:
-        ConfigError: an explicit ``--env-file`` is missing.
+        ConfigError: an explicit ``--env-file`` is missing or not a file.
     """
     if args.env_file is None:
         return Path(".env")
     path = Path(args.env_file)
-    if not path.exists():
+    if not path.is_file():
         raise ConfigError(f"--env-file {args.env_file}: no such file")
     return path
 
 
-def context(args: argparse.Namespace) -> tuple[Settings, App]:
-    """Settings from env + .env + flags, and the app they name, configured with them."""
-    settings = Settings.from_env(env_file=env_file(args)).replace(
+def settings_of(args: argparse.Namespace) -> Settings:
+    """Settings from env + .env, overridden by the flags that were given."""
+    return Settings.from_env(env_file=env_file(args)).replace(
         app=args.app, broker_url=args.broker, backend_url=args.backend,
         result_ttl=args.result_ttl, **{k: getattr(args, k, None) for k in
                                        ("api_host", "api_port", "api_token", "max_body", "default_task")})
-    app = load_app(settings.app)
+
+
+def context(args: argparse.Namespace) -> tuple[Settings, App]:
+    """Settings from env + .env + flags, and the app they name, configured with them."""
+    settings = settings_of(args)
+    return settings, _configured(load_app(settings.app), settings, args)
+
+
+def taskless_app(args: argparse.Namespace) -> App:
+    """The App for commands that run no task (status, stats, kick): only URLs matter.
+
+    A bare App built from the settings, so these work wherever the user's
+    module cannot be imported; ``-A`` given on the command line is still
+    loaded (an App may name its broker and backend in code).
+    """
+    settings = settings_of(args)
+    app = load_app(args.app) if args.app else App("jobkit", settings=settings)
+    return _configured(app, settings, args)
+
+
+def _configured(app: App, settings: Settings, args: argparse.Namespace) -> App:
     app.configure(settings=settings, broker=args.broker, backend=args.backend)
     app.broker, app.backend  # noqa: B018 - an unknown URL scheme fails here, before any work
-    return settings, app
+    return app
 
 
 # -- commands ---------------------------------------------------------------
@@ -90,33 +141,36 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         raise PayloadError("--kwargs must be a JSON object")
     job = app.send(args.task, values, kwargs, queue=args.queue, priority=args.priority,
                    delay=args.delay, ttr=args.ttr, idempotency_key=args.key)
-    print(job.id)
+    emit(job.id)
     if args.wait is not None:
-        print(json.dumps(job.get(timeout=args.wait), ensure_ascii=False))
+        emit(json.dumps(job.get(timeout=args.wait), ensure_ascii=False))
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    _, app = context(args)
+    app = taskless_app(args)
     try:
         record = app.status(args.job_id).record
     except JobNotFound:
         print(f"jobkit: no job {args.job_id!r} (never enqueued, or expired)", file=sys.stderr)
         return 1
-    print(json.dumps(record, indent=2, ensure_ascii=False))
+    emit(json.dumps(record, indent=2, ensure_ascii=False))
     return 0
 
 
 def cmd_kick(args: argparse.Namespace) -> int:
-    _, app = context(args)
-    kicked = app.kick(queue=args.queue, job_id=args.job)
-    print(f"kicked {kicked} job(s)")
+    app = taskless_app(args)
+    try:
+        kicked = app.kick(queue=args.queue, job_id=args.job)
+    except TaskNotFound as exc:  # no longer buried: enqueued anew, which takes its task's options
+        raise TaskNotFound(f"{exc}: to enqueue the job anew, {APP_HINT}") from None
+    emit(f"kicked {kicked} job(s)")
     return 0
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    _, app = context(args)
-    print(json.dumps(app.stats(), indent=2, sort_keys=True))
+    app = taskless_app(args)
+    emit(json.dumps(app.stats(), indent=2, sort_keys=True))
     return 0
 
 
@@ -146,7 +200,8 @@ def _json_arg(text: str, what: str) -> Any:
 
 def _common(parser: argparse.ArgumentParser, loglevel: str = "WARNING") -> None:
     group = parser.add_argument_group("settings (default: environment, then .env)")
-    group.add_argument("-A", "--app", help="the App to load, module:attribute (JOBKIT_APP)")
+    group.add_argument("-A", "--app", help=f"the App to load, module:attribute (JOBKIT_APP, default "
+                       f"{DEFAULT_APP}); status, stats and kick load one only when this flag names it")
     group.add_argument("--broker", help="broker URL (JOBKIT_BROKER_URL)")
     group.add_argument("--backend", help="result backend URL (JOBKIT_BACKEND_URL)")
     group.add_argument("--result-ttl", type=_seconds, metavar="S",
@@ -157,8 +212,8 @@ def _common(parser: argparse.ArgumentParser, loglevel: str = "WARNING") -> None:
                        metavar="LEVEL", help=f"{', '.join(_LEVELS)} (default {loglevel})")
 
 
-def _api_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", dest="api_host", help="bind address (JOBKIT_API_HOST, default 0.0.0.0)")
+def _api_flags(parser: argparse.ArgumentParser, host: str = "0.0.0.0") -> None:
+    parser.add_argument("--host", dest="api_host", help=f"bind address (JOBKIT_API_HOST, default {host})")
     parser.add_argument("--port", dest="api_port", type=_port,
                         help="port (JOBKIT_API_PORT or MANAGER_LISTEN_PORT, default 8080)")
     parser.add_argument("--token", dest="api_token", help="bearer token to require (JOBKIT_API_TOKEN)")
@@ -197,9 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=cmd_api)
 
     p = sub.add_parser("up", help="run everything on this machine",
-                       description="API + workers (+ beanstalkd when installed) in one command.")
+                       description="API + workers (+ beanstalkd when installed) in one command. "
+                       "Reuses a beanstalkd already at the broker address (default 127.0.0.1:11300), "
+                       "else starts one there when installed, else uses an in-process broker; "
+                       "one `up` per directory.")
     p.add_argument("--workers", type=_positive, default=2, help="worker slots (default 2)")
-    _api_flags(p)
+    _api_flags(p, host="127.0.0.1")
     _common(p, "INFO")
     p.set_defaults(func=cmd_up)
 
@@ -285,17 +343,58 @@ def _positive(text: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``jobkit`` command; returns the exit status."""
+    """Run the ``jobkit`` command; returns the exit status.
+
+    Every failure is one line on stderr and a non-zero status, never a
+    traceback (``-l DEBUG`` logs one for an unexpected error). A closed
+    stdout ends the command quietly with 141, as SIGPIPE ends other tools.
+    """
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.loglevel.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
+    except StdoutClosed:
+        _drop_stdout()
+        return 141
+    except BrokerUnavailable as exc:
+        return _fail(f"{type(exc).__name__}: {exc}{broker_hint()}")
     except JobkitError as exc:
-        print(f"jobkit: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+        return _fail(f"{type(exc).__name__}: {exc}")
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # noqa: BLE001 - a bug still gets one line, and its traceback at DEBUG
+        log.debug("unexpected error", exc_info=True)
+        return _fail(f"unexpected {_described(exc)} (-l DEBUG shows the traceback)")
+
+
+def broker_hint() -> str:
+    """Why the broker may be out of reach, from what a ``jobkit up`` here says it runs."""
+    from jobkit.embedded import running_up
+
+    found = running_up()
+    if found is None:
+        return ("; is it running? (`jobkit up` starts a beanstalkd; --broker or JOBKIT_BROKER_URL "
+                "names another broker)")
+    if str(found.get("broker", "")).startswith("memory:"):
+        api = found.get("api", "127.0.0.1:8080")
+        return (f"; the jobkit up running here (pid {found.get('pid')}) uses its in-process broker, which "
+                f"no other process reaches: enqueue through its HTTP API: curl -X POST {api}/v1/jobs "
+                f"-H 'Content-Type: application/json' --data '{{\"task\":\"hash_payload\",\"args\":[{{}}]}}'")
+    return (f"; the jobkit up running here (pid {found.get('pid')}) uses {found.get('broker')}: "
+            "pass it with --broker or JOBKIT_BROKER_URL")
+
+
+def _fail(message: str) -> int:
+    print(f"jobkit: {message}", file=sys.stderr)
+    return 1
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from dotenv import dotenv_values
 
 from jobkit.errors import ConfigError
 
+DEFAULT_APP = "jobkit.demo:app"  # the seed's demo, shipped in the package: works outside a clone
 DEFAULT_BROKER_URL = "beanstalk://127.0.0.1:11300"
 DEFAULT_BACKEND_URL = "sqlite:///jobkit.db"
 N = TypeVar("N", int, float)
@@ -40,7 +41,7 @@ class Settings:
         result_ttl: seconds a finished job's record is kept.
     """
 
-    app: str = "examples.hashing:app"
+    app: str = DEFAULT_APP
     broker_url: str = DEFAULT_BROKER_URL
     backend_url: str = DEFAULT_BACKEND_URL
     api_host: str = "0.0.0.0"

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
+import fcntl
+import json
 import os
 import shutil
 import signal
@@ -14,7 +17,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from jobkit.config import Settings, read_env
 from jobkit.errors import ConfigError
@@ -44,6 +48,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether ``host:port`` could be bound now (a name that does not resolve counts as taken)."""
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -51,6 +56,26 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
         except OSError:
             return False
         return True
+
+
+def beanstalkd_answers(host: str, port: int, timeout_s: float = 1.0) -> bool:
+    """Whether something speaking beanstalkd's protocol listens on ``host:port``.
+
+    It must answer ``list-tubes`` with ``OK``: an open port alone could be
+    anything, and jobs put into anything else would wait for ever.
+    """
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as sock:
+            sock.sendall(b"list-tubes\r\n")
+            reply = b""
+            while len(reply) < 3:
+                chunk = sock.recv(3 - len(reply))
+                if not chunk:
+                    break
+                reply += chunk
+            return reply == b"OK "
+    except OSError:
+        return False
 
 
 def wait_for_port(port: int, host: str = "127.0.0.1", timeout_s: float = 10.0,
@@ -135,38 +160,167 @@ class Beanstalkd:
 
 # -- jobkit up ----------------------------------------------------------------
 
+UP_DIR = Path(".jobkit")  # relative: `up` keeps its state in the directory it runs in
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+class UpLock:
+    """One ``jobkit up`` per directory: an exclusive ``flock`` on ``.jobkit/up.lock``.
+
+    The file holds what that ``up`` runs (pid, broker URL, API address) as
+    JSON, for the CLI's error messages. The kernel drops the lock when the
+    process dies, so a crash leaves nothing stale to clean up; the file stays.
+    """
+
+    def __init__(self, directory: Path = UP_DIR) -> None:
+        self.path = directory / "up.lock"
+        self._file: IO[str] | None = None
+
+    def acquire(self) -> None:
+        """Take the lock and write this process's pid.
+
+        Raises:
+            ConfigError: another ``jobkit up`` holds it.
+        """
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        file = os.fdopen(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600), "r+")
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = _read_json(file).get("pid", "?")
+            file.close()
+            raise ConfigError(f"another jobkit up is running in this directory (pid {pid}): "
+                              "stop it, or run this one from another directory") from None
+        self._file = file
+        self.write(pid=os.getpid())
+
+    def write(self, **info: Any) -> None:
+        """Replace what the lock file says about this ``up``."""
+        if self._file is not None:
+            self._file.seek(0)
+            self._file.truncate()
+            self._file.write(json.dumps(info))
+            self._file.flush()
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def running_up(directory: Path = UP_DIR) -> dict[str, Any] | None:
+    """What the ``jobkit up`` keeping its state in ``directory`` runs, or None when none runs there."""
+    try:
+        file = open(directory / "up.lock")  # noqa: SIM115 - closed below, whichever way
+    except OSError:
+        return None
+    with file:
+        try:
+            fcntl.flock(file, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _read_json(file) or {"pid": "?"}
+        return None
+
+
+def _read_json(file: IO[str]) -> dict[str, Any]:
+    file.seek(0)
+    try:
+        found = json.loads(file.read() or "{}")
+    except ValueError:
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
 def up(settings: Settings, app: App, args: argparse.Namespace) -> int:
     """Run the API, workers and (when installed) beanstalkd on this machine until a signal.
 
-    The broker is the configured one when ``JOBKIT_BROKER_URL`` (or the seed's
-    ``BEANSTALK_*``) is set, else a beanstalkd started here with a binlog under
-    ``.jobkit/``, else the in-process memory broker.
+    The API binds 127.0.0.1 unless ``--host`` or ``JOBKIT_API_HOST`` says
+    otherwise. The broker is, in this order: whatever speaks beanstalkd's
+    protocol at the broker address (configured, else 127.0.0.1:11300); a
+    beanstalkd started here at that address with a binlog under ``.jobkit/``;
+    a configured broker that does not answer yet; the in-process memory broker.
+
+    Raises:
+        ConfigError: another ``up`` runs in this directory, or a port is taken.
     """
     from jobkit.api.server import serve
 
+    env = read_env(env_file=args.env_file or ".env")
+    settings = settings.replace(api_host=args.api_host or env.get("JOBKIT_API_HOST") or "127.0.0.1")
+    _check_can_listen(settings.api_host, settings.api_port)  # before starting anything
     with contextlib.ExitStack() as stack:
-        broker_url, how = _choose_broker(settings, args, stack)
+        lock = UpLock()
+        lock.acquire()
+        stack.callback(lock.release)
+        broker_url, how = _choose_broker(settings, _broker_configured(args, env), stack)
         app.configure(broker=broker_url)
         settings = settings.replace(broker_url=broker_url)
         workers = _start_workers(settings, app, args, stack)
+        lock.write(pid=os.getpid(), broker=broker_url, api=f"{_reach(settings)}:{settings.api_port}")
         _banner(settings, app, how, workers)
         serve(settings, app, processes=1, threads=8)
     return 0
 
 
-def _choose_broker(settings: Settings, args: argparse.Namespace,
-                   stack: contextlib.ExitStack) -> tuple[str, str]:
-    env = read_env(env_file=args.env_file or ".env")
-    if args.broker or any(k in env for k in ("JOBKIT_BROKER_URL", "BEANSTALK_HOST", "BEANSTALK_PORT")):
-        return settings.broker_url, "as configured"
-    if shutil.which("beanstalkd") is None:
-        return "memory://", "in-process memory broker (install beanstalkd for a durable queue)"
-    port = 11300 if port_is_free(11300) else free_port()
-    server = Beanstalkd(port=port, binlog_dir=Path(".jobkit") / "beanstalkd").start()
+def _check_can_listen(host: str, port: int) -> None:
+    """Raise ConfigError, in one line, when the API could not bind ``host:port``."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            hint = ": choose another with --port" if exc.errno == errno.EADDRINUSE else ""
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}{hint}") from None
+
+
+def _broker_configured(args: argparse.Namespace, env: dict[str, str]) -> bool:
+    names = ("JOBKIT_BROKER_URL", "BEANSTALK_HOST", "BEANSTALK_PORT")
+    return bool(args.broker) or any(env.get(name) for name in names)
+
+
+def _choose_broker(settings: Settings, configured: bool, stack: contextlib.ExitStack) -> tuple[str, str]:
+    url = settings.broker_url
+    address = _single_address(url)
+    if address is None:  # memory://, a cluster, another kind of broker
+        return url, "as configured"
+    host, port = address
+    if beanstalkd_answers(host, port):
+        return url, f"the beanstalkd already listening on {host}:{port}"
+    if host in LOCAL_HOSTS and shutil.which("beanstalkd") is not None:
+        return _start_beanstalkd(host, port, configured, stack)
+    if configured:
+        return url, "as configured; it does not answer yet: the workers and the API keep trying"
+    return "memory://", ("in-process memory broker (install beanstalkd for a durable queue): "
+                         "only this process reaches it, so send jobs through the HTTP API")
+
+
+def _single_address(url: str) -> tuple[str, int] | None:
+    parts = urlsplit(url)
+    if parts.scheme != "beanstalk" or "," in parts.netloc:
+        return None
+    try:
+        return parts.hostname or "127.0.0.1", parts.port or 11300
+    except ValueError:  # a bad port: the broker itself says so when used
+        return None
+
+
+def _start_beanstalkd(host: str, port: int, configured: bool, stack: contextlib.ExitStack) -> tuple[str, str]:
+    note = ""
+    if not port_is_free(port, host):
+        if configured:
+            raise ConfigError(f"{host}:{port} is taken by something that does not speak beanstalkd: "
+                              "name another port in the broker URL")
+        port = free_port(host)
+        note = f"; 11300 is taken, so for the CLI: export JOBKIT_BROKER_URL=beanstalk://{host}:{port}"
+    server = Beanstalkd(port=port, host=host, binlog_dir=UP_DIR / "beanstalkd")
+    try:
+        server.start()
+    except TimeoutError as exc:
+        server.stop()
+        raise ConfigError(f"beanstalkd did not start on {host}:{port} ({exc})") from None
     stack.callback(server.stop)
-    return server.url, "beanstalkd started here, binlog in .jobkit/beanstalkd"
-
-
+    return server.url, "beanstalkd started here, binlog in .jobkit/beanstalkd" + note
 def _start_workers(settings: Settings, app: App, args: argparse.Namespace,
                    stack: contextlib.ExitStack) -> str:
     if settings.broker_url.startswith("memory:"):
@@ -197,14 +351,22 @@ def _start_workers(settings: Settings, app: App, args: argparse.Namespace,
     return f"{args.workers} worker processes (jobkit worker --pool process)"
 
 
+def _reach(settings: Settings) -> str:
+    """The address to connect to: 127.0.0.1 when the API binds every interface."""
+    return "127.0.0.1" if settings.api_host in ("0.0.0.0", "::", "") else settings.api_host
+
+
 def _banner(settings: Settings, app: App, how: str, workers: str) -> None:
-    host = "127.0.0.1" if settings.api_host in ("0.0.0.0", "::", "") else settings.api_host
-    where = f"{host}:{settings.api_port}"
+    where = f"{_reach(settings)}:{settings.api_port}"
+    binds = f"{settings.api_host}:{settings.api_port}"
+    if settings.api_host in ("0.0.0.0", "::", ""):
+        binds += " (every interface)" if settings.api_token else \
+            " (every interface, no token: anyone who reaches it may enqueue)"
     print(f"""jobkit up: app {settings.app} ({len(app.tasks)} tasks)
   broker   {settings.broker_url}  ({how})
   backend  {settings.backend_url}
   workers  {workers}
-  api      http://{where}   (Ctrl-C to stop)
+  api      listening on {binds}   (Ctrl-C to stop)
 try:
   curl -X POST {where} -H "Content-Type: application/json" --data '{{"example":"data"}}'
   curl {where}/<id>/""", flush=True)

@@ -55,6 +55,15 @@ class BrokerConnectionLost(BrokerUnavailable):
     """Raised when an established broker connection breaks: a new outage, not a repeated one."""
 
 
+class BrokerUnconfirmed(BrokerUnavailable):
+    """Raised when a message reached the broker but its answer did not come back.
+
+    A timeout or a connection lost after the command was sent: the broker may
+    hold the message (and run it later) or not. Sending again with the same
+    idempotency key is the safe way to find out (see :meth:`jobkit.App.send`).
+    """
+
+
 class Unsupported(BrokerError):
     """Raised when a broker is asked for a capability it does not have (see ``Broker.capabilities``)."""
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from jobkit.brokers.base import MAX_PRIORITY
 from jobkit.errors import PayloadError, PoisonMessage
 
 VERSION = 1
@@ -24,7 +25,7 @@ MAX_DEPTH = 64
 ENVELOPE_DEPTH = MAX_DEPTH + 2
 #: Job ids are URL-safe: letters, digits, ``-`` and ``_``; at most 64 characters.
 JOB_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
-#: Task and queue names: what beanstalkd accepts as a tube name, minus leading ``-``.
+#: Task names (queue names follow the broker's rule: see :func:`jobkit.task.check_queue`).
 NAME_RE = re.compile(r"[A-Za-z0-9_.:+/;$()][A-Za-z0-9_.:+/;$()-]{0,199}\Z")
 
 #: UUID version 7: bits 76-79 hold the version (7), bits 62-63 the variant (0b10).
@@ -247,11 +248,12 @@ class Envelope:
         )
         checks = (
             isinstance(env.task, str), isinstance(env.args, list), isinstance(env.kwargs, dict),
-            isinstance(env.queue, str), _is_int(env.priority), _is_int(env.ttr),
+            isinstance(env.queue, str), _is_int(env.priority) and env.priority <= MAX_PRIORITY,
+            _is_int(env.ttr),
             _is_int(env.max_retries), isinstance(env.enqueued_at, (int, float)),
         )
         if not all(checks):
-            raise TypeError("a field has the wrong type")
+            raise TypeError("a field has the wrong type or is out of range")
         return env
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from jobkit.brokers.base import DEFAULT_PRIORITY, DEFAULT_TTR, MAX_PRIORITY, MIN_TTR
+from jobkit.brokers.beanstalk import queue_name_problem
 from jobkit.errors import ConfigError
 from jobkit.message import NAME_RE
 
@@ -64,10 +65,11 @@ class TaskOptions:
 
 
 def check_queue(queue: Any) -> str:
-    """Return ``queue`` when it is a usable queue name, else raise ConfigError."""
-    if not isinstance(queue, str) or not NAME_RE.match(queue):
-        raise ConfigError(f"invalid queue name {queue!r}")
-    return queue
+    """Return ``queue`` when the broker takes it as a queue name, else raise ConfigError."""
+    problem = queue_name_problem(queue)
+    if problem is not None:
+        raise ConfigError(f"invalid queue name {queue!r}: {problem}")
+    return str(queue)
 
 
 def check_ttr(ttr: Any) -> int:

@@ -10,8 +10,15 @@ from jobkit.errors import ConfigError
 
 
 def scheme_of(url: str) -> str:
-    """Return the scheme of ``url`` (``"beanstalk"`` for ``beanstalk://h:p``)."""
-    return urlsplit(url).scheme.lower() if "://" in url else ""
+    """Return the scheme of ``url`` (``"beanstalk"`` for ``beanstalk://h:p``).
+
+    Raises:
+        ConfigError: ``url`` does not parse (``beanstalk://[::1``).
+    """
+    try:
+        return urlsplit(url).scheme.lower() if "://" in url else ""
+    except ValueError as exc:
+        raise ConfigError(f"{url!r} is not a URL: {exc}") from None
 
 
 def load_class(url: str, registry: Mapping[str, str], kind: str) -> Any:

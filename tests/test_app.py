@@ -114,6 +114,27 @@ def test_bad_send_options_are_refused(app: App, options: dict[str, object]) -> N
     assert app.backend.counts() == {}
 
 
+@pytest.mark.parametrize("options", [
+    {"delay": 4294967295.5}, {"delay": 2**32}, {"delay": float("inf")}, {"delay": float("nan")},
+    {"delay": -0.5}, {"delay": True}, {"priority": 2**32}, {"ttr": 2**32}, {"queue": "a:b"},
+    {"queue": "-a"}, {"queue": ""}, {"queue": "café"}, {"queue": 5}], ids=str)
+def test_values_the_broker_would_refuse_are_refused_before_anything_is_recorded(
+        app: App, queue: str, options: dict[str, object]) -> None:
+    """Ranges hold for the values actually sent: a delay is checked after it is rounded up."""
+    task = app.task(name="t", queue=queue)(lambda: None)
+    for key in (None, "k"):
+        with pytest.raises(ConfigError):
+            task.apply_async(idempotency_key=key, **options)  # type: ignore[arg-type]
+    assert app.backend.counts() == {} and queue not in app.broker.stats()
+
+
+def test_the_largest_values_the_broker_takes(app: App, queue: str) -> None:
+    task = app.task(name="t")(lambda: None)
+    job = task.apply_async(queue=queue, delay=4294967294.5, priority=2**32 - 1, ttr=2**32 - 1)
+    stats = app.locate(job.id, job.status().record["broker_id"])
+    assert stats is not None and (stats["delay"], stats["pri"], stats["ttr"]) == (2**32 - 1,) * 3
+
+
 def test_unknown_tasks_and_jobs(app: App) -> None:
     with pytest.raises(TaskNotFound):
         app.send("nope")

@@ -1,6 +1,8 @@
 """One contract, every broker (memory, beanstalkd)."""
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 
@@ -8,8 +10,11 @@ import greenstalk
 import pytest
 
 from jobkit.brokers import Broker, broker_from_url
+from jobkit.brokers import beanstalk as beanstalk_module
+from jobkit.brokers.beanstalk import MAX_U32
 from jobkit.embedded import Beanstalkd, free_port
-from jobkit.errors import BrokerUnavailable, ConfigError
+from jobkit.errors import BrokerError, BrokerUnavailable, BrokerUnconfirmed, ConfigError
+from jobkit.task import check_queue
 from tests.helpers import eventually
 
 
@@ -223,3 +228,122 @@ def test_beanstalk_stats_skips_a_tube_that_vanished_after_listing(
         assert stats[queue]["ready"] == 1 and f"{queue}gone" not in stats
     finally:
         broker.close()
+
+
+# -- beanstalkd: a connection never falls out of step ----------------------------------
+
+@pytest.mark.parametrize("bad", [{"delay_s": 2**32}, {"priority": 2**32}, {"ttr_s": 2**32}],
+                         ids=["delay", "priority", "ttr"])
+def test_beanstalk_a_refused_put_leaves_no_connection_out_of_step(
+        beanstalkd: Beanstalkd, queue: str, bad: dict[str, int]) -> None:
+    """beanstalkd answers BAD_FORMAT, then reads the body as a command (UNKNOWN_COMMAND).
+
+    A connection pooled after that would hand every later put the answer of
+    the one before: the next put fails, and the one after returns another job's id.
+    """
+    broker = broker_from_url(beanstalkd.url)
+    try:
+        with pytest.raises(BrokerError):
+            put(broker, queue, b"refused", **bad)
+        for body in (b"first", b"second", b"third"):
+            broker_id = put(broker, queue, body)
+            peeked = broker.peek(broker_id)
+            assert peeked is not None and peeked.body == body  # its own id, not another job's
+    finally:
+        broker.close()
+
+
+def test_beanstalk_consumer_drops_a_connection_after_an_unexpected_answer(
+        beanstalkd: Beanstalkd, queue: str) -> None:
+    """An error answer to release (BAD_FORMAT) is no library error for the caller: the job is
+    no longer held (the connection is dropped, so the job is ready again) and the consumer goes on."""
+    broker = broker_from_url(beanstalkd.url)
+    broker_id = put(broker, queue, b"mine")
+    consumer = broker.consumer([queue])
+    try:
+        delivery = consumer.reserve(1)
+        assert delivery is not None
+        assert consumer.release(delivery, priority=2**32, delay_s=0) is False
+        again = consumer.reserve(1)
+        assert again is not None and (again.broker_id, again.body) == (broker_id, b"mine")
+        assert consumer.delete(again) is True
+    finally:
+        consumer.close()
+        broker.close()
+
+
+def test_beanstalk_a_release_delay_past_the_range_waits_the_longest(
+        beanstalkd: Beanstalkd, queue: str) -> None:
+    broker = broker_from_url(beanstalkd.url)
+    put(broker, queue)
+    consumer = broker.consumer([queue])
+    try:
+        delivery = consumer.reserve(1)
+        assert delivery is not None
+        assert consumer.release(delivery, priority=1, delay_s=2**40) is True
+        peeked = broker.peek(delivery.broker_id)
+        assert peeked is not None and peeked.stats["state"] == "delayed"
+        assert peeked.stats["delay"] == MAX_U32
+    finally:
+        consumer.close()
+        broker.close()
+
+
+def test_beanstalk_a_put_without_answer_is_unconfirmed_and_never_sent_twice(
+        beanstalk: Beanstalkd, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A put that times out may have reached beanstalkd: it is reported as such, not retried
+    on another connection (a second copy), and its connection is not reused."""
+    monkeypatch.setattr(beanstalk_module, "OP_TIMEOUT_S", 1.0)
+    broker = broker_from_url(beanstalk.url)
+    assert beanstalk.proc is not None
+    try:
+        put(broker, "default", b"before")  # the pool now holds a connection using "default"
+        os.kill(beanstalk.proc.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(BrokerUnconfirmed):
+                put(broker, "default", b"stalled")
+        finally:
+            os.kill(beanstalk.proc.pid, signal.SIGCONT)
+        after = put(broker, "default", b"after")
+        peeked = broker.peek(after)
+        assert peeked is not None and peeked.body == b"after"
+        eventually(lambda: broker.stats()["default"]["total"] >= 3, what="the stalled put landing")
+        assert broker.stats()["default"]["total"] == 3  # before, stalled (it landed) once, after
+    finally:
+        broker.close()
+
+
+def test_beanstalk_a_restarted_server_costs_no_failed_put(beanstalk: Beanstalkd) -> None:
+    """Pooled connections closed by the server are found out before use, not by a failed put."""
+    broker = broker_from_url(beanstalk.url)
+    try:
+        for body in (b"a", b"b"):  # two connections in the pool, both used
+            put(broker, "default", body)
+        beanstalk.stop(kill=True)
+        beanstalk.start()  # the same binlog: ids go on
+        broker_id = put(broker, "default", b"after restart")
+        peeked = broker.peek(broker_id)
+        assert peeked is not None and peeked.body == b"after restart"
+    finally:
+        broker.close()
+
+
+@pytest.mark.parametrize("name", ["a", "x" * 200, "A-Za-z0-9+/;.$_()", "(q)", "$"])
+def test_beanstalk_takes_every_queue_name_jobkit_accepts(beanstalkd: Beanstalkd, name: str) -> None:
+    assert check_queue(name) == name
+    broker = broker_from_url(beanstalkd.url)
+    consumer = broker.consumer([name])
+    try:
+        broker_id = put(broker, name, b"named")
+        delivery = consumer.reserve(1)
+        assert delivery is not None and delivery.broker_id == broker_id
+        assert consumer.delete(delivery)
+    finally:
+        consumer.close()
+        broker.close()
+
+
+@pytest.mark.parametrize("name", ["a:b", "a b", "-a", "x" * 201, "", "café", "q\n", "q\x00", 5, None])
+def test_queue_names_beanstalkd_refuses_are_a_config_error(name: object) -> None:
+    with pytest.raises(ConfigError, match="queue name"):
+        check_queue(name)

@@ -12,7 +12,7 @@ from jobkit.errors import ConfigError
 def test_defaults() -> None:
     s = Settings.from_env({}, env_file=None)
     assert (s.app, s.broker_url, s.backend_url) == (
-        "examples.hashing:app", "beanstalk://127.0.0.1:11300", "sqlite:///jobkit.db")
+        "jobkit.demo:app", "beanstalk://127.0.0.1:11300", "sqlite:///jobkit.db")
     assert (s.api_host, s.api_port, s.api_token, s.default_task) == ("0.0.0.0", 8080, None, "hash_payload")
     assert (s.max_body, s.result_ttl) == (65536, 7 * 24 * 3600)
 

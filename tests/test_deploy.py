@@ -10,6 +10,7 @@ venv, a WORKDIR holding only examples/, the same entry point and commands.
 from __future__ import annotations
 
 import http.server
+import json
 import os
 import re
 import shutil
@@ -18,6 +19,7 @@ import stat
 import subprocess
 import sys
 import threading
+import urllib.request
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,7 +30,7 @@ import pytest
 
 from jobkit.cli import build_parser
 from jobkit.config import Settings
-from jobkit.embedded import DEFAULT_MAX_JOB_SIZE, Beanstalkd, free_port
+from jobkit.embedded import DEFAULT_MAX_JOB_SIZE, Beanstalkd, free_port, wait_for_port
 from tests.deployfiles import (
     ROOT,
     SWARM,
@@ -44,6 +46,7 @@ from tests.deployfiles import (
     secret_sources,
     volume_targets,
 )
+from tests.helpers import eventually
 from tests.servers import missing
 
 pytestmark = pytest.mark.deploy
@@ -499,8 +502,8 @@ class ImageLike:
         env = {k: v for k, v in os.environ.items() if not k.startswith("JOBKIT_") and k not in seed}
         return {**env, "PYTHONUNBUFFERED": "1", **extra}
 
-    def run(self, *argv: str, **extra: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(self.venv / "bin" / argv[0]), *argv[1:]], cwd=self.workdir,
+    def run(self, *argv: str, cwd: Path | None = None, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(self.venv / "bin" / argv[0]), *argv[1:]], cwd=cwd or self.workdir,
                               env=self.env(**extra), check=False, capture_output=True, text=True,
                               timeout=120)
 
@@ -551,6 +554,7 @@ def test_the_wheel_holds_the_package_and_its_console_script(image_like: ImageLik
     tops = {name.split("/")[0] for name in names}
     assert {t for t in tops if not t.endswith(".dist-info")} == {"jobkit"}  # no tests/, examples/
     assert "jobkit/py.typed" in names and "jobkit/cli.py" in names
+    assert "jobkit/demo.py" in names  # the default app: an installed jobkit works anywhere
     assert re.search(r"^jobkit\s*=\s*jobkit\.cli:main$", scripts, re.MULTILINE)
 
 
@@ -615,3 +619,62 @@ def test_the_installed_worker_runs_the_seed_job_and_stops_on_sigterm(
                 worker.kill()
             output = worker.communicate()[0]
     assert "SIGTERM" in output
+
+
+@pytest.mark.e2e
+def test_the_installed_wheel_runs_the_readme_in_an_empty_directory(image_like: ImageLike,
+                                                                  tmp_path: Path) -> None:
+    """A newcomer's own project: no clone, no examples/, no settings but a free broker port."""
+    if shutil.which("beanstalkd") is None:
+        missing("beanstalkd is not installed (apt-get install beanstalkd)")
+    empty = tmp_path / "project"
+    empty.mkdir()
+    port, broker = free_port(), {"JOBKIT_BROKER_URL": f"beanstalk://127.0.0.1:{free_port()}"}
+    up = subprocess.Popen([str(image_like.venv / "bin" / "jobkit"), "up", "--port", str(port)],
+                          cwd=empty, env=image_like.env(**broker), stdin=subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          start_new_session=True)
+    try:
+        wait_for_port(port, timeout_s=30, proc=up)
+        job_id = _seed_curl_walkthrough(port)
+        sent = image_like.run("jobkit", "enqueue", "hash_payload", '{"example":"data"}', cwd=empty, **broker)
+        assert sent.returncode == 0, sent.stderr
+        for known in (job_id, sent.stdout.strip()):
+            assert _stored_result(image_like, known, empty, broker) == SEED_RESULT
+        stats = image_like.run("jobkit", "stats", cwd=empty, **broker)
+        assert stats.returncode == 0 and json.loads(stats.stdout)["jobs"]["succeeded"] == 2, stats.stderr
+    finally:
+        if up.poll() is None:
+            os.killpg(up.pid, signal.SIGINT)
+        output = up.communicate(timeout=60)[0]
+    assert up.returncode == 0, output
+    assert "beanstalkd started here" in output and "jobkit.demo:app" in output
+
+
+SEED_RESULT = {"hash": "09ee943c4fa33cd5a355eb7a4e38f7ef", "payload": '{"example":"data"}'}
+
+
+def _stored_result(image_like: ImageLike, job_id: str, cwd: Path, env: dict[str, str]) -> Any:
+    """The result `jobkit status` prints once the job succeeded."""
+    def result() -> Any:
+        done = image_like.run("jobkit", "status", job_id, cwd=cwd, **env)
+        return json.loads(done.stdout or "{}").get("result")
+
+    return eventually(result, what=f"job {job_id} done")
+
+
+def _seed_curl_walkthrough(port: int) -> str:
+    """The seed README's two curl lines; returns the job id."""
+    post = urllib.request.Request(f"http://127.0.0.1:{port}/", data=b'{"example":"data"}',
+                                  headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(post, timeout=10) as resp:
+        assert resp.status == 202
+        job_id = str(json.loads(resp.read())["id"])
+
+    def done() -> dict[str, Any] | None:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/{job_id}/", timeout=10) as resp:
+            body: dict[str, Any] = json.loads(resp.read())
+        return body if "hash" in body else None
+
+    assert eventually(done, what="the seed job done") == {"_id": job_id, **SEED_RESULT}
+    return job_id

@@ -2,7 +2,8 @@
 
 The routes are those of DESIGN.md, "HTTP API": the seed's ``POST /`` and
 ``GET /{id}/``, the ``/v1`` routes, and ``/healthz``, ``/readyz``,
-``/openapi.json``, ``/metrics``, ``/dashboard``.
+``/openapi.json``, ``/metrics``, ``/dashboard``. ``HEAD`` answers on every
+route that has ``GET``, with the same status and headers and no body.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 import falcon
 import falcon.media
+import falcon.routing
 
 from jobkit import __version__
 from jobkit.api import errors, middleware, openapi, resources
@@ -18,16 +20,35 @@ from jobkit.api.metrics import Metrics
 from jobkit.app import App
 from jobkit.config import Settings
 
-__all__ = ["create_app"]
+__all__ = ["DEFAULT_LONG_POLLS", "HeadLikeGet", "create_app"]
 log = logging.getLogger("jobkit.api")
 
+#: Requests that may block a thread waiting for an outcome at once: half of waitress's default 8 threads.
+DEFAULT_LONG_POLLS = 4
 
-def create_app(settings: Settings, app: App) -> falcon.App[falcon.Request, falcon.Response]:
+
+class HeadLikeGet(falcon.routing.CompiledRouter):
+    """Falcon's router, answering ``HEAD`` with the route's ``GET`` responder (RFC 9110 9.3.2).
+
+    Falcon drops the body of a HEAD answer and keeps the GET's Content-Length.
+    """
+
+    def map_http_methods(self, resource: object, **kwargs: Any) -> dict[str, Any]:
+        methods: dict[str, Any] = super().map_http_methods(resource, **kwargs)
+        if "GET" in methods and "HEAD" not in methods:
+            methods["HEAD"] = methods["GET"]
+        return methods
+
+
+def create_app(settings: Settings, app: App, *,
+               long_polls: int = DEFAULT_LONG_POLLS) -> falcon.App[falcon.Request, falcon.Response]:
     """Build the WSGI app serving ``app`` under ``settings``; nothing connects here.
 
     Args:
         settings: ``api_token``, ``max_body`` and ``default_task`` are read.
         app: the App whose tasks, broker and backend are served.
+        long_polls: how many ``/result?wait=`` requests may wait at once; the
+            server passes a share of its threads, so that waits never take them all.
 
     Raises:
         ConfigError: the App's broker or backend URL is unusable (checked now,
@@ -37,12 +58,12 @@ def create_app(settings: Settings, app: App) -> falcon.App[falcon.Request, falco
     if settings.default_task not in app.tasks:
         log.warning("POST / enqueues %r, which %s does not register (JOBKIT_DEFAULT_TASK)",
                     settings.default_task, app.name)
-    api = resources.Api(settings, app, Metrics(app))
+    api = resources.Api(settings, app, Metrics(app), resources.LongPolls(long_polls))
     stack: list[Any] = [middleware.RequestMetrics(api.metrics), middleware.SecurityHeaders()]
     if settings.api_token:
         stack.append(middleware.BearerAuth(settings.api_token))
     stack.append(middleware.JsonBody(settings.max_body))
-    web = falcon.App(middleware=stack)
+    web = falcon.App(middleware=stack, router=HeadLikeGet())
     web.req_options.strip_url_path_trailing_slash = True  # the seed's GET /<id>/
     web.resp_options.media_handlers[falcon.MEDIA_JSON] = falcon.media.JSONHandler(dumps=errors.dumps)
     errors.install(web)

@@ -17,6 +17,8 @@ from jobkit.api.metrics import Metrics
 
 #: Routes that answer without a token (probes of the process itself).
 OPEN_PATHS = frozenset({"/healthz"})
+#: Headers on every answer, errors the server itself gives included: no MIME sniffing, no caching of job data.
+SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
 _READ_CHUNK = 64 * 1024
 
 
@@ -37,13 +39,13 @@ class RequestMetrics:
 
 
 class SecurityHeaders:
-    """Headers every response carries: no MIME sniffing, no caching of job data."""
+    """:data:`SECURITY_HEADERS` on every response, unless a resource set its own (``Cache-Control``)."""
 
     def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any,
                          req_succeeded: bool) -> None:
-        resp.set_header("X-Content-Type-Options", "nosniff")
-        if resp.get_header("Cache-Control") is None:
-            resp.set_header("Cache-Control", "no-store")
+        for name, value in SECURITY_HEADERS.items():
+            if resp.get_header(name) is None:
+                resp.set_header(name, value)
 
 
 class BearerAuth:
@@ -99,7 +101,7 @@ class JsonBody:
                            or "chunked" not in (req.get_header("Transfer-Encoding") or "").lower()):
             return
         if length is not None and length > self.max_body:
-            raise self._too_large()
+            raise too_large(self.max_body)
         check_json_type(req.content_type)
         encoding = (req.get_header("Content-Encoding") or "identity").strip().lower()
         if encoding != "identity":  # RFC 9110 15.5.16: an unsupported content coding is a 415
@@ -124,12 +126,14 @@ class JsonBody:
             chunks.append(chunk)
             total += len(chunk)
         if total > self.max_body:
-            raise self._too_large()
+            raise too_large(self.max_body)
         return b"".join(chunks)
 
-    def _too_large(self) -> falcon.HTTPContentTooLarge:
-        return falcon.HTTPContentTooLarge(
-            description=f"the body is larger than {self.max_body} bytes (JOBKIT_MAX_BODY)")
+
+def too_large(max_body: int) -> falcon.HTTPContentTooLarge:
+    """The 413 for a body over ``max_body`` bytes (the server's own 413 says the same)."""
+    return falcon.HTTPContentTooLarge(
+        description=f"the body is larger than {max_body} bytes (JOBKIT_MAX_BODY)")
 
 
 def check_json_type(content_type: str | None) -> None:

@@ -69,20 +69,23 @@ def _enqueue_responses() -> dict[str, Any]:
 
 
 def _seed_paths() -> dict[str, Any]:
-    status = {"oneOf": [_ref("schemas", "SeedStats"), {"type": "object", "required": ["_id"]}]}
+    # exclusive branches: SeedStats has every stats key and nothing else, SeedDocument has "_id"
+    status = {"oneOf": [_ref("schemas", "SeedStats"), _ref("schemas", "SeedDocument")]}
+    get_status = _op(
+        "A job as the seed showed it", {"200": _json(status, "stats-job or the stored document"),
+                                        **_errors("404", "503")},
+        tag="seed", params=[_JOB_ID],
+        description="`/{job_id}/` too. While beanstalkd holds the job: its stats-job with "
+                    "`timeLeft`. Succeeded: `{\"_id\", **result}` (dict results) or "
+                    "`{\"_id\", \"result\"}`. Otherwise `{\"_id\", \"state\", \"error\"?}`.")
     return {
         "/": {"post": _op(
             "Enqueue the default task (seed parity)", _enqueue_responses(), tag="seed",
             description="Any JSON value as the body; it becomes the one argument of "
                         "`JOBKIT_DEFAULT_TASK` (`hash_payload` by default).",
             params=[_IDEMPOTENCY], body=_ANY)},
-        "/{job_id}": {"get": _op(
-            "A job as the seed showed it", {"200": _json(status, "stats-job or the stored document"),
-                                            **_errors("404", "503")},
-            tag="seed", params=[_JOB_ID],
-            description="`/{job_id}/` too. While beanstalkd holds the job: its stats-job with "
-                        "`timeLeft`. Succeeded: `{\"_id\", **result}` (dict results) or "
-                        "`{\"_id\", \"result\"}`. Otherwise `{\"_id\", \"state\", \"error\"?}`.")},
+        "/{job_id}": {"get": get_status},
+        "/{job_id}/": {"get": get_status | {"summary": "A job as the seed showed it (the seed's own URL)"}},
     }
 
 
@@ -174,7 +177,11 @@ def _schemas() -> dict[str, Any]:
             "type": {"type": "string"}, "message": {"type": "string"}, "traceback": {"type": "string"}}},
         "JobRecord": {"type": "object", "properties": record},
         "StatsJob": {"type": "object", "properties": stats},
-        "SeedStats": {"type": "object", "properties": seed},
+        "SeedStats": {"type": "object", "required": list(seed), "additionalProperties": False,
+                      "properties": seed},
+        "SeedDocument": {"type": "object", "required": ["_id"], "properties": {"_id": {"type": "string"}},
+                         "description": "succeeded: `_id` and the keys of a dict result (any keys), or "
+                                        "`_id` and `result`; else `_id`, `state` and `error` when stored"},
         "Outcome": {"type": "object", "required": ["id", "state"], "properties": {
             "id": {"type": "string"}, "state": {"type": "string", "enum": _STATES}, "result": _ANY,
             "error": _ref("schemas", "JobError")}},
@@ -224,7 +231,8 @@ def document(version: str, auth: bool) -> dict[str, Any]:
         "info": {"title": "jobkit", "version": version,
                  "description": "Enqueue jobs and read their outcomes. Bodies are JSON (application/json, "
                                 "UTF-8) up to JOBKIT_MAX_BODY bytes; every error body is "
-                                '{"title", "description"}. A trailing slash is accepted on every path.'},
+                                '{"title", "description"}. A trailing slash is accepted on every path. '
+                                "HEAD answers on every GET route: the same status and headers, no body."},
         "paths": _seed_paths() | _job_paths() | _other_paths(),
         "components": components,
         "security": [{"bearer": []}] if auth else [],

@@ -5,6 +5,9 @@ to HTTP by :mod:`jobkit.api.errors`.
 """
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,13 +27,40 @@ from jobkit.job import JobState
 POLL_AFTER_S = 1
 
 
+class LongPolls:
+    """At most ``limit`` requests at once may block a server thread waiting for an outcome.
+
+    waitress has a fixed number of threads: with every one of them waiting
+    (``/result?wait=30``), nothing else is answered, ``/healthz`` included.
+    A request that finds no free slot does not wait; it answers at once.
+
+    Args:
+        limit: slots in this process (0: no request ever waits).
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._slots = threading.Semaphore(limit)
+
+    @contextmanager
+    def slot(self) -> Iterator[bool]:
+        """Take a slot for the ``with`` block if one is free; yield whether one was taken."""
+        taken = self._slots.acquire(blocking=False)
+        try:
+            yield taken
+        finally:
+            if taken:
+                self._slots.release()
+
+
 @dataclass(frozen=True)
 class Api:
-    """What the resources share: settings, the App and the metrics."""
+    """What the resources share: settings, the App, the metrics and the long-poll slots."""
 
     settings: Settings
     app: App
     metrics: Metrics
+    long_polls: LongPolls
 
 
 def accept(api: Api, req: falcon.Request, resp: falcon.Response, task: str, args: list[Any],
@@ -93,19 +123,27 @@ class Jobs:
         resp.media = self.api.app.cancel(validate.job_id(job_id)).record
 
     def on_get_result(self, req: falcon.Request, resp: falcon.Response, job_id: str) -> None:
-        """200 with the outcome once finished (check ``state``); 202 while not, after ``?wait=S``."""
+        """200 with the outcome once finished (check ``state``); 202 while not, after ``?wait=S``.
+
+        When every long-poll slot is taken, the answer comes at once, as if ``wait`` were 0.
+        """
         wait_s = validate.wait_param(req)
         job_id = validate.job_id(job_id)
         if wait_s > 0:
-            try:
-                self.api.app.backend.wait(job_id, wait_s)
-            except JobTimeout:
-                pass
+            with self.api.long_polls.slot() as free:
+                if free:
+                    self._wait(job_id, wait_s)
         status = self.api.app.status(job_id)
         resp.media = views.outcome(status)
         if not status.state.finished:
             resp.status = falcon.HTTP_202
             resp.set_header("Retry-After", str(POLL_AFTER_S))
+
+    def _wait(self, job_id: str, wait_s: float) -> None:
+        try:
+            self.api.app.backend.wait(job_id, wait_s)
+        except JobTimeout:
+            pass
 
     def on_post_retry(self, req: falcon.Request, resp: falcon.Response, job_id: str) -> None:
         """Run a failed or cancelled job again: 202 with the record; 409 in any other state."""

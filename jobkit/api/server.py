@@ -3,8 +3,13 @@
 Limits are deliberate (see :func:`server_options`): a bounded number of
 connections, idle connections closed, request bodies capped at about
 ``max_body`` while they stream in, headers capped, ``poll()`` instead of
-``select()``. Errors waitress answers by itself (a malformed request line,
-a body past its cap, headers too large) are JSON like every other error.
+``select()``. Idle and slow connections cost no thread (waitress reads them
+in its event loop); what takes a thread is a complete request, and at most
+half of the threads may wait for an outcome (``/result?wait=``), so
+``/healthz`` and the other routes always find one. Errors waitress answers by
+itself (a malformed request line, a body past its cap, headers too large, a
+request framed by both Content-Length and Transfer-Encoding) are JSON like
+every other error, and close the connection.
 
 With ``processes=N > 1`` the parent checks that the port is free and forks
 N children, each serving it with its own waitress; the parent forwards
@@ -24,12 +29,15 @@ import sys
 import time
 from typing import Any
 
+import falcon
 from waitress import create_server  # type: ignore[import-untyped]
 from waitress.channel import HTTPChannel  # type: ignore[import-untyped]
+from waitress.parser import HTTPRequestParser, ParsingError  # type: ignore[import-untyped]
 from waitress.task import ErrorTask  # type: ignore[import-untyped]
 
 from jobkit.api import create_app
 from jobkit.api.errors import dumps
+from jobkit.api.middleware import SECURITY_HEADERS, too_large
 from jobkit.app import App
 from jobkit.config import Settings
 from jobkit.errors import ConfigError, JobkitError
@@ -38,6 +46,8 @@ log = logging.getLogger("jobkit.api")
 
 #: Bytes of chunked framing allowed on top of ``max_body`` before waitress cuts a body off.
 FRAMING_ALLOWANCE = 4096
+#: Open connections per process (each one a file descriptor; idle ones are closed after 30 s).
+CONNECTION_LIMIT = 1000
 #: A child that dies sooner than this after it started is not replaced (a crash loop).
 MIN_CHILD_LIFE_S = 5.0
 _SIGNALS = {signal.SIGTERM, signal.SIGINT}
@@ -46,28 +56,61 @@ SPREAD_BY_KERNEL = sys.platform.startswith("linux")
 
 
 class JSONErrorTask(ErrorTask):  # type: ignore[misc]
-    """waitress's own error responses (400, 413, 431, …) as Falcon-style JSON.
+    """waitress's own error responses (400, 413, 431, …) exactly as the app's own errors.
 
-    waitress answers an unknown ``Transfer-Encoding`` with 501, as RFC 9112
-    suggests; the API promises no 5xx for anything a client sends, so that
-    one is a 400 here.
+    Same status line, body and headers as Falcon's error of that code; a 413
+    says the same as the app's (``JOBKIT_MAX_BODY``). waitress answers an
+    unknown ``Transfer-Encoding`` with 501, as RFC 9112 suggests; the API
+    promises no 5xx for anything a client sends, so that one is a 400 here.
+    The connection is closed after the answer.
     """
 
     def execute(self) -> None:
         error = self.request.error
-        code, reason = (400, "Bad Request") if error.code == 501 else (error.code, error.reason)
-        self.status = f"{code} {reason}"
-        body = dumps({"title": self.status, "description": str(error.body)}).encode("utf-8")
-        self.response_headers.append(("Content-Type", "application/json"))
+        code = 400 if error.code == 501 else error.code
+        http_error: falcon.HTTPError
+        if code == 413:
+            http_error = too_large(self.channel.adj.max_request_body_size - FRAMING_ALLOWANCE)
+        else:
+            http_error = falcon.HTTPError(falcon.code_to_http_status(code), description=str(error.body))
+        self.status = http_error.status
+        body = dumps(http_error.to_dict()).encode("utf-8")
+        self.response_headers.append(("Content-Type", falcon.MEDIA_JSON))
+        self.response_headers.extend(SECURITY_HEADERS.items())
         self.set_close_on_finish()
         self.content_length = len(body)
         self.write(body)
 
+    def build_response_header(self) -> bytes:
+        # or waitress answers an HTTP/1.0 keep-alive request "Connection: Keep-Alive" besides "close"
+        self.request.headers.pop("CONNECTION", None)
+        header: bytes = super().build_response_header()
+        return header
+
+
+class StrictRequestParser(HTTPRequestParser):  # type: ignore[misc]
+    """waitress's request parser, refusing requests whose body framing is ambiguous.
+
+    A request with both ``Transfer-Encoding`` and ``Content-Length`` (or any
+    ``Transfer-Encoding`` on HTTP/1.0, which has none) is how requests are
+    smuggled past a proxy that reads the other header: RFC 9112 6.1 and 6.3
+    let a server refuse it, and it must not read on from that connection.
+    The error answers 400 and closes the connection.
+    """
+
+    def parse_header(self, header_plus: bytes) -> None:
+        super().parse_header(header_plus)
+        if self.chunked and "CONTENT_LENGTH" in self.headers:
+            raise ParsingError("Content-Length and Transfer-Encoding together: send one of them")
+        if "TRANSFER_ENCODING" in self.headers:  # waitress removes it on HTTP/1.1 only
+            raise ParsingError(f"Transfer-Encoding is not defined for HTTP/{self.version}")
+
 
 class JSONErrorChannel(HTTPChannel):  # type: ignore[misc]
-    """A waitress channel whose error responses are JSON."""
+    """A waitress channel that parses strictly and answers its errors in JSON."""
 
     error_task_class = JSONErrorTask
+    parser_class = StrictRequestParser
 
 
 class OncePer(logging.Filter):
@@ -91,10 +134,15 @@ class OncePer(logging.Filter):
 
 
 def server_options(settings: Settings, threads: int) -> dict[str, Any]:
-    """waitress adjustments for ``settings`` and ``threads`` worker threads per process."""
+    """waitress adjustments for ``settings`` and ``threads`` worker threads per process.
+
+    Open connections cost a file descriptor and a little memory, no thread:
+    the limit is there to stay within the process's descriptors, not to ration
+    threads (:func:`long_polls` does that).
+    """
     return {
         "threads": threads,
-        "connection_limit": max(100, 16 * threads),  # then new connections wait in the backlog
+        "connection_limit": CONNECTION_LIMIT,  # then new connections wait in the backlog
         "backlog": 1024,
         "channel_timeout": 30,  # seconds an idle (or trickling) connection is kept
         "cleanup_interval": 10,  # seconds between checks for such connections
@@ -104,6 +152,11 @@ def server_options(settings: Settings, threads: int) -> dict[str, Any]:
         "expose_tracebacks": False,
         "ident": "jobkit",
     }
+
+
+def long_polls(threads: int) -> int:
+    """How many of ``threads`` may wait for an outcome at once: half, so that the rest always answer."""
+    return threads // 2
 
 
 def bind(host: str, port: int, backlog: int = 1024, *, reuse_port: bool = False) -> socket.socket:
@@ -164,7 +217,7 @@ def serve(settings: Settings, app: App, *, processes: int = 1, threads: int = 8)
         ConfigError: the port cannot be bound, the broker or backend URL is
             unusable, or several processes were asked of an in-process broker/backend.
     """
-    wsgi = create_app(settings, app)  # a bad configuration fails here, once
+    wsgi = create_app(settings, app, long_polls=long_polls(threads))  # a bad configuration fails here, once
     if processes > 1 and "memory://" in (app.broker.url, app.backend.url):
         raise ConfigError("memory:// lives in one process: use --processes 1 or a real broker and backend")
     sock = bind(settings.api_host, settings.api_port)

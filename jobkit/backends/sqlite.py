@@ -191,7 +191,12 @@ class SQLiteBackend(Backend):
     def _connect(self) -> _Connection:
         if sqlite3.sqlite_version_info < (3, 35):
             raise ConfigError(f"SQLite {sqlite3.sqlite_version} is too old: jobkit needs 3.35+")
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a file where a folder should be, no permission, ...
+            folder = Path(self.path).parent
+            raise BackendUnavailable(
+                f"sqlite {self.path}: cannot make folder {folder}: {exc.strerror}") from None
         conn = sqlite3.connect(self.path, timeout=0, isolation_level=None,  # waits: _Connection
                                check_same_thread=False)
         wrapped = _Connection(conn, self.timeout_s)

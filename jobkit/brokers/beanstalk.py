@@ -9,14 +9,25 @@ delete/release/bury/touch go over the connection that reserved the job, as
 beanstalkd requires; the worker's delete after a stored outcome is
 pipelined (sent in one write with its next reserve, the answers read together).
 Producers share a small pool of connections; a pooled
-connection found dead is replaced once before an error is reported, so a
-restarted beanstalkd costs no failed request. ``DRAINING`` and connection
-errors raise :class:`~jobkit.errors.BrokerUnavailable`; ``JOB_TOO_BIG``
-raises :class:`~jobkit.errors.PayloadTooLarge`.
+connection is checked before use (one ``poll``: the server closed it, or it
+holds an answer nobody asked for) and replaced when it fails the check, so a
+restarted beanstalkd costs no failed request. A connection whose protocol
+state is unknown (an answer not read in full, an error answer that leaves
+the rest of the command unread, an exception mid-command) is closed, never
+reused: a connection one answer behind would give every later command the
+previous command's answer.
+
+Names (tubes) follow beanstalkd's rule, :func:`queue_name_problem`; numbers
+sent (priority, delay, TTR) are at most :data:`MAX_U32`. ``DRAINING`` and
+connection errors raise :class:`~jobkit.errors.BrokerUnavailable`; a put
+whose answer never came raises :class:`~jobkit.errors.BrokerUnconfirmed`;
+``JOB_TOO_BIG`` raises :class:`~jobkit.errors.PayloadTooLarge`.
 """
 from __future__ import annotations
 
 import os
+import re
+import select
 import socket
 import struct
 import threading
@@ -31,6 +42,7 @@ from jobkit.errors import (
     BrokerConnectionLost,
     BrokerError,
     BrokerUnavailable,
+    BrokerUnconfirmed,
     ConfigError,
     PayloadTooLarge,
 )
@@ -39,8 +51,32 @@ T = TypeVar("T")
 # ValueError: I/O on a socket another thread closed, or a garbled reply
 _LOST = (ConnectionError, OSError, EOFError, ValueError, AssertionError,
          greenstalk.UnknownResponseError)
+#: What leaves a connection's protocol state unknown when a command raises it
+#: (error answers too: after BAD_FORMAT, beanstalkd reads a put's body as a command).
+_UNKNOWN_STATE = (*_LOST, greenstalk.Error)
+#: Whole answers after which the connection is in step: beanstalkd has read the
+#: whole command (a refused put's body included) and answered once.
+_CLEAN_REFUSALS = (greenstalk.NotFoundError, greenstalk.DrainingError, greenstalk.JobTooBigError)
 _POOL_SIZE = 16
 OP_TIMEOUT_S = 5.0  # a single command; a reserve waits its own timeout on top
+#: The largest priority, delay or TTR beanstalkd takes (32-bit unsigned; larger is BAD_FORMAT).
+MAX_U32 = 2**32 - 1
+#: beanstalkd's names: 1 to 200 ASCII letters, digits and ``-+/;.$_()``, not starting with ``-``.
+_NAME_RE = re.compile(r"[A-Za-z0-9+/;.$_()][A-Za-z0-9+/;.$_()-]{0,199}\Z")
+
+
+def queue_name_problem(name: object) -> str | None:
+    """Why beanstalkd would refuse ``name`` as a tube name, or None when it takes it.
+
+    The rule is the protocol's "name convention"; jobkit checks it before
+    anything is recorded, so a bad name is the client's error, not a broker outage.
+    """
+    if not isinstance(name, str):
+        return f"a queue name is a string, not {type(name).__name__}"
+    if _NAME_RE.match(name):
+        return None
+    return ("a queue name is 1 to 200 characters: ASCII letters, digits and - + / ; . $ _ ( ),"
+            " not starting with -")
 
 
 def parse_url(url: str) -> tuple[tuple[str, int], float]:
@@ -73,6 +109,7 @@ class _Client(greenstalk.Client[bytes]):
 
     unread = 0  # answers to pipelined deletes still to read
     pending = b""  # pipelined deletes not sent yet
+    answer_due = False  # the last command went out whole; its answer is not read yet
 
     def __init__(self, sock: socket.socket) -> None:
         super().__init__(sock, encoding=None)
@@ -106,9 +143,13 @@ class _Client(greenstalk.Client[bytes]):
                 self._sock.sendall(data)
 
     def _send_cmd(self, cmd: bytes, expected: bytes) -> list[bytes]:
+        self.answer_due = False
         self._send(cmd + b"\r\n")  # the queued deletes go with it
+        self.answer_due = True
         self._read_answers()
-        return greenstalk._parse_response(self._reader.readline(), expected)
+        answer = greenstalk._parse_response(self._reader.readline(), expected)
+        self.answer_due = False
+        return answer
 
 
 class _Connection:
@@ -146,6 +187,16 @@ class _Connection:
             self.client.close()
         except OSError:
             pass
+
+    def in_step(self) -> bool:
+        """True when nothing waits to be read on this idle connection.
+
+        Anything readable means it is unusable: the server closed it (EOF,
+        reset) or sent an answer nobody waits for. One ``poll`` system call.
+        """
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
+        return not poller.poll(0)
 
     def use(self, tube: str) -> None:
         if tube != self.tube:
@@ -190,61 +241,80 @@ class BeanstalkBroker(Broker):
         self._pid = os.getpid()
 
     def _give(self, conn: _Connection) -> None:
+        """Pool a connection whose last command was answered in full (and only then)."""
         if len(self._pool) < _POOL_SIZE:
             self._pool.append(conn)
         else:
             conn.close()
 
-    def _take(self) -> _Connection | None:
+    def _take(self) -> _Connection:
+        """A pooled connection that is still in step, else a new one.
+
+        Raises:
+            BrokerUnavailable: a new connection could not be opened.
+        """
         if self._pid != os.getpid():  # forked: leave the parent's sockets alone
             self._pool, self._pid = [], os.getpid()
-        try:
-            return self._pool.pop()
-        except IndexError:
-            return None
+        while True:
+            try:
+                conn = self._pool.pop()
+            except IndexError:
+                return _Connection(self.address, self.connect_timeout_s)
+            if conn.in_step():
+                return conn
+            conn.close()  # closed by the server (a restart), or holding a stray answer
 
     def _call(self, action: Callable[[_Connection], T]) -> T:
-        """Run ``action`` on a pooled connection; retry once on a fresh one if it was dead.
+        """Run ``action`` on a pooled connection, then pool it again only if it is in step.
 
-        An error reply leaves the connection usable: it goes back to the pool.
+        Only a clean refusal (:data:`_CLEAN_REFUSALS`) leaves the connection in
+        a known state; after any other error, garbled or missing answer, or an
+        exception thrown mid-command, the connection is closed.
         """
+        conn = self._take()
         try:
-            for attempt in (0, 1):
-                conn = self._take() if attempt == 0 else None
-                reused = conn is not None
-                if conn is None:
-                    conn = _Connection(self.address, self.connect_timeout_s)
-                try:
-                    result = action(conn)
-                except greenstalk.BeanstalkdError:
-                    self._give(conn)
-                    raise
-                except _LOST as exc:
-                    conn.close()
-                    if not reused:
-                        raise BrokerUnavailable(f"beanstalkd at {self._where}: {exc!r}") from None
-                    continue
-                except BaseException:
-                    conn.close()
-                    raise
-                self._give(conn)
-                return result
-        except greenstalk.DrainingError:
-            raise BrokerUnavailable(f"beanstalkd at {self._where} is draining") from None
-        except greenstalk.JobTooBigError:
-            raise PayloadTooLarge("job is larger than beanstalkd's max-job-size") from None
-        except greenstalk.BeanstalkdError as exc:
-            raise BrokerError(f"beanstalkd: {type(exc).__name__}") from None
-        raise AssertionError("unreachable")
+            result = action(conn)
+        except _CLEAN_REFUSALS as exc:
+            self._give(conn)
+            raise self._error(exc) from None
+        except BaseException as exc:
+            conn.close()
+            if isinstance(exc, _UNKNOWN_STATE):
+                raise self._error(exc) from None
+            raise
+        self._give(conn)
+        return result
+
+    def _error(self, exc: BaseException) -> Exception:
+        """The jobkit error for a greenstalk error or a lost connection."""
+        if isinstance(exc, greenstalk.DrainingError):
+            return BrokerUnavailable(f"beanstalkd at {self._where} is draining")
+        if isinstance(exc, greenstalk.JobTooBigError):
+            return PayloadTooLarge("job is larger than beanstalkd's max-job-size")
+        if isinstance(exc, greenstalk.BeanstalkdError):
+            return BrokerError(f"beanstalkd: {type(exc).__name__}")
+        return BrokerUnavailable(f"beanstalkd at {self._where}: {exc!r}")
 
     @property
     def _where(self) -> str:
         return f"{self.address[0]}:{self.address[1]}"
 
     def put(self, body: bytes, *, queue: str, priority: int, delay_s: int, ttr_s: int) -> int:
+        """Store a message (see :meth:`Broker.put`).
+
+        Raises:
+            BrokerUnconfirmed: the put went out but its answer did not come
+                back (timeout, connection lost): beanstalkd may hold the job.
+        """
         def put(conn: _Connection) -> int:
             conn.use(queue)
-            return conn.client.put(body, priority=priority, delay=delay_s, ttr=ttr_s)
+            try:
+                return conn.client.put(body, priority=priority, delay=delay_s, ttr=ttr_s)
+            except _LOST as exc:
+                if conn.client.answer_due:
+                    raise BrokerUnconfirmed(
+                        f"beanstalkd at {self._where}: no answer to a put: {exc!r}") from None
+                raise
         return self._call(put)
 
     def consumer(self, queues: Sequence[str]) -> Consumer:
@@ -301,7 +371,8 @@ class BeanstalkBroker(Broker):
         return self._call(stats)
 
     def close(self) -> None:
-        while (conn := self._take()) is not None:
+        pool, self._pool = self._pool, []
+        for conn in pool:
             conn.close()
 
 
@@ -327,9 +398,11 @@ class BeanstalkConsumer(Consumer):
                     conn.client.watch(tube)
                 if "default" not in self.queues:
                     conn.client.ignore("default")
-            except _LOST as exc:
+            except BaseException as exc:
                 conn.close()
-                raise BrokerUnavailable(f"beanstalkd: {exc!r}") from None
+                if isinstance(exc, _UNKNOWN_STATE):
+                    raise BrokerUnavailable(f"beanstalkd: {exc!r}") from None
+                raise
             self._conn, self._session = conn, self._session + 1
         return self._conn
 
@@ -345,25 +418,34 @@ class BeanstalkConsumer(Consumer):
             conn.set_timeout(wait + OP_TIMEOUT_S)
             job = conn.client.reserve(timeout=wait)
         except (greenstalk.TimedOutError, greenstalk.DeadlineSoonError):
-            return None
-        except _LOST as exc:
-            self._drop()
-            raise BrokerConnectionLost(f"beanstalkd connection lost: {exc!r}") from None
+            return None  # a whole answer: in step
+        except BaseException as exc:
+            self._drop()  # out of step or gone: never reuse it
+            if isinstance(exc, _UNKNOWN_STATE):
+                raise BrokerConnectionLost(f"beanstalkd connection lost: {exc!r}") from None
+            raise
         finally:
             if conn.timeout_s != OP_TIMEOUT_S and self._conn is conn:
                 conn.set_timeout(OP_TIMEOUT_S)
         return Delivery(job.id, job.body, self._session)
 
     def _settle(self, delivery: Delivery, command: Callable[[greenstalk.Client[bytes]], Any]) -> bool:
+        """Run a delete/release/bury/touch; False when the job is no longer held here.
+
+        Any answer but the expected one or ``NOT_FOUND`` drops the connection
+        (its jobs go back to ready): its protocol state is unknown.
+        """
         if delivery.session != self._session or self._conn is None:
             return False
         try:
             command(self._conn.client)
         except greenstalk.NotFoundError:
             return False
-        except _LOST:
+        except BaseException as exc:
             self._drop()
-            return False
+            if isinstance(exc, _UNKNOWN_STATE):
+                return False
+            raise
         return True
 
     def delete(self, delivery: Delivery) -> bool:
@@ -381,6 +463,7 @@ class BeanstalkConsumer(Consumer):
 
     def release(self, delivery: Delivery, *, priority: int, delay_s: int) -> bool:
         job = greenstalk.Job(delivery.broker_id, b"")
+        delay_s = min(max(0, delay_s), MAX_U32)  # a longer wait than beanstalkd's is its longest
         return self._settle(delivery, lambda c: c.release(job, priority=priority, delay=delay_s))
 
     def bury(self, delivery: Delivery, *, priority: int) -> bool:
@@ -403,12 +486,13 @@ class BeanstalkConsumer(Consumer):
 
     def close(self) -> None:
         self._closed = True
-        if self._conn is not None:
-            try:
+        try:
+            if self._conn is not None:
                 self._conn.client.drain()  # send the queued deletes and wait until they are done
-            except _LOST:
-                pass
-        self._drop()
+        except _LOST:
+            pass
+        finally:
+            self._drop()
 
 
 def _job_stats(raw: Any) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""F7 and F9 of RELIABILITY.md at the HTTP edge: broker or backend down, 503 and nothing half-done."""
+"""F7 and F9 of RELIABILITY.md at the HTTP edge: broker or backend down, 503 and nothing half-done;
+beanstalkd stalled: a keyed repeat always leads to exactly one job."""
 from __future__ import annotations
 
 import os
@@ -11,12 +12,16 @@ from pathlib import Path
 import falcon.testing
 import pytest
 
-from jobkit import App
+from jobkit import App, JobState
 from jobkit.api import create_app
 from jobkit.api.errors import RETRY_AFTER_S
+from jobkit.app import key_job_id
+from jobkit.brokers import beanstalk as beanstalk_module
 from jobkit.config import Settings
 from jobkit.embedded import Beanstalkd, free_port
+from tests import faultkit
 from tests.api.app import make_app, post
+from tests.faultkit import StartWorker
 from tests.helpers import eventually
 from tests.servers import MongoServer, missing
 
@@ -140,3 +145,37 @@ def test_backend_recovers_without_restart(tmp_path: Path) -> None:
     finally:
         app.close()
         mongo.stop()
+
+
+# -- beanstalkd stalls: a 503 that may not be the end of the job ------------------------
+
+@pytest.mark.timeout(90)
+def test_a_keyed_post_while_beanstalkd_stalls_leads_to_exactly_one_job(
+        beanstalk: Beanstalkd, sqlite_url: str, workers: StartWorker, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stalled put times out (503) but lands once beanstalkd resumes; a repeat with the
+    key finds the job at every step (never a 404), makes sure it exists, and it runs once."""
+    monkeypatch.setattr(beanstalk_module, "OP_TIMEOUT_S", 1.0)  # a stalled command gives up sooner
+    app = faultkit.make_app(beanstalk.url, sqlite_url)
+    client = falcon.testing.TestClient(create_app(Settings(), app))
+    queue, path, key = "stalled", tmp_path / "runs", {"Idempotency-Key": "order-stall"}
+    body = {"task": "tagged", "args": [str(path), "ran"], "queue": queue}
+    job_id = key_job_id("order-stall")
+    assert post(client, "/v1/jobs", {"task": "add", "args": [1, 1], "queue": queue}).status_code == 202
+    assert beanstalk.proc is not None
+    os.kill(beanstalk.proc.pid, signal.SIGSTOP)  # the pooled connection now waits on a stalled server
+    try:
+        assert_unavailable(post(client, "/v1/jobs", body, **key))  # the put went out: no answer
+        assert_unavailable(post(client, "/v1/jobs", body, **key))  # the repeat's put cannot go out
+        assert client.simulate_get(f"/v1/jobs/{job_id}").json["state"] == "queued"
+    finally:
+        os.kill(beanstalk.proc.pid, signal.SIGCONT)
+    repeat = eventually(lambda: (r := post(client, "/v1/jobs", body, **key)).status_code == 200 and r,
+                        what="the repeat answered with the first job")
+    assert repeat.json["id"] == job_id and client.simulate_get(f"/v1/jobs/{job_id}").status_code == 200
+    workers(app, queue)
+    eventually(lambda: app.status(job_id).state is JobState.SUCCEEDED, timeout_s=20, what="the job ran")
+    eventually(lambda: faultkit.settled(app, queue), what="every copy of its message settled")
+    assert faultkit.lines(path) == ["ran"]  # it ran once
+    assert [r["id"] for r in app.backend.find(task="tagged")] == [job_id]  # one record
+    app.close()

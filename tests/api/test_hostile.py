@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -398,3 +399,50 @@ def test_a_compressed_body_is_refused(client: falcon.testing.TestClient, jobkit_
                                   headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
     assert result.status_code == 415 and "Content-Encoding" in result.json["description"]
     assert enqueued(jobkit_app) == 0
+
+
+# -- values beanstalkd would refuse: the client's error, never a 503 -----------
+
+BAD_QUEUE_NAMES = ["a:b", "a b", "-a", "x" * 201, "", "café", "tab\there"]
+
+
+@pytest.mark.parametrize("queue", BAD_QUEUE_NAMES, ids=["colon", "space", "leading-hyphen", "201-chars",
+                                                        "empty", "non-ascii", "tab"])
+def test_queue_names_the_broker_refuses(client: falcon.testing.TestClient, jobkit_app: App,
+                                        queue: str) -> None:
+    result = post(client, "/v1/jobs", {"task": "echo", "queue": queue}, **{"Idempotency-Key": "k"})
+    assert_refused(client, jobkit_app, result, 422)
+    assert "queue name" in result.json["description"]
+
+
+@pytest.mark.parametrize("fields", [{"delay": 4294967295.5}, {"delay": 4294967296}, {"delay": 1e300},
+                                    {"delay": -0.5}], ids=str)
+def test_a_delay_out_of_range_once_rounded_up(client: falcon.testing.TestClient, jobkit_app: App,
+                                              fields: dict[str, Any]) -> None:
+    assert_refused(client, jobkit_app, post(client, "/v1/jobs", {"task": "echo"} | fields), 422)
+
+
+@pytest.fixture
+def beanstalk_client(beanstalkd: Any) -> Iterator[tuple[falcon.testing.TestClient, App]]:
+    """A client of an API over the session's real beanstalkd."""
+    app = make_app(broker=beanstalkd.url)
+    yield falcon.testing.TestClient(create_app(Settings(), app)), app
+    app.close()
+
+
+def test_refused_values_leave_the_broker_connection_in_step(
+        beanstalk_client: tuple[falcon.testing.TestClient, App]) -> None:
+    """A value beanstalkd would refuse (BAD_FORMAT) is a 4xx, and the next jobs carry their own broker ids."""
+    client, app = beanstalk_client
+    queue = f"hostile-{uuid.uuid4().hex[:8]}"
+    for fields in ({"delay": 4294967295.5}, {"queue": f"{queue}:x"}, {"queue": f"{queue} x"}):
+        refused = post(client, "/v1/jobs", {"task": "echo", "args": ["no"], "queue": queue} | fields)
+        assert refused.status_code == 422 and refused.json["title"].startswith("422"), refused.text
+    for n in range(3):
+        accepted = post(client, "/v1/jobs", {"task": "echo", "args": [n], "queue": queue})
+        assert accepted.status_code == 202, accepted.text
+        record = client.simulate_get(f"/v1/jobs/{accepted.json['id']}").json
+        peeked = app.broker.peek(record["broker_id"])
+        assert peeked is not None and json.loads(peeked.body)["id"] == accepted.json["id"]
+        assert record["broker"]["tube"] == queue
+    assert app.broker.stats()[queue]["total"] == 3

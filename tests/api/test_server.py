@@ -173,7 +173,7 @@ def test_server_options_are_deliberate() -> None:
     options = server_options(Settings(max_body=5000), threads=8)
     assert options["max_request_body_size"] == 5000 + FRAMING_ALLOWANCE
     assert options["asyncore_use_poll"] is True and options["expose_tracebacks"] is False
-    assert options["connection_limit"] >= 100 and options["channel_timeout"] <= 60
+    assert options["connection_limit"] >= 1000 and options["channel_timeout"] <= 60
     assert options["cleanup_interval"] <= options["channel_timeout"]
 
 
