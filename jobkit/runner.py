@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from jobkit.brokers.base import DEFAULT_PRIORITY, Consumer, Delivery
-from jobkit.errors import BackendError, BrokerError, PayloadError, PoisonMessage, Retry
+from jobkit.errors import BackendError, PayloadError, PoisonMessage, Retry
 from jobkit.message import Envelope, dumps
 
 if TYPE_CHECKING:
@@ -141,27 +141,13 @@ class Runner:
         elif state == "failed":
             consumer.bury(delivery, priority=env.priority)  # a dead letter stays one
         elif attempts > lost_worker_limit(env.max_retries) and (
-                lost := self._lost_starts(delivery, attempts)) >= lost_worker_limit(env.max_retries):
+                lost := consumer.lost_deliveries(delivery)) >= lost_worker_limit(env.max_retries):
             error = {"type": "WorkerLost", "traceback": "", "message": f"reserved {attempts} times, "
                      f"{lost} of them without an outcome: its worker died each time"}
             self._store_then(consumer, delivery, env, "failed", Outcome(False, error=error), attempts)
         else:
             return Attempt(delivery, env, task, attempts)
         return None
-
-    def _lost_starts(self, delivery: Delivery, attempts: int) -> int:
-        """How many earlier starts of a job ended without any outcome (its worker died).
-
-        The record counts every start; the broker counts releases, which end a
-        start too (a retry, or an outcome that could not be stored). Asked only
-        when the record's count is past the limit.
-        """
-        try:
-            peeked = self.app.broker.peek(delivery.broker_id)
-        except BrokerError:
-            peeked = None
-        releases = int(peeked.stats.get("releases") or 0) if peeked is not None else 0
-        return max(0, attempts - 1 - releases)
 
     def _poison(self, consumer: Consumer, delivery: Delivery, job_id: str | None,
                 reason: str, env: Envelope | None) -> None:

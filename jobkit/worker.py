@@ -24,7 +24,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from jobkit.brokers.base import DEFAULT_PRIORITY
+from jobkit.brokers.base import DEFAULT_PRIORITY, TOUCH
 from jobkit.errors import (
     BackendError,
     BrokerConnectionLost,
@@ -171,6 +171,7 @@ class Heartbeat:
         self.cond = threading.Condition()
         self.closed = False
         self.next_prune = time.monotonic()
+        self.touches = worker.app.broker.can(TOUCH)  # else the broker's own TTR rule holds
         self._idle_wake_s = float(PRUNE_EVERY_S)  # perf: see _beat
         self._wake_at = 0.0
         self._sleeping = False
@@ -219,7 +220,7 @@ class Heartbeat:
                 continue
             if now - attempt.touched >= attempt.touch_every_s:
                 with slot.lock:
-                    if slot.attempt is attempt and not (attempt.done or attempt.abandoned):
+                    if self.touches and slot.attempt is attempt and not (attempt.done or attempt.abandoned):
                         slot.consumer.touch(attempt.delivery)
                 attempt.touched = now
             wake = min(wake, attempt.next_due)

@@ -36,9 +36,9 @@ th {{ background: #f4f4f4; }} td.n {{ text-align: right; }} code {{ font-size: 1
 
 def render(app: App) -> str:
     """The page for ``app``: its queues, record counts and the most recent jobs."""
-    queues = _attempt(app.broker.stats)
-    counts = _attempt(app.backend.counts)
-    jobs = _attempt(lambda: app.backend.find(limit=RECENT_JOBS))
+    queues = _attempt(app.queues)
+    counts = _attempt(app.counts)
+    jobs = _attempt(lambda: app.jobs(limit=RECENT_JOBS))
     return _PAGE.format(
         name=escape(app.name),
         queues=_or_unavailable(queues, lambda q: _table(

@@ -217,6 +217,8 @@ def _from_doc(doc: dict[str, Any]) -> dict[str, Any]:
             record["id"] = value
         elif key in _JSON_FIELDS and isinstance(value, str):
             record[key] = json.loads(value)
+        elif key == "broker_id" and isinstance(value, int):  # written before ids were strings
+            record[key] = str(value)
         elif key == "expires_at" and isinstance(value, dt.datetime):
             aware = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
             record[key] = aware.timestamp()
