@@ -76,7 +76,8 @@ def _seed_paths() -> dict[str, Any]:
                                         **_errors("404", "503")},
         tag="seed", params=[_JOB_ID],
         description="`/{job_id}/` too. While the broker holds the job (where it can look jobs "
-                    "up; else the record answers): its stats-job with `timeLeft`. Succeeded: `{\"_id\", **result}` (dict results) or "
+                    "up; else the record answers): its stats-job with `timeLeft`. Succeeded: "
+                    "`{\"_id\", **result}` (dict results) or "
                     "`{\"_id\", \"result\"}`. Otherwise `{\"_id\", \"state\", \"error\"?}`.")
     return {
         "/": {"post": _op(
@@ -161,7 +162,8 @@ def _other_paths() -> dict[str, Any]:
 def _schemas() -> dict[str, Any]:
     error = {"type": "object", "required": ["title"],
              "properties": {"title": {"type": "string"}, "description": {"type": "string"}}}
-    stats = {key: {"type": "string" if key in ("tube", "state") else "integer"} for key in STATS_JOB_KEYS}
+    stats: dict[str, Any] = {key: {"type": "string" if key in ("tube", "state") else "integer"}
+                             for key in STATS_JOB_KEYS}
     stats["id"] = {"type": ["integer", "string"], "description": "the broker's own id for the message"}
     seed = {("timeLeft" if k == "time-left" else k): v for k, v in stats.items()}
     record = {key: _ANY for key in RECORD_FIELDS} | {

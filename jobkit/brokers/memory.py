@@ -1,7 +1,11 @@
 """In-process broker with beanstalkd's semantics.
 
-URL: ``memory://``. Capabilities: all of them (peek, delete, kick, touch,
-delay, priority, stats). Queues, priorities, delays and TTR in seconds,
+URL: ``memory://``; option ``capabilities=<comma list>|none`` narrows the
+capabilities it declares (default: all of them: peek, delete, kick, touch,
+delay, priority, stats), so that an app can be tried on the smallest broker
+the boundary allows (``memory://?capabilities=none``): an undeclared one
+raises :class:`~jobkit.errors.Unsupported`, and without ``priority``
+messages come first in, first out. Queues, priorities, delays and TTR in seconds,
 stats named as beanstalkd names them; a consumer that closes returns its
 messages to ready. Broker ids are ``"1"``, ``"2"``, …; each delivery carries
 how many earlier deliveries of its message were lost (:attr:`Delivery.lost`).
@@ -18,8 +22,24 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
-from jobkit.brokers.base import ALL_CAPABILITIES, DEFAULT_PRIORITY, Broker, Consumer, Delivery, Peeked
+from jobkit.brokers.base import (
+    ALL_CAPABILITIES,
+    DEFAULT_PRIORITY,
+    DELAY,
+    DELETE,
+    KICK,
+    PEEK,
+    PRIORITY,
+    STATS,
+    TOUCH,
+    Broker,
+    Consumer,
+    Delivery,
+    Peeked,
+)
+from jobkit.errors import ConfigError, Unsupported
 
 
 @dataclass
@@ -52,6 +72,7 @@ class MemoryBroker(Broker):
 
     def __init__(self, url: str = "memory://") -> None:
         super().__init__(url)
+        setattr(self, "capabilities", _capabilities(url))  # noqa: B010 - per instance, from the URL
         self._cond = threading.Condition()
         self._messages: dict[str, _Message] = {}
         self._ready: dict[str, list[tuple[int, int, str]]] = {}  # queue -> heap of (priority, seq, id)
@@ -63,6 +84,7 @@ class MemoryBroker(Broker):
 
     def put(self, body: bytes, *, queue: str, priority: int, delay_s: int, ttr_s: int) -> str:
         now = time.monotonic()
+        priority = self._priority(priority, delay_s)
         with self._cond:
             seq = next(self._ids)
             msg = _Message(str(seq), seq, bytes(body), queue, priority, max(1, ttr_s), now)
@@ -80,12 +102,14 @@ class MemoryBroker(Broker):
         return MemoryConsumer(self, list(queues))
 
     def peek(self, broker_id: str) -> Peeked | None:
+        self._require(PEEK, "look at a message by id")
         with self._cond:
             self._tick(time.monotonic())
             msg = self._messages.get(broker_id)
             return None if msg is None else self._peeked(msg)
 
     def peek_buried(self, queue: str) -> Peeked | None:
+        self._require(PEEK, "look at its dead letters")
         with self._cond:
             buried = [m for m in self._messages.values() if m.queue == queue and m.state == "buried"]
             if not buried:
@@ -93,6 +117,7 @@ class MemoryBroker(Broker):
             return self._peeked(min(buried, key=lambda m: (m.buried_at, m.seq)))
 
     def delete(self, broker_id: str) -> bool:
+        self._require(DELETE, "delete a message by id")
         with self._cond:
             msg = self._messages.get(broker_id)
             if msg is None or msg.state == "reserved":
@@ -101,6 +126,7 @@ class MemoryBroker(Broker):
             return True
 
     def kick(self, broker_id: str) -> bool:
+        self._require(KICK, "kick a message by id")
         with self._cond:
             msg = self._messages.get(broker_id)
             if msg is None or msg.state not in ("buried", "delayed"):
@@ -110,6 +136,7 @@ class MemoryBroker(Broker):
             return True
 
     def stats(self) -> dict[str, dict[str, int]]:
+        self._require(STATS, "count its queues")
         with self._cond:
             self._tick(time.monotonic())
             out = {q: dict.fromkeys(("ready", "reserved", "delayed", "buried", "urgent"), 0)
@@ -120,6 +147,19 @@ class MemoryBroker(Broker):
                 row["total"] += 1
                 row["urgent"] += msg.state == "ready" and msg.priority < DEFAULT_PRIORITY
             return out
+
+    def ping(self) -> None:
+        """Always answers: it lives in this process."""
+
+    def _require(self, capability: str, what: str) -> None:
+        if capability not in self.capabilities:
+            raise self._unsupported(what)
+
+    def _priority(self, priority: int, delay_s: int) -> int:
+        """The priority to order by; refuses a delay the broker was told it cannot hold."""
+        if delay_s > 0:
+            self._require(DELAY, "delay a message")
+        return priority if PRIORITY in self.capabilities else DEFAULT_PRIORITY
 
     # -- shared with consumers (caller holds self._cond) ---------------------
 
@@ -226,6 +266,7 @@ class MemoryConsumer(Consumer):
             return True
 
     def release(self, delivery: Delivery, *, priority: int, delay_s: int) -> bool:
+        priority = self.broker._priority(priority, delay_s)
         with self.broker._cond:
             msg = self._held(delivery)
             if msg is None:
@@ -240,6 +281,7 @@ class MemoryConsumer(Consumer):
             return True
 
     def bury(self, delivery: Delivery, *, priority: int) -> bool:
+        priority = self.broker._priority(priority, 0)
         with self.broker._cond:
             msg = self._held(delivery)
             if msg is None:
@@ -249,6 +291,8 @@ class MemoryConsumer(Consumer):
             return True
 
     def touch(self, delivery: Delivery) -> bool:
+        if TOUCH not in self.broker.capabilities:
+            raise Unsupported(f"{type(self).__name__} cannot touch a reserved message")
         with self.broker._cond:
             msg = self._held(delivery)
             if msg is None:
@@ -269,3 +313,16 @@ class MemoryConsumer(Consumer):
                 if msg.state == "reserved" and msg.holder is self:
                     msg.lost += 1
                     self.broker._make_ready(msg)
+
+
+def _capabilities(url: str) -> frozenset[str]:
+    """The capabilities ``memory://?capabilities=…`` declares (all without the option)."""
+    values = parse_qs(urlsplit(url).query).get("capabilities")
+    if values is None:
+        return ALL_CAPABILITIES
+    names = {name.strip() for name in values[-1].split(",")} - {"none", ""}
+    unknown = names - ALL_CAPABILITIES
+    if unknown:
+        raise ConfigError(f"{url!r}: unknown capabilities {sorted(unknown)}; "
+                          f"known: {', '.join(sorted(ALL_CAPABILITIES))}")
+    return frozenset(names)
