@@ -20,9 +20,16 @@ here raise :class:`~jobkit.errors.Unsupported`, never fake success):
 - ``DELETE``: :meth:`Broker.delete` a message nobody holds, by broker id.
 - ``KICK``: :meth:`Broker.kick` a buried (dead-lettered) message back to ready.
 - ``TOUCH``: :meth:`Consumer.touch` restarts a held message's TTR clock.
-- ``DELAY``: ``put``/``release`` with ``delay_s > 0`` are held by the broker.
-- ``PRIORITY``: priorities order delivery (0 most urgent).
+- ``DELAY``: ``put``/``release`` with ``delay_s > 0`` are held by the broker
+  (without it they raise ``Unsupported``; ``delay_s=0`` always works).
+- ``PRIORITY``: priorities order delivery (0 most urgent); without it they
+  are accepted and delivery order is the broker's.
 - ``STATS``: :meth:`Broker.stats` per-queue counts.
+
+Where a capability is missing, :class:`jobkit.App` answers without it (from
+the job's record) and the worker does without it; ``memory://?capabilities=none``
+is the smallest broker this boundary allows, and the contract suite
+(``tests/test_broker_contract.py``) runs on it.
 
 Broker ids are opaque strings: jobkit stores them in records and hands them
 back to the broker that made them, and never parses them.
@@ -212,7 +219,8 @@ class Broker(ABC):
         raise self._unsupported("count its queues")
 
     def ping(self) -> None:
-        """Check that the broker answers.
+        """Check that the broker answers (by default with :meth:`stats`: a broker without
+        ``STATS`` overrides this).
 
         Raises:
             BrokerUnavailable: it does not.
