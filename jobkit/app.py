@@ -322,14 +322,19 @@ class App:
         """
         return JobStatus.from_record(self.backend.wait(job_id, timeout_s))
 
-    def jobs(self, *, state: str | None = None, task: str | None = None,
-             limit: int = 100) -> list[dict[str, Any]]:
-        """Records, newest first, filtered by ``state`` and ``task``."""
-        return self.backend.find(state=state, task=task, limit=limit)
+    def jobs(self, *, state: str | None = None, task: str | None = None, queue: str | None = None,
+             before: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Records, newest first, filtered by ``state``, ``task`` and ``queue``, after the job
+        ``before`` (the last of a page) when given."""
+        return self.backend.find(state=state, task=task, queue=queue, before=before, limit=limit)
 
     def counts(self) -> dict[str, int]:
         """How many records are in each state."""
         return self.backend.counts()
+
+    def finished_per_minute(self, since: float) -> dict[int, dict[str, int]]:
+        """Jobs finished since ``since`` (unix seconds), by minute and state."""
+        return self.backend.finished_per_minute(since)
 
     def queues(self) -> dict[str, dict[str, int]]:
         """Per-queue broker counts (:data:`~jobkit.brokers.base.QUEUE_STATS_KEYS`); ``{}`` when
@@ -475,9 +480,7 @@ class App:
     def _retry_failed(self, queue: str | None, limit: int) -> int:
         """Enqueue anew up to ``limit`` failed jobs of ``queue`` (None: of every queue)."""
         retried = 0
-        for record in self.jobs(state=JobState.FAILED.value, limit=limit):
-            if queue is not None and record.get("queue") != queue:
-                continue
+        for record in self.jobs(state=JobState.FAILED.value, queue=queue, limit=limit):
             try:
                 self.retry(record["id"])
             except (InvalidState, TaskNotFound, JobNotFound):

@@ -6,17 +6,40 @@ says otherwise, server selection and connection time out after 2 s, so a
 down server is reported quickly instead of hanging requests.
 
 Features: one document per job (``_id`` = job id); every write is a single
-upsert or conditional update; indexes on ``state``+``created_at`` and
-``task``+``created_at``; a TTL index on ``expires_at`` (stored as a BSON date)
+upsert or conditional update; listings are newest first by ``created_at``
+then ``_id``, paged by keyset (``before``), served by indexes on
+``state``+``created_at``, ``task``+``created_at`` and ``created_at``; an
+index on ``finished_at``+``state`` serves the dashboard's throughput chart;
+a TTL index on ``expires_at`` (stored as a BSON date)
 expires finished jobs, and reads hide expired ones until MongoDB's TTL monitor
-removes them. ``args``, ``kwargs`` and ``result`` are stored as JSON text, so
-client keys such as ``$where`` or ``a.b`` are never read as operators or paths
-and integers of any size survive.
+removes them.
+
+Values: ``args``, ``kwargs`` and ``result`` are stored as native BSON, so a
+``hash_payload`` job's document holds ``"result": {"hash": …, "payload": …}``
+and ``db.jobs.find({"result.hash": …})`` finds it. What BSON cannot hold
+exactly, or MongoDB could read as an operator or a path, is stored as its
+JSON text in a one-key wrapper ``{"__jobkit_json__": "<json>"}`` at the
+smallest enclosing value, and read back unchanged:
+
+- integers outside BSON's int64 (below -2**63 or from 2**63 up);
+- a dict with a key that starts with ``$``, contains ``.`` or NUL, is empty,
+  or is ``__jobkit_json__`` itself (the whole dict is wrapped);
+- floats NaN and ±Infinity (not JSON; some MongoDB-wire servers refuse them);
+- strings (and keys) with lone surrogates, which UTF-8 cannot encode;
+- containers nested more than 64 levels inside the field (mongod refuses
+  documents nested over 100);
+- a scalar as the whole field (a result that is not a list or dict): records
+  written before native storage held each of these fields as a JSON text
+  string, so a string there is read as such a record's JSON text; and some
+  MongoDB-wire servers (nx-27017) turn a ``$set`` of a top-level ``true`` into
+  ``1`` and ``-0.0`` into ``0.0``. ``args`` (a list) and ``kwargs`` (a dict)
+  are always native.
 """
 from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 import threading
 import time
@@ -33,6 +56,10 @@ from jobkit.errors import BackendError, BackendUnavailable, ConfigError
 from jobkit.job import FINISHED_STATES, RECORD_FIELDS
 
 _JSON_FIELDS = frozenset({"args", "kwargs", "result"})
+_WRAPPER = "__jobkit_json__"  # {_WRAPPER: json text}: a value stored as its JSON text
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+MAX_NATIVE_DEPTH = 64
+"""Containers nested deeper than this inside a field are stored wrapped (mongod's limit is 100)."""
 _BROKER_FIELDS = ("broker_id", "priority", "queue")
 _DOWN = (mongo_errors.ConnectionFailure, mongo_errors.ServerSelectionTimeoutError)
 _DEFAULT_OPTIONS = {"serverSelectionTimeoutMS": 2000, "connectTimeoutMS": 2000}
@@ -144,16 +171,31 @@ class MongoBackend(Backend):
         return None if doc is None else _from_doc(doc)
 
     def find(
-        self, *, state: str | None = None, task: str | None = None, limit: int = 100
+        self, *, state: str | None = None, task: str | None = None, queue: str | None = None,
+        before: str | None = None, limit: int = 100,
     ) -> list[dict[str, Any]]:
-        query: dict[str, Any] = {}
-        if state is not None:
-            query["state"] = state
-        if task is not None:
-            query["task"] = task
+        query: dict[str, Any] = {k: v for k, v in (("state", state), ("task", task), ("queue", queue))
+                                 if v is not None}
         with self._db() as jobs:
+            if before is not None:  # keyset paging: after that record in (created_at, _id) order
+                cursor = jobs.find_one({"_id": before}, {"created_at": 1})
+                if cursor is None:
+                    return []
+                query["$or"] = [{"created_at": {"$lt": cursor.get("created_at")}},
+                                {"created_at": cursor.get("created_at"), "_id": {"$lt": before}}]
             docs = list(jobs.find(_live(query)).sort("created_at", pymongo.DESCENDING).limit(limit))
-        return [_from_doc(doc) for doc in docs]
+            if len(docs) == limit:  # records created at the same time as the last may lie past the limit
+                docs += jobs.find(_live({"$and": [query, {"created_at": docs[-1].get("created_at")}]}))
+        return [_from_doc(doc) for doc in _newest_first(docs)[:limit]]
+
+    def finished_per_minute(self, since: float) -> dict[int, dict[str, int]]:
+        counts: dict[int, dict[str, int]] = {}
+        with self._db() as jobs:  # the index on finished_at bounds the documents read
+            docs = jobs.find({"finished_at": {"$gte": since}}, {"_id": 0, "finished_at": 1, "state": 1})
+            for doc in docs:
+                per_state = counts.setdefault(int(doc["finished_at"] // 60), {})
+                per_state[doc["state"]] = per_state.get(doc["state"], 0) + 1
+        return counts
 
     def counts(self) -> dict[str, int]:
         pipeline = [{"$match": _live({})}, {"$group": {"_id": "$state", "n": {"$sum": 1}}}]
@@ -179,11 +221,19 @@ def _create_indexes(jobs: Any) -> None:
     try:
         jobs.create_index([("state", 1), ("created_at", 1)])
         jobs.create_index([("task", 1), ("created_at", 1)])
+        jobs.create_index("created_at")
+        jobs.create_index([("finished_at", 1), ("state", 1)])
         jobs.create_index("expires_at", expireAfterSeconds=0)
     except _DOWN as exc:
         raise BackendUnavailable(f"MongoDB unreachable: {exc}") from None
     except mongo_errors.PyMongoError as exc:
         raise BackendError(f"MongoDB: cannot create indexes: {exc}") from None
+
+
+def _newest_first(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Documents once each, newest first: by ``created_at``, then ``_id`` (created at the same time)."""
+    unique = {doc["_id"]: doc for doc in docs}
+    return sorted(unique.values(), key=lambda d: (d.get("created_at") or 0, d["_id"]), reverse=True)
 
 
 def _live(query: dict[str, Any]) -> dict[str, Any]:
@@ -202,7 +252,7 @@ def _to_doc(record: dict[str, Any]) -> dict[str, Any]:
         if key == "id":
             doc["_id"] = value
         elif key in _JSON_FIELDS and value is not None:
-            doc[key] = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+            doc[key] = _field_to_bson(value)
         elif key == "expires_at" and value is not None:
             doc[key] = _date(value)
         else:
@@ -215,8 +265,8 @@ def _from_doc(doc: dict[str, Any]) -> dict[str, Any]:
     for key, value in doc.items():
         if key == "_id":
             record["id"] = value
-        elif key in _JSON_FIELDS and isinstance(value, str):
-            record[key] = json.loads(value)
+        elif key in _JSON_FIELDS and value is not None:
+            record[key] = _field_from_bson(value)
         elif key == "broker_id" and isinstance(value, int):  # written before ids were strings
             record[key] = str(value)
         elif key == "expires_at" and isinstance(value, dt.datetime):
@@ -225,3 +275,72 @@ def _from_doc(doc: dict[str, Any]) -> dict[str, Any]:
         elif key in record:
             record[key] = value
     return record
+
+
+def _field_to_bson(value: Any) -> Any:
+    """``value`` (args, kwargs or result) as stored: a scalar is wrapped, as bare text means JSON text."""
+    return _to_bson(value, 0) if isinstance(value, (dict, list, tuple)) else _wrap(value)
+
+
+def _field_from_bson(stored: Any) -> Any:
+    """The value a field holds: a string is the JSON text of a record written before native storage."""
+    return json.loads(stored) if isinstance(stored, str) else _from_bson(stored)
+
+
+def _to_bson(value: Any, depth: int) -> Any:
+    """``value`` as native BSON where that is exact and safe, else its JSON text in a wrapper.
+
+    ``depth`` counts the containers around ``value`` inside its field.
+    """
+    if isinstance(value, dict):
+        if depth >= MAX_NATIVE_DEPTH or not all(map(_safe_key, value)):
+            return _wrap(value)
+        return {key: _to_bson(item, depth + 1) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        if depth >= MAX_NATIVE_DEPTH:
+            return _wrap(value)
+        return [_to_bson(item, depth + 1) for item in value]
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return int(value) if _INT64_MIN <= value <= _INT64_MAX else _wrap(value)
+    if isinstance(value, float):
+        return float(value) if math.isfinite(value) else _wrap(value)
+    if isinstance(value, str) and _utf8(value):
+        return str(value)
+    return _wrap(value)  # lone surrogates; or not JSON at all, and json.dumps says why
+
+
+def _from_bson(stored: Any) -> Any:
+    """The JSON value of a stored native value: wrappers decoded, BSON's Int64 back to ``int``."""
+    if isinstance(stored, dict):
+        text = stored.get(_WRAPPER)
+        if len(stored) == 1 and isinstance(text, str):
+            return json.loads(text)
+        return {key: _from_bson(item) for key, item in stored.items()}
+    if isinstance(stored, list):
+        return [_from_bson(item) for item in stored]
+    if isinstance(stored, int) and not isinstance(stored, bool):
+        return int(stored)
+    return stored
+
+
+def _safe_key(key: Any) -> bool:
+    """True for a key MongoDB stores as it is and never reads as an operator or a path."""
+    return (isinstance(key, str) and key != "" and key != _WRAPPER and not key.startswith("$")
+            and "." not in key and "\0" not in key and _utf8(key))
+
+
+def _wrap(value: Any) -> dict[str, str]:
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    if not _utf8(text):
+        text = json.dumps(value, separators=(",", ":"))  # lone surrogates as \u escapes
+    return {_WRAPPER: text}
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

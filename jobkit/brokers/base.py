@@ -149,6 +149,16 @@ class Consumer(ABC):
         """
         return delivery.lost or 0
 
+    def releases(self, delivery: Delivery) -> int | None:
+        """How many times the message was released before this delivery; None when the broker
+        cannot tell (the default).
+
+        Asked rarely (a message for a task this worker lacks is released for
+        another worker, up to a limit), so a broker may look it up here at the
+        cost of a round trip.
+        """
+        return None
+
     @abstractmethod
     def interrupt(self) -> None:
         """Wake a blocked :meth:`reserve` from another thread and end this consumer."""

@@ -520,12 +520,21 @@ class BeanstalkConsumer(Consumer):
         Asked on this consumer's connection, which holds the job (a producer's
         connection could see it anywhere); 0 when the job is no longer held here.
         """
-        counts: list[Any] = []
-        held = self._settle(delivery, lambda c, number: counts.append(c.stats_job(number)))
-        if not held:
+        stats = self._held_stats(delivery)
+        if stats is None:
             return 0
-        stats = counts[0]
         return max(0, int(stats["reserves"]) - 1 - int(stats["releases"]) - int(stats["buries"]))
+
+    def releases(self, delivery: Delivery) -> int | None:
+        """beanstalkd's ``releases`` count of the job (``stats-job`` on this connection)."""
+        stats = self._held_stats(delivery)
+        return None if stats is None else int(stats["releases"])
+
+    def _held_stats(self, delivery: Delivery) -> Any:
+        """``stats-job`` of a job this consumer holds, read on its connection; None when not held."""
+        found: list[Any] = []
+        held = self._settle(delivery, lambda c, number: found.append(c.stats_job(number)))
+        return found[0] if held else None
 
     def interrupt(self) -> None:
         self._closed = True

@@ -301,6 +301,11 @@ class MemoryConsumer(Consumer):
             self.broker._schedule(msg.deadline, msg)
             return True
 
+    def releases(self, delivery: Delivery) -> int | None:
+        with self.broker._cond:
+            msg = self._held(delivery)
+            return None if msg is None else msg.releases
+
     def interrupt(self) -> None:
         with self.broker._cond:
             self._closed = True
