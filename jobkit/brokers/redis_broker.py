@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
@@ -104,8 +105,8 @@ class RedisBroker(Broker):
 
     def peek_buried(self, queue: str) -> Peeked | None:
         with _wrapped():
-            oldest = self._client.zrange(f"{self._run.prefix}q:{queue}:buried", 0, 0)
-        return self.peek(oldest[0].decode()) if oldest else None
+            oldest: list[Any] = list(self._client.zrange(f"{self._run.prefix}q:{queue}:buried", 0, 0))
+        return self.peek(bytes(oldest[0]).decode()) if oldest else None
 
     def delete(self, broker_id: str) -> bool:
         with _wrapped():
@@ -119,7 +120,7 @@ class RedisBroker(Broker):
         with _wrapped():
             flat = self._run("STATS")
         width = len(QUEUE_STATS_KEYS) + 1
-        return {flat[i].decode(): dict(zip(QUEUE_STATS_KEYS, map(int, flat[i + 1:i + width])))
+        return {flat[i].decode(): dict(zip(QUEUE_STATS_KEYS, map(int, flat[i + 1:i + width]), strict=True))
                 for i in range(0, len(flat), width)}
 
     def ping(self) -> None:
@@ -221,7 +222,7 @@ class RedisConsumer(Consumer):
         """Give back what this consumer still holds (each counts as a lost delivery)."""
         held, self._held = self._held, {}
         for broker_id, holder in held.items():
-            self._quietly(lambda: self._run("DROP", broker_id, holder))
+            self._quietly(partial(self._run, "DROP", broker_id, holder))
         self._quietly(lambda: self._run("UNWAIT", self.token, *self.queues))
         self._client.close()
 
