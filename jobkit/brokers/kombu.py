@@ -335,17 +335,21 @@ class AMQPConsumer(Consumer):
     def _settle(self, delivery: Delivery, target: Callable[[str], str] | None, expiration_s: int = 0) -> bool:
         """Ack a held delivery, first publishing a copy (confirmed) to ``target(its queue)`` if given.
 
-        Returns False when this consumer no longer holds it (its connection broke since).
+        Returns False when this consumer no longer holds it: its connection
+        broke, before or during this call (RabbitMQ puts the message back).
         """
         held = self._held.pop(delivery.session, None)
         if held is None or self._link is None:
             return False
         tag, queue = held
-        with self._guard():
-            if target is not None:
-                self._link.publish(target(queue), delivery.body, delivery.broker_id,
-                                   {LOST_HEADER: self.lost_deliveries(delivery)}, expiration_s)
-            self._link.channel.basic_ack(tag)
+        try:
+            with self._guard():
+                if target is not None:
+                    self._link.publish(target(queue), delivery.body, delivery.broker_id,
+                                       {LOST_HEADER: self.lost_deliveries(delivery)}, expiration_s)
+                self._link.channel.basic_ack(tag)
+        except BrokerConnectionLost:
+            return False
         return True
 
     def interrupt(self) -> None:

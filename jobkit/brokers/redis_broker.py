@@ -191,11 +191,22 @@ class RedisConsumer(Consumer):
         self._quietly(lambda: self._run("UNWAIT", self.token, *self.queues))
 
     def _settle(self, name: str, delivery: Delivery, *args: str | int) -> bool:
+        """Run a settle script; False when the message is no longer this consumer's.
+
+        Also False when Redis cannot be reached: the message stays reserved
+        and comes back when its TTR runs out.
+        """
         holder = self._held.pop(delivery.broker_id, None)
         if holder is None or holder != f"{self.token}:{delivery.session}":
             return False
-        with _wrapped(lost=True):
-            return bool(self._run(name, delivery.broker_id, holder, *args))
+        return self._held_script(name, delivery.broker_id, holder, *args)
+
+    def _held_script(self, name: str, broker_id: str, holder: str, *args: str | int) -> bool:
+        try:
+            with _wrapped(lost=True):
+                return bool(self._run(name, broker_id, holder, *args))
+        except BrokerConnectionLost:
+            return False
 
     def delete(self, delivery: Delivery) -> bool:
         return self._settle("DELETE_HELD", delivery)
@@ -210,8 +221,7 @@ class RedisConsumer(Consumer):
         holder = self._held.get(delivery.broker_id)
         if holder is None:
             return False
-        with _wrapped(lost=True):
-            return bool(self._run("TOUCH", delivery.broker_id, holder))
+        return self._held_script("TOUCH", delivery.broker_id, holder)
 
     def interrupt(self) -> None:
         self._interrupted.set()
