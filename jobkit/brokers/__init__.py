@@ -8,6 +8,8 @@ from jobkit.urls import load_class
 BROKERS = {
     "beanstalk": "jobkit.brokers.beanstalk:BeanstalkBroker",
     "memory": "jobkit.brokers.memory:MemoryBroker",
+    "redis": "jobkit.brokers.redis_broker:RedisBroker",
+    "amqp": "jobkit.brokers.kombu:AMQPBroker",
 }
 
 
