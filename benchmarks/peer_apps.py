@@ -6,7 +6,10 @@ SQLite file results go to). Each task does what jobkit's worker does for a
 job and no more: the seed's md5 of the payload, then one autocommitted upsert
 of the result into SQLite with jobkit's pragmas (the bare loop's statement).
 Neither peer uses a result backend of its own: that would only cost them
-more, so the comparison leans their way.
+more, so the comparison leans their way. On RabbitMQ both are given
+jobkit's guarantee that a returned send is held by the broker: publisher
+confirms for both, and Celery's queue is a quorum queue as jobkit's are
+(Dramatiq declares classic queues only).
 """
 from __future__ import annotations
 
@@ -41,8 +44,11 @@ def celery_app(url: str) -> Any:
     from celery import Celery
 
     app = Celery("peers", broker=url)
-    app.conf.update(task_ignore_result=True, worker_prefetch_multiplier=4, broker_pool_limit=4,
+    app.conf.update(task_ignore_result=True, worker_prefetch_multiplier=4, broker_pool_limit=8,
                     worker_hijack_root_logger=False, broker_connection_retry_on_startup=True)
+    if url.startswith("amqp"):  # jobkit's guarantee: a returned send is in a durable queue
+        app.conf.update(task_default_queue_type="quorum", worker_detect_quorum_queues=True,
+                        broker_transport_options={"confirm_publish": True})
     app.task(name="hash_payload")(store)
     return app
 
@@ -53,7 +59,9 @@ def dramatiq_actor(url: str) -> Any:
 
     if url.startswith("amqp"):
         from dramatiq.brokers.rabbitmq import RabbitmqBroker
-        broker: Any = RabbitmqBroker(url=url)
+        if url.endswith("//"):  # kombu's spelling of vhost "/"; pika wants it encoded
+            url = url[:-1] + "%2F"
+        broker: Any = RabbitmqBroker(url=url, confirm_delivery=True)  # as jobkit: confirmed puts
     elif url.startswith("redis"):
         from dramatiq.brokers.redis import RedisBroker
         broker = RedisBroker(url=url)
@@ -61,7 +69,7 @@ def dramatiq_actor(url: str) -> Any:
         from dramatiq.brokers.stub import StubBroker
         broker = StubBroker()
     dramatiq.set_broker(broker)
-    return dramatiq.actor(store, actor_name="hash_payload", max_retries=0)
+    return dramatiq.actor(store, actor_name="hash_payload", queue_name="dramatiq_peer", max_retries=0)
 
 
 # A worker started by benchmarks.peers imports this module with PEER_KIND set.
