@@ -2,7 +2,10 @@
 
 A record is one dict per job id with the fields of :data:`RECORD_FIELDS`;
 every backend reads and writes records in this shape (times in unix seconds;
-``broker_id`` is the broker's opaque id as a string, or None).
+``broker_id`` is the broker's opaque id as a string, or None). A running
+job's ``worker`` holds it until ``lease_until``, which the worker's heartbeat
+renews; ``superseded`` is the broker id of a copy that a reconciler replaced
+with a fresh one (see :mod:`jobkit.leases`).
 """
 from __future__ import annotations
 
@@ -41,7 +44,7 @@ FINISHED_STATES = frozenset({"succeeded", "failed", "cancelled"})
 RECORD_FIELDS = (
     "id", "task", "args", "kwargs", "queue", "state", "broker_id", "priority", "attempts",
     "result", "error", "created_at", "started_at", "finished_at", "expires_at", "worker",
-    "idempotency_key",
+    "idempotency_key", "lease_until", "superseded",
 )
 
 

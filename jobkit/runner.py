@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from jobkit.brokers.base import DEFAULT_PRIORITY, Consumer, Delivery
 from jobkit.config import Settings
 from jobkit.errors import BackendError, PayloadError, PoisonMessage, Retry
+from jobkit.leases import stale_copy
 from jobkit.logs import job_context, job_fields
 from jobkit.message import Envelope, dumps
 from jobkit.metrics import JobStats
@@ -146,8 +147,10 @@ class Runner:
 
     def __init__(self, app: App, worker_name: str, stats: JobStats | None = None, *,
                  unknown_task_releases: int = Settings.unknown_task_releases,
-                 unknown_task_delay_s: float = Settings.unknown_task_delay) -> None:
+                 unknown_task_delay_s: float = Settings.unknown_task_delay,
+                 lease_s: float = Settings.lease) -> None:
         self.app = app
+        self.lease_s = lease_s
         self.worker_name = worker_name
         self.stats = JobStats() if stats is None else stats
         self.unknown_task_releases = unknown_task_releases
@@ -168,7 +171,7 @@ class Runner:
         if decoded is None:
             return None
         try:
-            record = self._claim(decoded[0])
+            record = self._claim(decoded[0], delivery)
         except BackendError:
             _release_for_outage(consumer, delivery, decoded[0])
             raise
@@ -208,16 +211,19 @@ class Runner:
         releases = consumer.releases(delivery)
         return limit if releases is None else releases
 
-    def _claim(self, env: Envelope) -> dict[str, Any]:
-        return self.app.backend.claim(env.record() | {"worker": self.worker_name,
-                                                      "started_at": time.time()})
+    def _claim(self, env: Envelope, delivery: Delivery) -> dict[str, Any]:
+        """Hold the job: this worker, a lease (see :mod:`jobkit.leases`), the copy it runs."""
+        now = time.time()
+        return self.app.backend.claim(env.record() | {
+            "worker": self.worker_name, "started_at": now, "lease_until": now + self.lease_s,
+            "broker_id": delivery.broker_id})
 
     def _admit(self, consumer: Consumer, delivery: Delivery, env: Envelope, task: Task[Any, Any],
                record: dict[str, Any]) -> Attempt | None:
         """The attempt to run for a claimed job, or None when its record says it must not run."""
         state, attempts = record["state"], record.get("attempts") or 0
-        if state in ("succeeded", "cancelled"):
-            consumer.delete(delivery)  # its outcome is stored: a redelivery, not new work
+        if state in ("succeeded", "cancelled") or stale_copy(record, delivery.broker_id):
+            consumer.delete(delivery)  # its outcome is stored, or a fresh copy replaced it: not new work
         elif state == "failed":
             consumer.bury(delivery, priority=env.priority)  # a dead letter stays one
         elif attempts > lost_worker_limit(env.max_retries) and (
@@ -297,13 +303,18 @@ class Runner:
         try:
             with self.app.backend.batch():
                 stored = self._store(attempt.envelope, state, outcome, attempt.attempts)
-                record = self._claim(decoded[0]) if decoded is not None else None
+                record = self._claim(decoded[0], ahead) if decoded is not None and ahead else None
         except BackendError:
             _outcome_lost(consumer, attempt.delivery, attempt.envelope)
             if ahead is not None and decoded is not None:
                 _release_for_outage(consumer, ahead, decoded[0])
             raise
         self._count(attempt, state, outcome, stored)
+        if not stored:
+            log.warning("job %s: outcome of attempt %d not stored: the job was cancelled, or re-enqueued "
+                        "after this worker's lease ran out (a duplicate run)", attempt.envelope.id,
+                        attempt.attempts, extra=job_fields(attempt.envelope.id, attempt.envelope.task,
+                                                           attempt.attempts, self.worker_name))
         self._then(consumer, attempt.delivery, attempt.envelope, state, outcome, attempt.attempts,
                    stored)
         if ahead is None or decoded is None or record is None:
@@ -328,8 +339,8 @@ class Runner:
 
     def _store(self, env: Envelope, state: str, outcome: Outcome, attempts: int) -> bool:
         result = {"result": outcome.result} if outcome.ok else {}
-        return self.app.backend.finish(env.id, state, error=outcome.error,  # attempts: claim's count
-                                       insert=env.record() | {"attempts": attempts}, **result)
+        return self.app.backend.finish(env.id, state, error=outcome.error,  # only while it holds the job
+                                       held_by=(self.worker_name, attempts), **result)
 
     def _store_then(self, consumer: Consumer, delivery: Delivery, env: Envelope, state: str,
                     outcome: Outcome, attempts: int) -> None:
@@ -366,8 +377,9 @@ class Runner:
         """
         env = attempt.envelope
         try:
-            self.app.backend.update(env.id, {"state": "queued", "attempts": attempt.attempts - 1},
-                                    unless=("succeeded", "failed", "cancelled"))
+            self.app.backend.update_held(env.id, {"state": "queued", "attempts": attempt.attempts - 1,
+                                                  "lease_until": None},
+                                         worker=self.worker_name, attempts=attempt.attempts)
         except BackendError:
             log.warning("job %s released, but its record still says running", env.id)
         consumer.release(attempt.delivery, priority=env.priority, delay_s=0)

@@ -10,7 +10,9 @@ and settles them; the thread pool then abandons the stuck thread and starts
 a fresh slot, while a process-pool child exits so that its supervisor
 replaces it (see :mod:`jobkit.pool`). The heartbeat thread also rewrites the
 worker's record in the backend every few seconds (see :meth:`Worker.record`),
-which lists it as live; a worker that stops cleanly removes it.
+which lists it as live; a worker that stops cleanly removes it. On the same
+beat it renews the leases of the jobs it runs and re-enqueues those of
+vanished workers (see :mod:`jobkit.leases`).
 SIGTERM/SIGINT stop reserving and let running jobs finish within ``grace_s``;
 then (or at a second signal) the jobs still running are released and the
 worker returns.
@@ -30,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from jobkit.backends.base import BEAT_EVERY_S, LIVE_FOR_S
 from jobkit.brokers.base import DEFAULT_PRIORITY, TOUCH, Delivery
 from jobkit.errors import (
+    BrokerError,
     BackendError,
     BrokerConnectionLost,
     BrokerUnavailable,
@@ -37,6 +40,7 @@ from jobkit.errors import (
     PoisonMessage,
     TimeLimitExceeded,
 )
+from jobkit.leases import Reconciler, renew_every_s
 from jobkit.message import Envelope
 from jobkit.metrics import JobStats
 from jobkit.runner import Attempt, Outcome, Runner, describe
@@ -225,6 +229,8 @@ class Heartbeat:
         self.closed = False
         self.next_prune = time.monotonic()
         self.next_report = time.monotonic()
+        self.report_every_s = min(BEAT_EVERY_S, renew_every_s(worker.lease_s))
+        self.reconciler = Reconciler(worker.app, worker.name, worker.lease_s)
         self.touches = worker.app.broker.can(TOUCH)  # else the broker's own TTR rule holds
         self._idle_wake_s = float(PRUNE_EVERY_S)  # perf: see _beat
         self._wake_at = 0.0
@@ -290,12 +296,24 @@ class Heartbeat:
         return max(0.05, wake - now)
 
     def _report(self, now: float) -> None:
-        """Rewrite the worker's heartbeat record (a backend outage only delays it)."""
-        self.next_report = now + BEAT_EVERY_S
+        """Renew leases, rewrite the worker's heartbeat record, reconcile (an outage only delays them)."""
+        self.next_report = now + self.report_every_s
         try:
+            self._renew_leases()
             self.worker.app.backend.beat_worker(self.worker.record())
-        except BackendError as exc:
-            log.debug("heartbeat record not written: %s", exc)
+            self.reconciler.run()
+        except (BackendError, BrokerError) as exc:
+            log.debug("heartbeat record or leases not written: %s", exc)
+
+    def _renew_leases(self) -> None:
+        """Extend the lease of each job this worker runs (a job it no longer holds is left alone)."""
+        worker = self.worker
+        until = time.time() + worker.lease_s
+        for slot in worker.live_slots():
+            attempt = slot.attempt
+            if attempt is not None and not (attempt.done or attempt.abandoned):
+                worker.app.backend.update_held(attempt.envelope.id, {"lease_until": until},
+                                               worker=worker.name, attempts=attempt.attempts)
 
     def _prune(self) -> None:
         self.next_prune = time.monotonic() + self.worker.prune_every_s
@@ -327,13 +345,15 @@ class Worker:
             another worker; default: the app's settings (``JOBKIT_UNKNOWN_TASK_DELAY``).
         stats: counts of the jobs run here (with Prometheus metrics, when wanted).
         pool: the name of the process pool this worker is a child of, for its record.
+        lease_s: seconds it holds a running job between renewals (see
+            :mod:`jobkit.leases`); default: the app's settings (``JOBKIT_LEASE``).
     """
 
     def __init__(self, app: App, *, queues: Sequence[str] | None = None, concurrency: int = 1,
                  grace_s: float = 30.0, exit_on_time_limit: bool = False,
                  prune_every_s: float = PRUNE_EVERY_S, unknown_task_releases: int | None = None,
                  unknown_task_delay_s: float | None = None, stats: JobStats | None = None,
-                 pool: str | None = None) -> None:
+                 pool: str | None = None, lease_s: float | None = None) -> None:
         if concurrency < 1:
             raise ConfigError("concurrency must be at least 1")
         if app.broker.url.startswith("memory:") and exit_on_time_limit:
@@ -349,10 +369,12 @@ class Worker:
         self.pool = pool
         self.started_at = time.time()
         settings = app.settings
+        self.lease_s = settings.lease if lease_s is None else lease_s
         self.runner = Runner(app, self.name, stats, unknown_task_releases=settings.unknown_task_releases
                              if unknown_task_releases is None else unknown_task_releases,
                              unknown_task_delay_s=settings.unknown_task_delay
-                             if unknown_task_delay_s is None else unknown_task_delay_s)
+                             if unknown_task_delay_s is None else unknown_task_delay_s,
+                             lease_s=self.lease_s)
         self.stopping = threading.Event()
         self.done = threading.Event()
         self._hurry = threading.Event()

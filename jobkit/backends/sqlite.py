@@ -139,7 +139,7 @@ class SQLiteBackend(Backend):
             state TEXT NOT NULL, broker_id TEXT, priority INTEGER,
             attempts INTEGER NOT NULL DEFAULT 0, result TEXT, error TEXT,
             created_at REAL, started_at REAL, finished_at REAL, expires_at REAL,
-            worker TEXT, idempotency_key TEXT)""",
+            worker TEXT, idempotency_key TEXT, lease_until REAL, superseded TEXT)""",
         # perf: each index is one more b-tree every enqueue writes, so the row order stands
         # for creation order: listings walk the table newest first by rowid (the order the
         # records were written, within milliseconds of their creation), filtering by task
@@ -153,6 +153,8 @@ class SQLiteBackend(Backend):
         "CREATE INDEX IF NOT EXISTS jobs_expiring ON jobs (expires_at) WHERE expires_at IS NOT NULL",
         # the throughput chart counts the jobs finished in the last hour from this index alone
         "CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at, state) WHERE finished_at IS NOT NULL",
+        # the reconciler looks here for expired leases (a claim adds the entry, an outcome drops it)
+        "CREATE INDEX IF NOT EXISTS jobs_leased ON jobs (lease_until) WHERE lease_until IS NOT NULL",
         # indexes of earlier schemas, each a cost to every write
         *(f"DROP INDEX IF EXISTS {name}" for name in (
             "jobs_created", "jobs_task_created", *(f"jobs_{state}" for state in _ATTENTION_STATES))),
@@ -166,10 +168,12 @@ class SQLiteBackend(Backend):
               " priority = coalesce(excluded.priority, priority), queue = coalesce(excluded.queue, queue)")
     CLAIM = (
         "INSERT INTO jobs (id, task, args, kwargs, queue, priority, created_at, state, attempts,"
-        " started_at, worker) VALUES (?, ?, ?, ?, ?, ?, ?, 'running', 1, ?, ?) "
+        " started_at, worker, lease_until, broker_id) VALUES (?, ?, ?, ?, ?, ?, ?, 'running', 1, ?, ?, ?, ?) "
         "ON CONFLICT (id) DO UPDATE SET state = 'running', attempts = attempts + 1,"
-        " started_at = excluded.started_at, worker = excluded.worker"
-        f" WHERE state NOT IN {_FINISHED} RETURNING {_COLUMNS}"
+        " started_at = excluded.started_at, worker = excluded.worker, lease_until = excluded.lease_until"
+        f" WHERE state NOT IN {_FINISHED}"
+        " AND (superseded IS NULL OR superseded IS NOT excluded.broker_id)"  # a copy a reconciler replaced
+        f" RETURNING {_COLUMNS}"
     )
 
     #: Counts by state, kept by triggers; built once from the rows of a database made before them.
@@ -183,6 +187,13 @@ class SQLiteBackend(Backend):
     )
     WORKERS_DDL = ("CREATE TABLE IF NOT EXISTS workers ("
                    "name TEXT PRIMARY KEY, last_seen REAL NOT NULL, record TEXT NOT NULL)")
+    LOCKS_DDL = ("CREATE TABLE IF NOT EXISTS locks ("
+                 "name TEXT PRIMARY KEY, holder TEXT NOT NULL, until REAL NOT NULL) WITHOUT ROWID")
+    TRY_LOCK = ("INSERT INTO locks (name, holder, until) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE"
+                " SET holder = excluded.holder, until = excluded.until"
+                " WHERE until < ? OR holder = excluded.holder")
+    #: columns added after the first schema: (name, type)
+    LATER_COLUMNS = (("lease_until", "REAL"), ("superseded", "TEXT"))
 
     def __init__(self, url: str, **options: Any) -> None:
         super().__init__(url, **options)
@@ -239,8 +250,10 @@ class SQLiteBackend(Backend):
     def _set_up(self, conn: _Connection) -> None:
         """Switch to WAL and create the table (a connection waits while another process does)."""
         conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(self.DDL[0])
+        self._add_later_columns(conn)
         self._upgrade_broker_ids(conn)
-        for statement in (*self.DDL, self.WORKERS_DDL):
+        for statement in (*self.DDL, self.WORKERS_DDL, self.LOCKS_DDL):
             conn.execute(statement)
         if not _has_table(conn, "job_counts"):
             self._add_counts(conn)
@@ -256,6 +269,17 @@ class SQLiteBackend(Backend):
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+
+    def _add_later_columns(self, conn: _Connection) -> None:
+        """Give a file made before the leases their columns (another process may race: harmless)."""
+        have = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
+        for name, kind in self.LATER_COLUMNS:
+            if name not in have:
+                try:
+                    conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
+                except sqlite3.OperationalError as exc:
+                    if "duplicate column" not in str(exc):
+                        raise
 
     def _upgrade_broker_ids(self, conn: _Connection) -> None:
         """Give a file made when broker ids were numbers a TEXT ``broker_id`` column.
@@ -372,7 +396,8 @@ class SQLiteBackend(Backend):
         with self._db() as db:
             row = db.execute(self.CLAIM, (
                 r["id"], r.get("task"), args_text, kwargs_text, r.get("queue"), r.get("priority"),
-                r.get("created_at"), r["started_at"], r.get("worker"),
+                r.get("created_at"), r["started_at"], r.get("worker"), r.get("lease_until"),
+                r.get("broker_id"),
             )).fetchone()
         if row is not None:  # args and kwargs stored as sent need no decoding
             return _record(row, {"args": (args_text, args), "kwargs": (kwargs_text, kwargs)})
@@ -403,6 +428,24 @@ class SQLiteBackend(Backend):
             cols = tuple(full)
             params = [_out(c, full[c]) for c in cols] + list(unless)
             return db.execute(_upsert_sql(cols, names, len(unless)), params).rowcount > 0
+
+    def update_held(self, job_id: str, fields: dict[str, Any], *, worker: str, attempts: int) -> bool:
+        names = tuple(fields)
+        sets = ", ".join(f"{n} = ?" for n in names)
+        sql = f"UPDATE jobs SET {sets} WHERE id = ? AND state = 'running' AND worker = ? AND attempts = ?"
+        with self._db() as db:
+            params = [_out(n, fields[n]) for n in names] + [job_id, worker, attempts]
+            return db.execute(sql, params).rowcount > 0
+
+    def expired_leases(self, now: float, limit: int = 100) -> list[dict[str, Any]]:
+        with self._db() as db:  # reads the index jobs_leased
+            rows = db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE lease_until < ?"
+                              " ORDER BY lease_until LIMIT ?", (now, limit)).fetchall()
+        return [_record(row) for row in rows]
+
+    def try_lock(self, name: str, holder: str, until: float, now: float) -> bool:
+        with self._db() as db:
+            return db.execute(self.TRY_LOCK, (name, holder, until, now)).rowcount > 0
 
     def get(self, job_id: str) -> dict[str, Any] | None:
         with self._db() as db:
