@@ -518,7 +518,7 @@ def test_sqlite_starts_its_wal_afresh_while_in_use(tmp_path: object, monkeypatch
         return size
 
     assert wal_bytes_after_writes("unchecked", 3600.0) > 100 * 4096  # every write still in the WAL
-    assert wal_bytes_after_writes("checked", 0.0) < 20 * 4096  # the schema, then started afresh
+    assert wal_bytes_after_writes("checked", 0.0) < 32 * 4096  # the schema, then started afresh
 
 
 def _open_and_add(url: str, job_id: str) -> None:
