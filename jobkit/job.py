@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from jobkit.errors import JobCancelled, JobFailed, JobNotFound
 
 if TYPE_CHECKING:
     from jobkit.app import App
+
+R = TypeVar("R")
 
 
 class JobState(str, enum.Enum):
@@ -40,7 +42,7 @@ FINISHED_STATES = frozenset({"succeeded", "failed", "cancelled"})
 RECORD_FIELDS = (
     "id", "task", "args", "kwargs", "queue", "state", "broker_id", "priority", "attempts",
     "result", "error", "created_at", "started_at", "finished_at", "expires_at", "worker",
-    "idempotency_key",
+    "idempotency_key", "progress",
 )
 
 
@@ -77,9 +79,19 @@ class JobStatus:
         """The task's registered name."""
         return self.record.get("task")
 
+    @property
+    def progress(self) -> dict[str, Any] | None:
+        """The latest progress the task reported: ``{"fraction": 0..1, "meta": {...}}``, or None."""
+        progress: dict[str, Any] | None = self.record.get("progress")
+        return progress
 
-class Job:
+
+class Job(Generic[R]):
     """A handle on one job, by id. Cheap to create; reads go to the result backend.
+
+    Typed by its task's result: ``add.delay(1, 2)`` is a ``Job[int]`` when
+    ``add`` returns an ``int`` (an ``async def`` task's too), so that
+    ``.get()`` is an ``int`` to a type checker.
 
     Attributes:
         id: the job id (URL-safe, unique across brokers and restarts).
@@ -112,7 +124,7 @@ class Job:
             raise JobNotFound(self.id)
         return JobStatus.from_record(record)
 
-    def get(self, timeout: float | None = 10.0) -> Any:
+    def get(self, timeout: float | None = 10.0) -> R:
         """Wait for the job's outcome and return its result.
 
         Args:
@@ -127,7 +139,7 @@ class Job:
         record = self.app.backend.wait(self.id, timeout)
         state = record["state"]
         if state == JobState.SUCCEEDED:
-            return record.get("result")
+            return cast(R, record.get("result"))
         if state == JobState.CANCELLED:
             raise JobCancelled(self.id)
         raise JobFailed(self.id, record.get("error"))

@@ -11,7 +11,7 @@ upsert or conditional update; indexes on ``state``+``created_at`` and
 expires finished jobs, and reads hide expired ones until MongoDB's TTL monitor
 removes them.
 
-Values: ``args``, ``kwargs`` and ``result`` are stored as native BSON, so a
+Values: ``args``, ``kwargs``, ``result`` and ``progress`` are stored as native BSON, so a
 ``hash_payload`` job's document holds ``"result": {"hash": …, "payload": …}``
 and ``db.jobs.find({"result.hash": …})`` finds it. What BSON cannot hold
 exactly, or MongoDB could read as an operator or a path, is stored as its
@@ -52,7 +52,7 @@ from jobkit.backends.base import Backend
 from jobkit.errors import BackendError, BackendUnavailable, ConfigError
 from jobkit.job import FINISHED_STATES, RECORD_FIELDS
 
-_JSON_FIELDS = frozenset({"args", "kwargs", "result"})
+_JSON_FIELDS = frozenset({"args", "kwargs", "result", "progress"})
 _WRAPPER = "__jobkit_json__"  # {_WRAPPER: json text}: a value stored as its JSON text
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 MAX_NATIVE_DEPTH = 64
@@ -183,6 +183,13 @@ class MongoBackend(Backend):
         pipeline = [{"$match": _live({})}, {"$group": {"_id": "$state", "n": {"$sum": 1}}}]
         with self._db() as jobs:
             return {row["_id"]: row["n"] for row in jobs.aggregate(pipeline)}
+
+    def cancelled(self, job_ids: Collection[str]) -> set[str]:
+        if not job_ids:
+            return set()
+        with self._db() as jobs:
+            docs = jobs.find({"_id": {"$in": list(job_ids)}, "state": "cancelled"}, {"_id": 1})
+            return {doc["_id"] for doc in docs}
 
     def delete(self, job_id: str) -> None:
         with self._db() as jobs:
