@@ -17,6 +17,7 @@ from jobkit.app import App
 from jobkit.config import DEFAULT_APP, Settings
 from jobkit.errors import BrokerUnavailable, ConfigError, JobkitError, JobNotFound, PayloadError, TaskNotFound
 from jobkit.message import loads
+from jobkit.worker import DEFAULT_CANCEL_GRACE_S
 
 log = logging.getLogger("jobkit")
 
@@ -119,6 +120,7 @@ def _configured(app: App, settings: Settings, args: argparse.Namespace) -> App:
 # -- commands ---------------------------------------------------------------
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    from jobkit.asyncpool import AsyncWorker
     from jobkit.pool import ProcessPool
     from jobkit.worker import Worker
 
@@ -126,10 +128,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     queues = [q for q in (args.queues or "").split(",") if q] or None
     if args.pool == "process":
         ProcessPool(app, queues=queues, processes=args.concurrency, grace_s=args.grace,
-                    prune_every_s=args.prune_every).run()
+                    prune_every_s=args.prune_every, cancel_grace_s=args.cancel_grace).run()
     else:
-        Worker(app, queues=queues, concurrency=args.concurrency, grace_s=args.grace,
-               prune_every_s=args.prune_every).run()
+        kind = AsyncWorker if args.pool == "asyncio" else Worker
+        kind(app, queues=queues, concurrency=args.concurrency, grace_s=args.grace,
+             prune_every_s=args.prune_every, cancel_grace_s=args.cancel_grace).run()
     return 0
 
 
@@ -231,11 +234,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="run jobs", description="Reserve jobs and run them.")
     p.add_argument("-c", "--concurrency", type=_positive, default=os.cpu_count() or 1,
                    help="jobs run at once (default: number of CPUs)")
-    p.add_argument("--pool", choices=("thread", "process"), default="thread",
-                   help="threads in this process, or one process per job slot (default thread)")
+    p.add_argument("--pool", choices=("thread", "process", "asyncio"), default="thread",
+                   help="threads in this process, one process per job slot, or N jobs on one "
+                   "asyncio event loop, for async def tasks (default thread)")
     p.add_argument("-q", "--queues", help="comma-separated queues (default: those of the app's tasks)")
     p.add_argument("--grace", type=_seconds, default=30.0, metavar="S",
                    help="seconds running jobs get to finish after SIGTERM/SIGINT (default 30)")
+    p.add_argument("--cancel-grace", type=_seconds, default=DEFAULT_CANCEL_GRACE_S, metavar="S",
+                   help="seconds a cancelled running job gets to stop by itself before it is "
+                   f"stopped by force (default {DEFAULT_CANCEL_GRACE_S:g})")
     p.add_argument("--prune-every", type=_positive_seconds, default=3600.0, metavar="S",
                    help="seconds between deletions of expired records, first at start (default 3600)")
     _common(p, "INFO")

@@ -54,6 +54,7 @@ class JobContext:
         self.id = job_id
         self.attempt = attempt
         self._lock = threading.Lock()
+        self._write_lock = threading.Lock()  # one progress write at a time, in order
         self._cancelled = False
         self._on_cancel: list[Callable[[], None]] = []
         self._progress: dict[str, Any] | None = None  # reported, not yet written
@@ -141,11 +142,25 @@ class JobContext:
                 return
         callback()
 
-    def take_progress(self) -> dict[str, Any] | None:
-        """The progress reported since the last call, or None: the worker writes it."""
-        with self._lock:
-            value, self._progress = self._progress, None
-        return value
+    def write_progress(self, write: Callable[[float, dict[str, Any]], object]) -> None:
+        """Call ``write(fraction, meta)`` with the progress reported since the last write, if any.
+
+        Writes from the heartbeat and from the job's end happen one at a
+        time, so that an older value never lands after a newer one. A value
+        whose write raised is kept for the next write.
+        """
+        with self._write_lock:
+            with self._lock:
+                value, self._progress = self._progress, None
+            if value is None:
+                return
+            try:
+                write(value["fraction"], value["meta"])
+            except BaseException:
+                with self._lock:
+                    if self._progress is None:
+                        self._progress = value
+                raise
 
     def take_touch(self) -> bool:
         """True once after :meth:`touch` was called."""

@@ -4,7 +4,8 @@ Each child is a full worker with one slot (its own broker connection and
 backend connection), forked from the supervisor before anything connects.
 The supervisor forwards SIGTERM/SIGINT to the children (which finish or
 release their jobs as :mod:`jobkit.worker` describes), replaces children
-that die (a child exits on purpose after stopping an overrunning job), and
+that die (a child exits on purpose after stopping an overrunning job, or
+a cancelled one that went on running), and
 kills stragglers ``grace_s`` + 5 s after a stop.
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ from multiprocessing.connection import wait
 from typing import TYPE_CHECKING, Any
 
 from jobkit.embedded import die_with_parent
-from jobkit.worker import PRUNE_EVERY_S, Worker
+from jobkit.worker import DEFAULT_CANCEL_GRACE_S, PRUNE_EVERY_S, Worker
 
 if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
@@ -30,23 +31,26 @@ log = logging.getLogger("jobkit.worker")
 RESPAWN_PAUSE_S = 1.0  # a child that dies at once is not respawned faster than this
 
 
-def _child(app: App, queues: Sequence[str] | None, grace_s: float, prune_every_s: float) -> None:
+def _child(app: App, queues: Sequence[str] | None, grace_s: float, prune_every_s: float,
+           cancel_grace_s: float) -> None:
     signal.set_wakeup_fd(-1)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, signal.SIG_DFL)
     os.setpgrp()  # a terminal's Ctrl-C reaches the supervisor only, which forwards it once
     die_with_parent()
     Worker(app, queues=queues, concurrency=1, grace_s=grace_s, exit_on_time_limit=True,
-           prune_every_s=prune_every_s).run()
+           prune_every_s=prune_every_s, cancel_grace_s=cancel_grace_s).run()
 
 
 class ProcessPool:
     """Supervises ``processes`` forked worker processes."""
 
     def __init__(self, app: App, *, queues: Sequence[str] | None, processes: int,
-                 grace_s: float, prune_every_s: float = PRUNE_EVERY_S) -> None:
+                 grace_s: float, prune_every_s: float = PRUNE_EVERY_S,
+                 cancel_grace_s: float = DEFAULT_CANCEL_GRACE_S) -> None:
         self.app, self.queues, self.processes, self.grace_s = app, queues, processes, grace_s
         self.prune_every_s = prune_every_s
+        self.cancel_grace_s = cancel_grace_s
         self.ctx = multiprocessing.get_context("fork")
         self.children: dict[int, tuple[BaseProcess, float]] = {}
         self.signals = 0
@@ -84,7 +88,7 @@ class ProcessPool:
                     pass
 
     def _spawn(self, slot: int) -> None:
-        args = (self.app, self.queues, self.grace_s, self.prune_every_s)
+        args = (self.app, self.queues, self.grace_s, self.prune_every_s, self.cancel_grace_s)
         proc = self.ctx.Process(target=_child, args=args, name=f"jobkit-worker-{slot}", daemon=False)
         proc.start()
         self.children[slot] = (proc, time.monotonic())

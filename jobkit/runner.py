@@ -18,14 +18,17 @@ where the last one stopped. See docs/guarantees.md.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import traceback
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from jobkit.aio import call_async
 from jobkit.brokers.base import DEFAULT_PRIORITY, Consumer, Delivery
 from jobkit.config import Settings
+from jobkit.context import JobContext
 from jobkit.errors import BackendError, BrokerError, PayloadError, PoisonMessage, Retry
 from jobkit.message import Envelope, dumps
 
@@ -37,6 +40,10 @@ log = logging.getLogger("jobkit.worker")
 TRACEBACK_LIMIT = 16_384  # characters of traceback kept in a record
 OUTAGE_DELAY_S = 5  # how long a job waits in the broker when its outcome could not be stored
 MESSAGE_LIMIT = 4_096  # characters of an error message kept in a record
+CANCEL_CHECK_S = 0.5  # how often the heartbeat reads whether running jobs were cancelled
+#: an async task stops itself at its time limit (asyncio.timeout); the heartbeat stops
+#: it by force only this much later, when its event loop is stuck
+ASYNC_LIMIT_SLACK_S = 1.0
 
 
 @dataclass
@@ -52,7 +59,8 @@ class Outcome:
 
 @dataclass
 class Attempt:
-    """A job a slot is running; the heartbeat touches it and enforces its time limit."""
+    """A job a slot is running; the heartbeat touches it, looks for its cancellation,
+    writes its progress and enforces its time limit."""
 
     delivery: Delivery
     envelope: Envelope
@@ -60,18 +68,22 @@ class Attempt:
     attempts: int
     started: float = field(default_factory=time.monotonic)
     touched: float = 0.0  # monotonic time of the last touch (or the start)
+    checked: float = 0.0  # monotonic time the heartbeat last read whether it was cancelled
+    force_at: float | None = None  # cancelled: when it is stopped by force unless it ended
     done: bool = False  # the slot took the outcome
     abandoned: bool = False  # the heartbeat or shutdown took the job away from the slot
+    context: JobContext = field(init=False)
 
     def __post_init__(self) -> None:
-        self.touched = self.started
+        self.touched = self.checked = self.started
+        self.context = JobContext(self.envelope.id, self.attempts)
 
     @property
     def next_due(self) -> float:
         """When the heartbeat must next look at this attempt (monotonic seconds)."""
-        limit_at = self.limit_at
-        touch_at = self.touched + self.touch_every_s
-        return touch_at if limit_at is None else min(touch_at, limit_at)
+        due = [self.touched + self.touch_every_s, self.checked + CANCEL_CHECK_S]
+        due += [at for at in (self.limit_at, self.force_at) if at is not None]
+        return min(due)
 
     @property
     def touch_every_s(self) -> float:
@@ -80,7 +92,9 @@ class Attempt:
     @property
     def limit_at(self) -> float | None:
         limit = self.task.options.time_limit
-        return None if limit is None else self.started + limit
+        if limit is None:
+            return None
+        return self.started + limit + (ASYNC_LIMIT_SLACK_S if self.task.is_async else 0.0)
 
 
 def lost_worker_limit(max_retries: int) -> int:
@@ -254,18 +268,27 @@ class Runner:
     # -- running -----------------------------------------------------------
 
     def execute(self, attempt: Attempt) -> Outcome:
-        """Call the task; never raises."""
-        env, opts = attempt.envelope, attempt.task.options
-        try:
-            result = attempt.task.fn(*env.args, **env.kwargs)
-            dumps(result)  # a result that cannot be stored is a failure now, not later
-            return Outcome(True, result=result)
-        except Retry as exc:
-            return Outcome(False, error=describe(exc, False), retry=True, retry_delay_s=exc.delay)
-        except PayloadError as exc:
-            return Outcome(False, error=describe(exc, False) | {"message": f"result: {exc}"})
-        except BaseException as exc:  # noqa: BLE001 - a task's failure is data here
-            return Outcome(False, error=describe(exc), retry=isinstance(exc, opts.retry_on))
+        """Call the task as the current job (an ``async def`` one on a loop of its own); never raises."""
+        env = attempt.envelope
+        with attempt.context.running():
+            try:
+                if attempt.task.is_async:
+                    result = asyncio.run(call_async(attempt.context, attempt.task, env.args, env.kwargs))
+                else:
+                    result = attempt.task.fn(*env.args, **env.kwargs)
+            except BaseException as exc:  # noqa: BLE001 - a task's failure is data here
+                return failed(attempt, exc)
+        return succeeded(result)
+
+    async def execute_async(self, attempt: Attempt) -> Outcome:
+        """:meth:`execute` on the running event loop (a sync task runs in its executor); never raises."""
+        env = attempt.envelope
+        with attempt.context.running():
+            try:
+                result = await call_async(attempt.context, attempt.task, env.args, env.kwargs)
+            except BaseException as exc:  # noqa: BLE001 - a task's failure is data here
+                return failed(attempt, exc)
+        return succeeded(result)
 
     # -- after running -----------------------------------------------------
 
@@ -289,6 +312,7 @@ class Runner:
         state = self._state_after(attempt, outcome)
         try:
             with self.app.backend.batch():
+                self.write_progress(attempt)
                 stored = self._store(attempt.envelope, state, outcome, attempt.attempts)
                 record = self._claim(decoded[0]) if decoded is not None else None
         except BackendError:
@@ -301,6 +325,11 @@ class Runner:
         if ahead is None or decoded is None or record is None:
             return None
         return self._admit(consumer, ahead, *decoded, record)
+
+    def write_progress(self, attempt: Attempt) -> None:
+        """Store the progress the task reported since it was last stored, if any."""
+        job_id, backend = attempt.envelope.id, self.app.backend
+        attempt.context.write_progress(lambda fraction, meta: backend.progress(job_id, fraction, meta))
 
     @staticmethod
     def _state_after(attempt: Attempt, outcome: Outcome) -> str:
@@ -354,6 +383,22 @@ class Runner:
             log.warning("job %s released, but its record still says running", env.id)
         consumer.release(attempt.delivery, priority=env.priority, delay_s=0)
 
+
+
+def succeeded(result: Any) -> Outcome:
+    """The outcome of a task that returned ``result``: a failure when it cannot be stored."""
+    try:
+        dumps(result)  # a result that cannot be stored is a failure now, not later
+    except PayloadError as exc:
+        return Outcome(False, error=describe(exc, False) | {"message": f"result: {exc}"})
+    return Outcome(True, result=result)
+
+
+def failed(attempt: Attempt, exc: BaseException) -> Outcome:
+    """The outcome of a task that raised ``exc``: retried when its options say so."""
+    if isinstance(exc, Retry):
+        return Outcome(False, error=describe(exc, False), retry=True, retry_delay_s=exc.delay)
+    return Outcome(False, error=describe(exc), retry=isinstance(exc, attempt.task.options.retry_on))
 
 
 def _release_for_outage(consumer: Consumer, delivery: Delivery, env: Envelope) -> None:
