@@ -185,7 +185,9 @@ class AsyncWorker(Worker):
             for job in jobs:
                 job.cancel()
             if jobs:
-                self.loop.run_until_complete(asyncio.wait(jobs, timeout=LOOP_STOP_S))
+                _, pending = self.loop.run_until_complete(asyncio.wait(jobs, timeout=LOOP_STOP_S))
+                if pending:
+                    log.warning("%d job(s) ignored their cancellation at shutdown", len(pending))
             self.loop.run_until_complete(self.loop.shutdown_asyncgens())
         finally:
             self.loop.close()

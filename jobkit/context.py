@@ -117,7 +117,8 @@ class JobContext:
         try:
             yield self
         finally:
-            _CURRENT.reset(token)
+            with contextlib.suppress(ValueError):  # a coroutine closed by the garbage collector
+                _CURRENT.reset(token)
 
     def wake_with(self, wake: Callable[[], None]) -> None:
         """Call ``wake`` (from the task's thread) when the task leaves a note the worker must act on soon."""

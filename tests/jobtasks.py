@@ -187,3 +187,8 @@ async def meet(n: int, limit_s: float = 60.0) -> int:
 @app.task
 def sync_in_any_pool(x: int) -> int:
     return x * 2
+
+
+@app.task
+def pid() -> int:
+    return os.getpid()
