@@ -24,7 +24,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from jobkit.brokers.base import DEFAULT_PRIORITY
+from jobkit.brokers.base import DEFAULT_PRIORITY, Delivery
 from jobkit.errors import (
     BackendError,
     BrokerConnectionLost,
@@ -82,46 +82,76 @@ class Slot:
         self.thread = threading.Thread(target=self._loop, name=f"jobkit-slot-{index}", daemon=True)
 
     def _loop(self) -> None:
-        backoff, backend_backoff = Backoff(), Backoff(first_s=0.5)
+        """Reserve and run jobs until the worker stops or this slot is retired.
+
+        Nothing a job does may end this loop: an unexpected error is logged,
+        the slot starts afresh on a new connection (the jobs the old one held
+        go back to ready) and pauses before it reserves again.
+        """
+        backoff, pause = Backoff(), Backoff(first_s=0.5)
+        try:
+            while not self.worker.stopping.is_set() and not self.retired:
+                delivery = self._reserve(backoff)
+                if delivery is not None:
+                    self._run(delivery, pause)
+        except BaseException:
+            log.critical("%s stopped by an unexpected error", self.thread.name, exc_info=True)
+            raise
+        finally:
+            if not self.retired:  # a retired slot's connection belongs to who took its job over
+                self.consumer.close()
+
+    def _reserve(self, backoff: Backoff) -> Delivery | None:
+        """The next delivery, or None (idle, or the broker is unavailable: then after a pause)."""
         stopping = self.worker.stopping
         try:
-            while not stopping.is_set() and not self.retired:
-                try:
-                    delivery = self.consumer.reserve(IDLE_RESERVE_S)
-                except BrokerUnavailable as exc:
-                    if isinstance(exc, BrokerConnectionLost):
-                        backoff.reset()  # it was connected: a new outage starts with a short pause
-                    if not stopping.is_set():
-                        log.warning("broker unavailable (%s); retrying", exc)
-                        stopping.wait(backoff.next())
-                    continue
-                backoff.reset()
-                if delivery is None:
-                    continue
-                with self.lock:
-                    self.busy = True
-                try:
-                    if stopping.is_set():  # reserved just as the stop came: give it back
-                        self.consumer.release(delivery, priority=priority_of(delivery.body), delay_s=0)
-                        break
-                    self._handle(delivery)
-                    backend_backoff.reset()
-                except BackendError as exc:
-                    log.warning("backend unavailable (%s); pausing", exc)
-                    stopping.wait(backend_backoff.next())
-                finally:
-                    with self.lock:
-                        self.busy = False
-        finally:
-            self.consumer.close()
+            delivery = self.consumer.reserve(IDLE_RESERVE_S)
+        except BrokerUnavailable as exc:
+            if isinstance(exc, BrokerConnectionLost):
+                backoff.reset()  # it was connected: a new outage starts with a short pause
+            if not stopping.is_set():
+                log.warning("broker unavailable (%s); retrying", exc)
+                stopping.wait(backoff.next())
+            return None
+        backoff.reset()
+        return delivery
 
-    def _handle(self, delivery: Any) -> None:
+    def _run(self, delivery: Delivery, pause: Backoff) -> None:
+        """Handle a delivery; after an outage or an unexpected error, pause."""
+        stopping = self.worker.stopping
+        with self.lock:
+            self.busy = True
+        try:
+            if stopping.is_set():  # reserved just as the stop came: give it back
+                self.consumer.release(delivery, priority=priority_of(delivery.body), delay_s=0)
+                return
+            self._handle(delivery)
+            pause.reset()
+        except BackendError as exc:
+            log.warning("backend unavailable (%s); pausing", exc)
+            stopping.wait(pause.next())
+        except Exception:
+            log.exception("%s: unexpected error; its jobs go back to the broker", self.thread.name)
+            self._start_afresh()
+            stopping.wait(pause.next())
+        finally:
+            with self.lock:
+                self.busy = False
+
+    def _start_afresh(self) -> None:
+        """Swap the connection for a new one; closing the old one makes its jobs ready again."""
+        with self.lock:
+            if self.retired:
+                return
+            self.attempt = None
+            old, self.consumer = self.consumer, self.worker.app.broker.consumer(self.worker.queues)
+        old.close()
+
+    def _handle(self, delivery: Delivery) -> None:
         """Run a delivery, then the jobs reserved ahead while storing each outcome."""
         runner = self.worker.runner
         attempt = runner.prepare(self.consumer, delivery)
-        while attempt is not None:
-            with self.lock:
-                self.attempt = attempt
+        while attempt is not None and self._start(attempt):
             self.worker.heartbeat.watch(attempt)
             outcome = runner.execute(attempt)
             with self.lock:
@@ -130,6 +160,19 @@ class Slot:
                     return
                 attempt.done = True
             attempt = runner.settle(self.consumer, attempt, outcome, ahead=self._reserve_ahead())
+
+    def _start(self, attempt: Attempt) -> bool:
+        """Make ``attempt`` this slot's running job; False, with the job given back, when stopping.
+
+        Decided under the lock that :meth:`take_over` takes, so that no job
+        starts after :meth:`Worker.join` looked for running ones.
+        """
+        with self.lock:
+            if not self.worker.stopping.is_set():
+                self.attempt = attempt
+                return True
+        self.worker.runner.give_back(self.consumer, attempt)
+        return False
 
     def _reserve_ahead(self) -> Any:
         """The next job when one is ready now (None when not, or when stopping).
@@ -146,11 +189,16 @@ class Slot:
             return None  # the outcome is stored all the same; the loop's reserve reconnects
 
     def take_over(self, attempt: Attempt) -> bool:
-        """Take ``attempt`` away from this slot's thread; False when it finished first."""
+        """Take ``attempt`` and this slot's connection away from its thread; False when it finished first.
+
+        The slot is retired: its thread, stuck in the task, never uses the
+        connection again, and the taker settles the job and closes it.
+        """
         with self.lock:
             if attempt.done or attempt.abandoned or self.attempt is not attempt:
                 return False
             attempt.abandoned = True
+            self.retired = True
             return True
 
     def interrupt_if_idle(self) -> None:
@@ -185,14 +233,21 @@ class Heartbeat:
                 self._dirty = True
                 self.cond.notify()
 
-    def close(self) -> None:
+    def stop(self) -> None:
+        """Stop the heartbeat and wait until its thread is done with the connections it uses."""
         with self.cond:
             self.closed = True
             self.cond.notify()
+        if self.thread.ident is not None:  # started
+            self.thread.join()
 
     def _loop(self) -> None:
         while True:
-            wait = self._beat(time.monotonic())
+            try:
+                wait = self._beat(time.monotonic())
+            except Exception:  # a bug here must not stop the touches of every later job
+                log.exception("heartbeat: unexpected error; going on")
+                wait = 1.0
             with self.cond:
                 if self.closed:
                     return
@@ -248,11 +303,17 @@ class Worker:
             limit (process-pool children) instead of abandoning its thread.
         prune_every_s: seconds between deletions of expired records (the
             first one runs at start).
+        unknown_task_releases: releases of a message for a task this worker
+            does not know before it is buried (see :mod:`jobkit.runner`);
+            default: the app's settings (``JOBKIT_UNKNOWN_TASK_RELEASES``).
+        unknown_task_delay_s: seconds such a message waits in the broker for
+            another worker; default: the app's settings (``JOBKIT_UNKNOWN_TASK_DELAY``).
     """
 
     def __init__(self, app: App, *, queues: Sequence[str] | None = None, concurrency: int = 1,
                  grace_s: float = 30.0, exit_on_time_limit: bool = False,
-                 prune_every_s: float = PRUNE_EVERY_S) -> None:
+                 prune_every_s: float = PRUNE_EVERY_S, unknown_task_releases: int | None = None,
+                 unknown_task_delay_s: float | None = None) -> None:
         if concurrency < 1:
             raise ConfigError("concurrency must be at least 1")
         if app.broker.url.startswith("memory:") and exit_on_time_limit:
@@ -265,7 +326,11 @@ class Worker:
         self.exit_on_time_limit = exit_on_time_limit
         self.prune_every_s = prune_every_s
         self.name = f"{socket.gethostname()}:{os.getpid()}"
-        self.runner = Runner(app, self.name)
+        settings = app.settings
+        self.runner = Runner(app, self.name, unknown_task_releases=settings.unknown_task_releases
+                             if unknown_task_releases is None else unknown_task_releases,
+                             unknown_task_delay_s=settings.unknown_task_delay
+                             if unknown_task_delay_s is None else unknown_task_delay_s)
         self.stopping = threading.Event()
         self.done = threading.Event()
         self._hurry = threading.Event()
@@ -362,23 +427,41 @@ class Worker:
         self.join()
 
     def join(self) -> None:
-        """After a stop: wait up to ``grace_s`` for running jobs, then release those left."""
-        deadline = time.monotonic() + self.grace_s
-        for slot in list(self.slots):
-            while slot.thread.is_alive() and not slot.retired and not self._hurry.is_set():
-                self._take_signals()
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                slot.thread.join(min(left, SIGNAL_CHECK_S))
-        for slot in list(self.slots):
+        """After a stop: wait up to ``grace_s`` for running jobs, then release those left.
+
+        No connection is closed while another thread can use it: the
+        heartbeat is stopped and joined first; then each slot thread either
+        ends (joined: it can only be reserving, claiming or storing, since no
+        job starts once the worker stops) or, stuck in a task, has its job
+        taken over and given back, and its connection closed here.
+        """
+        self._wait_for_slots(time.monotonic() + self.grace_s)
+        self.heartbeat.stop()
+        for slot in self._all_slots():
             attempt = slot.attempt
             if attempt is not None and slot.take_over(attempt):
                 log.warning("job %s released unfinished", attempt.envelope.id)
                 self.runner.give_back(slot.consumer, attempt)
-            slot.consumer.close()
-        self.heartbeat.close()
+        for slot in self._all_slots():
+            if slot.retired:
+                slot.consumer.close()
+            elif slot.thread.ident is not None:
+                slot.thread.join()
         self.done.set()
+
+    def _all_slots(self) -> list[Slot]:
+        with self._slots_lock:
+            return list(self.slots)
+
+    def _wait_for_slots(self, deadline: float) -> None:
+        """Let running jobs finish until ``deadline`` (monotonic) or a second signal."""
+        for slot in self._all_slots():
+            while slot.thread.is_alive() and not slot.retired and not self._hurry.is_set():
+                self._take_signals()
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                slot.thread.join(min(left, SIGNAL_CHECK_S))
 
     def time_limit_hit(self, slot: Slot, attempt: Attempt) -> None:
         """Record an overrunning attempt as failed by timeout and stop waiting for it."""
@@ -392,12 +475,13 @@ class Worker:
             self.runner.settle(slot.consumer, attempt, outcome)
         except BackendError:
             pass  # released for a later attempt by settle
+        finally:
+            slot.consumer.close()  # the slot's thread, stuck in the task, no longer uses it
         if self.exit_on_time_limit:
             log.error("job %s overran its time limit: exiting so the pool replaces this process",
                       attempt.envelope.id)
             os._exit(EXIT_TIME_LIMIT)
         log.error("job %s overran its time limit: its thread is abandoned", attempt.envelope.id)
-        slot.retired = True
         if not self.stopping.is_set():
             with self._slots_lock:
                 index = len(self.slots)

@@ -145,6 +145,39 @@ def test_find_filters_and_orders_newest_first(backend: Backend) -> None:
     assert backend.find(task=unique("none")) == []
 
 
+def test_find_pages_by_keyset_and_filters_by_queue(backend: Backend) -> None:
+    task = unique("task")
+    ids = [unique() for _ in range(7)]
+    for i, job_id in enumerate(ids):
+        backend.add(accepted(job_id, task=task, queue="odd" if i % 2 else "even", created_at=1000.0 + i))
+    pages, before = [], None
+    while page := backend.find(task=task, limit=3, before=before):
+        pages.append([r["id"] for r in page])
+        before = page[-1]["id"]
+    assert pages == [ids[:3:-1], ids[3:0:-1], ids[:1]]  # newest first, each record once
+    assert [r["id"] for r in backend.find(task=task, queue="odd")] == [ids[5], ids[3], ids[1]]
+    assert [r["id"] for r in backend.find(task=task, queue="odd", before=ids[3])] == [ids[1]]
+    backend.finish(ids[2], "failed", error=None)
+    backend.finish(ids[0], "failed", error=None)
+    assert [r["id"] for r in backend.find(state="failed", task=task, before=ids[2])] == [ids[0]]
+    assert backend.find(task=task, before=unique("gone")) == []
+
+
+def test_finished_per_minute_counts_by_minute_and_state(backend: Backend) -> None:
+    now = 60 * (time.time() // 60) + 30  # the middle of this minute
+    since = now + 3000  # clear of records other tests finished: in the future
+    for offset, state in ((3010, "succeeded"), (3015, "succeeded"), (3015, "failed"), (3080, "succeeded"),
+                          (2990, "succeeded")):  # the last one is before ``since``
+        job_id = unique()
+        backend.add(accepted(job_id))
+        backend.finish(job_id, state, result=1, now=now + offset)
+    queued = unique()
+    backend.add(accepted(queued))
+    minute = int((now + 3010) // 60)
+    assert backend.finished_per_minute(since) == {minute: {"succeeded": 2, "failed": 1},
+                                                  minute + 1: {"succeeded": 1}}
+
+
 def test_counts_by_state(backend: Backend) -> None:
     start = backend.counts()
     a, b = unique(), unique()
@@ -354,7 +387,8 @@ def test_sqlite_drops_the_indexes_of_earlier_schemas(tmp_path: object) -> None:
     backend.close()
     names = {row[0] for row in sqlite3.connect(path).execute(
         "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")}
-    assert names == {"jobs_cancelled_rows", "jobs_failed_rows", "jobs_retrying_rows", "jobs_expiring"}
+    assert names == {"jobs_cancelled_rows", "jobs_failed_rows", "jobs_retrying_rows", "jobs_expiring",
+                     "jobs_finished"}
 
 
 def test_sqlite_starts_its_wal_afresh_while_in_use(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:

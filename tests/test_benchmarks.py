@@ -22,6 +22,7 @@ TINY = {
     "idle": ["--seconds", "0.5"],
     "http": ["--seconds", "2", "--slices", "2"],
     "load": ["--clients", "4", "--seconds", "1"],
+    "dashboard": ["--records", "1000", "--rounds", "3"],
 }
 
 

@@ -5,8 +5,10 @@ Falcon app really has, so the two cannot drift apart.
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from jobkit.api.dashboard import ROUTES
 from jobkit.brokers.base import STATS_JOB_KEYS
 from jobkit.job import RECORD_FIELDS, JobState
 from jobkit.message import JOB_ID_RE
@@ -151,10 +153,27 @@ def _other_paths() -> dict[str, Any]:
             "description": "text exposition format",
             "content": {"text/plain": {"schema": {"type": "string"}}}},
             **_errors()}, tag="ops")},
-        "/dashboard": {"get": _op("Queues and recent jobs as HTML", {"200": {
-            "description": "a self-contained page", "content": {"text/html": {"schema": {"type": "string"}}}},
-            **_errors()}, tag="ops")},
     }
+
+
+def _dashboard_paths() -> dict[str, Any]:
+    """The dashboard's pages (HTML) and forms (url-encoded, 303 back to a page)."""
+    page = {"description": "a self-contained HTML page",
+            "content": {"text/html": {"schema": {"type": "string"}}}}
+    form = {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": {
+        "type": "object", "required": ["csrf"], "properties": {"csrf": {"type": "string"}}}}}}
+    paths: dict[str, Any] = {}
+    for path, _, _, methods in ROUTES:
+        for method, summary in methods.items():
+            answers = {"200": page} if method == "get" else {
+                "303": {"description": "done: back to the page the form was on"}, "403": page}
+            params = [_path_param(name, {"type": "string"}, f"the {name.replace('_', ' ')}")
+                      for name in re.findall(r"{(\w+)}", path)]
+            op = _op(summary, answers | _errors(), tag="dashboard", params=params)
+            if method == "post":
+                op["requestBody"] = form
+            paths.setdefault(path, {})[method] = op
+    return paths
 
 
 def _schemas() -> dict[str, Any]:
@@ -233,7 +252,7 @@ def document(version: str, auth: bool) -> dict[str, Any]:
                                 "UTF-8) up to JOBKIT_MAX_BODY bytes; every error body is "
                                 '{"title", "description"}. A trailing slash is accepted on every path. '
                                 "HEAD answers on every GET route: the same status and headers, no body."},
-        "paths": _seed_paths() | _job_paths() | _other_paths(),
+        "paths": _seed_paths() | _job_paths() | _other_paths() | _dashboard_paths(),
         "components": components,
         "security": [{"bearer": []}] if auth else [],
     }

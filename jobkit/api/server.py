@@ -261,6 +261,14 @@ def _run(server: Any) -> None:
 
 
 def _exit(signum: int, frame: Any) -> None:
+    """Stop serving at the first SIGTERM/SIGINT; ignore the ones that follow.
+
+    A process often gets the signal twice (from its process group, as
+    service managers send it, and forwarded by its supervisor): a second
+    SystemExit would interrupt waitress's own shutdown.
+    """
+    for each in _SIGNALS:
+        signal.signal(each, signal.SIG_IGN)
     raise SystemExit(0)
 
 
@@ -326,6 +334,8 @@ class Supervisor:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
             self.target()
             code = 0
+        except SystemExit as exc:  # _exit's, should it escape the server: a stop, not a failure
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         except BaseException:
             log.exception("api process %d failed", os.getpid())
         finally:

@@ -91,9 +91,28 @@ class Backend(ABC):
 
     @abstractmethod
     def find(
-        self, *, state: str | None = None, task: str | None = None, limit: int = 100
+        self, *, state: str | None = None, task: str | None = None, queue: str | None = None,
+        before: str | None = None, limit: int = 100,
     ) -> list[dict[str, Any]]:
-        """Return up to ``limit`` records, newest first, filtered by state and task."""
+        """Return up to ``limit`` records, newest first, filtered by state, task and queue.
+
+        Args:
+            before: a job id from an earlier answer: only records listed after
+                it (older ones) are returned, so that paging never counts rows
+                to skip; none when that record is gone.
+        """
+
+    @abstractmethod
+    def finished_per_minute(self, since: float) -> dict[int, dict[str, int]]:
+        """Count the records whose ``finished_at`` is at or after ``since``, per minute and state.
+
+        For the dashboard's throughput chart: reads an index over
+        ``finished_at``, so the cost follows the jobs finished since then,
+        not the number of records.
+
+        Returns:
+            ``{minute: {state: n}}``, ``minute`` being ``int(finished_at // 60)``.
+        """
 
     @abstractmethod
     def counts(self) -> dict[str, int]:

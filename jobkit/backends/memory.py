@@ -86,14 +86,30 @@ class MemoryBackend(Backend):
             return None if current is None else _copy(current)
 
     def find(
-        self, *, state: str | None = None, task: str | None = None, limit: int = 100
+        self, *, state: str | None = None, task: str | None = None, queue: str | None = None,
+        before: str | None = None, limit: int = 100,
     ) -> list[dict[str, Any]]:
+        now = time.time()
         with self._lock:
+            cursor = self._records.get(before) if before is not None else None
+            if before is not None and cursor is None:
+                return []
             rows = [r for r in self._records.values()
                     if (state is None or r["state"] == state) and (task is None or r["task"] == task)
-                    and not _expired(r, time.time())]
-        rows.sort(key=lambda r: r.get("created_at") or 0, reverse=True)
+                    and (queue is None or r["queue"] == queue) and not _expired(r, now)
+                    and (cursor is None or _order(r) < _order(cursor))]
+        rows.sort(key=_order, reverse=True)
         return [_copy(r) for r in rows[:limit]]
+
+    def finished_per_minute(self, since: float) -> dict[int, dict[str, int]]:
+        counts: dict[int, dict[str, int]] = {}
+        with self._lock:
+            for record in self._records.values():
+                finished = record.get("finished_at")
+                if finished is not None and finished >= since:
+                    per_state = counts.setdefault(int(finished // 60), {})
+                    per_state[record["state"]] = per_state.get(record["state"], 0) + 1
+        return counts
 
     def counts(self) -> dict[str, int]:
         now = time.time()
@@ -131,6 +147,11 @@ def _blank() -> dict[str, Any]:
     record: dict[str, Any] = dict.fromkeys(RECORD_FIELDS)
     record.update(state="queued", attempts=0, args=[], kwargs={})
     return record
+
+
+def _order(record: dict[str, Any]) -> tuple[float, str]:
+    """The listing order, newest first: creation time, then id (records created at once)."""
+    return (record.get("created_at") or 0, record["id"])
 
 
 def _expired(record: dict[str, Any], now: float) -> bool:

@@ -6,8 +6,11 @@ says otherwise, server selection and connection time out after 2 s, so a
 down server is reported quickly instead of hanging requests.
 
 Features: one document per job (``_id`` = job id); every write is a single
-upsert or conditional update; indexes on ``state``+``created_at`` and
-``task``+``created_at``; a TTL index on ``expires_at`` (stored as a BSON date)
+upsert or conditional update; listings are newest first by ``created_at``
+then ``_id``, paged by keyset (``before``), served by indexes on
+``state``+``created_at``, ``task``+``created_at`` and ``created_at``; an
+index on ``finished_at``+``state`` serves the dashboard's throughput chart;
+a TTL index on ``expires_at`` (stored as a BSON date)
 expires finished jobs, and reads hide expired ones until MongoDB's TTL monitor
 removes them.
 
@@ -198,16 +201,31 @@ class MongoBackend(Backend):
         return None if doc is None else _from_doc(doc)
 
     def find(
-        self, *, state: str | None = None, task: str | None = None, limit: int = 100
+        self, *, state: str | None = None, task: str | None = None, queue: str | None = None,
+        before: str | None = None, limit: int = 100,
     ) -> list[dict[str, Any]]:
-        query: dict[str, Any] = {}
-        if state is not None:
-            query["state"] = state
-        if task is not None:
-            query["task"] = task
+        query: dict[str, Any] = {k: v for k, v in (("state", state), ("task", task), ("queue", queue))
+                                 if v is not None}
         with self._db() as jobs:
+            if before is not None:  # keyset paging: after that record in (created_at, _id) order
+                cursor = jobs.find_one({"_id": before}, {"created_at": 1})
+                if cursor is None:
+                    return []
+                query["$or"] = [{"created_at": {"$lt": cursor.get("created_at")}},
+                                {"created_at": cursor.get("created_at"), "_id": {"$lt": before}}]
             docs = list(jobs.find(_live(query)).sort("created_at", pymongo.DESCENDING).limit(limit))
-        return [_from_doc(doc) for doc in docs]
+            if len(docs) == limit:  # records created at the same time as the last may lie past the limit
+                docs += jobs.find(_live({"$and": [query, {"created_at": docs[-1].get("created_at")}]}))
+        return [_from_doc(doc) for doc in _newest_first(docs)[:limit]]
+
+    def finished_per_minute(self, since: float) -> dict[int, dict[str, int]]:
+        counts: dict[int, dict[str, int]] = {}
+        with self._db() as jobs:  # the index on finished_at bounds the documents read
+            docs = jobs.find({"finished_at": {"$gte": since}}, {"_id": 0, "finished_at": 1, "state": 1})
+            for doc in docs:
+                per_state = counts.setdefault(int(doc["finished_at"] // 60), {})
+                per_state[doc["state"]] = per_state.get(doc["state"], 0) + 1
+        return counts
 
     def counts(self) -> dict[str, int]:
         pipeline = [{"$match": _live({})}, {"$group": {"_id": "$state", "n": {"$sum": 1}}}]
@@ -233,11 +251,19 @@ def _create_indexes(jobs: Any) -> None:
     try:
         jobs.create_index([("state", 1), ("created_at", 1)])
         jobs.create_index([("task", 1), ("created_at", 1)])
+        jobs.create_index("created_at")
+        jobs.create_index([("finished_at", 1), ("state", 1)])
         jobs.create_index("expires_at", expireAfterSeconds=0)
     except _DOWN as exc:
         raise BackendUnavailable(f"MongoDB unreachable: {exc}") from None
     except mongo_errors.PyMongoError as exc:
         raise BackendError(f"MongoDB: cannot create indexes: {exc}") from None
+
+
+def _newest_first(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Documents once each, newest first: by ``created_at``, then ``_id`` (created at the same time)."""
+    unique = {doc["_id"]: doc for doc in docs}
+    return sorted(unique.values(), key=lambda d: (d.get("created_at") or 0, d["_id"]), reverse=True)
 
 
 def _live(query: dict[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,10 @@ error are stored as JSON text; expired rows are pruned by :meth:`prune` and
 hidden from reads until then. Listings are newest first in the order the
 records were written (rowid); no index covers the task or the hot states
 (queued, running, succeeded), so an enqueue writes the row and its id, and a
-job's claim its row alone. Needs SQLite 3.35+ (``RETURNING``).
+job's claim its row alone; a job's finish adds entries to two indexes, by
+expiry and by ``finished_at`` (the dashboard's throughput chart). Paging goes
+by keyset (``before``: the rows after a job id's rowid), never by offset.
+Needs SQLite 3.35+ (``RETURNING``).
 """
 from __future__ import annotations
 
@@ -75,11 +78,13 @@ class _Connection:
     doubling to 1 ms, for up to ``timeout_s`` in all.
     """
 
-    __slots__ = ("conn", "timeout_s", "begin_pending")
+    __slots__ = ("conn", "timeout_s", "begin_pending", "lock", "closed")
 
     def __init__(self, conn: sqlite3.Connection, timeout_s: float) -> None:
         self.conn, self.timeout_s = conn, timeout_s
         self.begin_pending = False  # the next statement starts a write transaction first
+        self.lock = threading.RLock()  # held while in use: close() waits for it (see SQLiteBackend.close)
+        self.closed = False
 
     @property
     def in_transaction(self) -> bool:
@@ -120,7 +125,9 @@ class _Connection:
                     raise
 
     def close(self) -> None:
-        self.conn.close()
+        with self.lock:
+            self.closed = True
+            self.conn.close()
 
 
 class SQLiteBackend(Backend):
@@ -145,6 +152,8 @@ class SQLiteBackend(Backend):
           for state in _ATTENTION_STATES),
         # only finished records expire: queued and running ones stay out of this index
         "CREATE INDEX IF NOT EXISTS jobs_expiring ON jobs (expires_at) WHERE expires_at IS NOT NULL",
+        # the throughput chart counts the jobs finished in the last hour from this index alone
+        "CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at, state) WHERE finished_at IS NOT NULL",
         # indexes of earlier schemas, each a cost to every write
         *(f"DROP INDEX IF EXISTS {name}" for name in (
             "jobs_created", "jobs_task_created", *(f"jobs_{state}" for state in _ATTENTION_STATES))),
@@ -227,13 +236,16 @@ class SQLiteBackend(Backend):
     def _db(self) -> Iterator[_Connection]:
         try:
             conn = self._conn()
-            yield conn
+            with conn.lock:
+                if conn.closed:  # closed by another thread since this one took it
+                    raise BackendUnavailable(f"sqlite {self.path}: the backend was closed")
+                yield conn
+                if time.monotonic() >= self._next_checkpoint and not conn.in_transaction:
+                    self._checkpoint(conn)
         except sqlite3.OperationalError as exc:
             raise BackendUnavailable(f"sqlite {self.path}: {exc}") from None
         except sqlite3.Error as exc:
             raise BackendError(f"sqlite {self.path}: {exc}") from None
-        if time.monotonic() >= self._next_checkpoint and not conn.in_transaction:
-            self._checkpoint(conn)
 
     def _checkpoint(self, conn: _Connection) -> None:
         """Copy the WAL into the database and start it afresh, waiting briefly for readers.
@@ -294,6 +306,11 @@ class SQLiteBackend(Backend):
             db.execute("COMMIT")
 
     def close(self) -> None:
+        """Close every thread's connection, each once no thread is using it.
+
+        A thread that used a connection when it was closed gets a
+        :class:`BackendUnavailable` (never a crash); any later use reconnects.
+        """
         with self._all_lock:
             conns, self._all = self._all, []
         for conn in conns:
@@ -381,7 +398,8 @@ class SQLiteBackend(Backend):
         return None if row is None else _record(row)
 
     def find(
-        self, *, state: str | None = None, task: str | None = None, limit: int = 100
+        self, *, state: str | None = None, task: str | None = None, queue: str | None = None,
+        before: str | None = None, limit: int = 100,
     ) -> list[dict[str, Any]]:
         where, params = ["(expires_at IS NULL OR expires_at > ?)"], [time.time()]
         source = "jobs"
@@ -391,14 +409,28 @@ class SQLiteBackend(Backend):
         elif state is not None:
             where.append("state = ?")
             params.append(state)  # type: ignore[arg-type]
-        if task is not None:
-            where.append("task = ?")
-            params.append(task)  # type: ignore[arg-type]
+        for column, value in (("task", task), ("queue", queue)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)  # type: ignore[arg-type]
+        if before is not None:  # keyset paging: the rows after that one in rowid order
+            where.append("rowid < (SELECT rowid FROM jobs WHERE id = ?)")
+            params.append(before)  # type: ignore[arg-type]
         sql = (f"SELECT {_COLUMNS} FROM {source} WHERE {' AND '.join(where)}"
                " ORDER BY rowid DESC LIMIT ?")
         with self._db() as db:
             rows = db.execute(sql, [*params, limit]).fetchall()
         return [_record(row) for row in rows]
+
+    def finished_per_minute(self, since: float) -> dict[int, dict[str, int]]:
+        counts: dict[int, dict[str, int]] = {}
+        with self._db() as db:  # reads the index jobs_finished only
+            rows = db.execute(
+                "SELECT CAST(finished_at / 60 AS INTEGER) AS minute, state, count(*) FROM jobs"
+                " WHERE finished_at >= ? GROUP BY minute, state", (since,)).fetchall()
+        for minute, state, n in rows:
+            counts.setdefault(minute, {})[state] = n
+        return counts
 
     def counts(self) -> dict[str, int]:
         with self._db() as db:
