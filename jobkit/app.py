@@ -214,7 +214,7 @@ class App:
         """Enqueue many jobs at once: one backend transaction, pipelined broker puts.
 
         All or nothing: every job is checked before any is sent, and an error
-        names the item (``item 3: no task named 'x'``). See
+        names the item (``jobs[3]: no task named 'x'``). See
         :func:`jobkit.workflows.send_many`.
         """
         return workflows.send_many(self, signatures)

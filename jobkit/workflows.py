@@ -84,10 +84,13 @@ class _Plan:
 
     def _job(self, sig: Signature, deps: list[str], many: bool) -> str:
         opts = sig.options
-        env = self.app.envelope(sig.task, sig.args, sig.kwargs, queue=opts.get("queue"),
-                                priority=opts.get("priority"), ttr=opts.get("ttr"))
-        env.encode()  # arguments that are not JSON data fail now, before anything is written
-        step = _Step(env, check_delay(opts.get("delay", 0)), sig.immutable, list(deps), many)
+        try:
+            env = self.app.envelope(sig.task, sig.args, sig.kwargs, queue=opts.get("queue"),
+                                    priority=opts.get("priority"), ttr=opts.get("ttr"))
+            env.encode()  # arguments that are not JSON data fail now, before anything is written
+            step = _Step(env, check_delay(opts.get("delay", 0)), sig.immutable, list(deps), many)
+        except (TaskNotFound, PayloadError, ConfigError) as exc:
+            raise type(exc)(f"job {len(self.steps)} of the workflow ({sig.task}): {exc}") from None
         for slot, dep in enumerate(deps):
             self.steps[dep].next.append([env.id, slot])
         self.steps[env.id] = step
@@ -136,7 +139,7 @@ def send_many(app: App, signatures: Iterable[Signature]) -> list[Job]:
 
     Raises:
         TaskNotFound, PayloadError, ConfigError: item ``i`` is invalid (the
-            message starts ``item i:``); nothing was sent.
+            message starts ``jobs[i]:``); nothing was sent.
         BrokerUnavailable: the broker refused; nothing was sent.
         BackendUnavailable: the records could not be written; the messages were taken back.
     """
@@ -148,7 +151,7 @@ def send_many(app: App, signatures: Iterable[Signature]) -> list[Job]:
                                priority=opts.get("priority"), ttr=opts.get("ttr"))
             prepared.append((env, _outgoing(env, check_delay(opts.get("delay", 0)))))
         except (TaskNotFound, PayloadError, ConfigError) as exc:
-            raise type(exc)(f"item {i}: {exc}") from None
+            raise type(exc)(f"jobs[{i}]: {exc}") from None
     ids = app.broker.put_many([out for _, out in prepared])
     try:
         app.backend.add_many([env.record() | {"broker_id": broker_id}
