@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -99,3 +100,11 @@ def die_once(a: int, b: int, marker: str) -> int:
 @app.task
 def echo(*args: Any, **kwargs: Any) -> list[Any]:
     return [list(args), kwargs]
+
+
+@app.task(ttr=5)
+def slow_inc(x: int, seconds: float, path: str) -> int:
+    """Count runs in ``path``, sleep, return ``x + 1``."""
+    bump(path)
+    time.sleep(seconds)
+    return x + 1
