@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from jobkit.errors import ConfigError, JobTimeout, TaskNotFound
+from jobkit.errors import ConfigError, JobTimeout, PayloadError, TaskNotFound
 from jobkit.job import Job, JobState
 
 if TYPE_CHECKING:
@@ -46,10 +46,15 @@ class Signature:
 
     Raises:
         ConfigError: an unknown option.
+        PayloadError: args is not a list or tuple, kwargs not a mapping.
     """
 
     def __init__(self, task: str, args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = None,
                  *, app: App | None = None, **options: Any) -> None:
+        if isinstance(args, (str, bytes, Mapping)) or not isinstance(args, Iterable):
+            raise PayloadError(f"args must be a list or tuple of arguments, not {args!r}")
+        if kwargs is not None and not isinstance(kwargs, Mapping):
+            raise PayloadError(f"kwargs must be an object, not {kwargs!r}")
         unknown = sorted(set(options) - set(OPTIONS))
         if unknown:
             raise ConfigError(f"unknown signature option(s) {', '.join(unknown)};"

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 from jobkit.brokers.base import DEFAULT_PRIORITY, DEFAULT_TTR, MAX_PRIORITY, MIN_TTR
 from jobkit.brokers.beanstalk import MAX_U32, queue_name_problem
 from jobkit.canvas import Signature, eta_delay
-from jobkit.errors import ConfigError
+from jobkit.errors import ConfigError, PayloadError
 from jobkit.message import NAME_RE
 
 if TYPE_CHECKING:
@@ -172,5 +172,15 @@ class Task(Generic[P, R]):
         return Signature(self.name, args, kwargs, app=self.app, immutable=True)
 
     def map(self, calls: Iterable[Iterable[Any]]) -> list[Job]:
-        """Enqueue one job per argument tuple, as one batch (see :meth:`jobkit.App.send_many`)."""
-        return self.app.send_many(Signature(self.name, args, app=self.app) for args in calls)
+        """Enqueue one job per argument tuple, as one batch (see :meth:`jobkit.App.send_many`).
+
+        Raises:
+            PayloadError: an item is not a tuple or list of arguments (``jobs[i]: …``).
+        """
+        signatures = []
+        for i, args in enumerate(calls):
+            try:
+                signatures.append(Signature(self.name, args, app=self.app))
+            except PayloadError as exc:
+                raise PayloadError(f"jobs[{i}]: {exc}") from None
+        return self.app.send_many(signatures)

@@ -33,7 +33,7 @@ from jobkit.brokers.base import Outgoing
 from jobkit.canvas import Canvas, GroupJob, Signature, chain, chord, group
 from jobkit.errors import BackendError, ConfigError, PayloadError, TaskNotFound
 from jobkit.job import Job
-from jobkit.message import Envelope, dumps, loads
+from jobkit.message import Envelope, dumps, loads, new_job_id
 from jobkit.task import check_delay
 
 if TYPE_CHECKING:
@@ -144,11 +144,17 @@ def send_many(app: App, signatures: Iterable[Signature]) -> list[Job]:
         BackendUnavailable: the records could not be written; the messages were taken back.
     """
     prepared: list[tuple[Envelope, Outgoing]] = []
+    checked: dict[tuple[Any, ...], Envelope] = {}  # perf: a task's options are checked once a batch
+    now = time.time()
     for i, sig in enumerate(signatures):
         try:
             opts = sig.options
-            env = app.envelope(sig.task, sig.args, sig.kwargs, queue=opts.get("queue"),
-                               priority=opts.get("priority"), ttr=opts.get("ttr"))
+            key = (sig.task, opts.get("queue"), opts.get("priority"), opts.get("ttr"))
+            model = checked.get(key)
+            if model is None:
+                model = checked[key] = app.envelope(sig.task, queue=key[1], priority=key[2], ttr=key[3])
+            env = Envelope(new_job_id(), model.task, sig.args, sig.kwargs, model.queue, model.priority,
+                           model.ttr, model.max_retries, now)
             prepared.append((env, _outgoing(env, check_delay(opts.get("delay", 0)))))
         except (TaskNotFound, PayloadError, ConfigError) as exc:
             raise type(exc)(f"jobs[{i}]: {exc}") from None

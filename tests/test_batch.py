@@ -60,6 +60,12 @@ def test_map_enqueues_one_job_per_argument_tuple(app: App, queue: str) -> None:
         worker.shutdown(graceful=False)
 
 
+def test_map_refuses_an_item_that_is_not_an_argument_tuple(app: App, queue: str) -> None:
+    with pytest.raises(PayloadError, match=r"jobs\[1\]: args must be a list or tuple"):
+        app.tasks["add"].map([(1, 2), 3])
+    assert app.backend.counts() == {}
+
+
 def test_send_many_takes_options_per_job(app: App, queue: str) -> None:
     jobs = app.send_many([Signature("add", (1, 2), priority=5), Signature("add", (1, 2), delay=60),
                           Signature("mul", (2, 3), queue=queue + "x")])

@@ -80,7 +80,8 @@ def test_kill9_after_the_last_member_stored_its_outcome_before_the_callback_was_
     marker.write_text("counted_sum")
     first = start_worker(die_before_put=marker)
     second = start_worker(die_before_put=marker)
-    job = chord((t(app, "add").s(i, i) for i in range(100)), t(app, "counted_sum").s(str(runs))).delay(app=app)
+    members = (t(app, "add").s(i, i) for i in range(100))
+    job = chord(members, t(app, "counted_sum").s(str(runs))).delay(app=app)
     assert job.get(timeout=60) == 9900
     assert not marker.exists()
     died = [proc for proc in (first, second) if proc.proc.poll() is not None]
