@@ -13,8 +13,8 @@ with a delay (``JOBKIT_UNKNOWN_TASK_DELAY``, 5 s) with its record still
 ``unknown task 'x'`` once the broker counts ``max_retries`` +
 ``JOBKIT_UNKNOWN_TASK_RELEASES`` (12) releases of it (the job's own retries
 are not held against it; 0 buries at first sight). The count lives in the
-broker (``stats-job`` ``releases``), so a restarted worker keeps counting
-where the last one stopped. See docs/guarantees.md.
+broker (:meth:`Consumer.releases`), so a restarted worker keeps counting
+where the last one stopped; a broker that cannot count has it buried at once. See docs/guarantees.md.
 """
 from __future__ import annotations
 
@@ -28,7 +28,9 @@ from jobkit import workflows
 from jobkit.brokers.base import DEFAULT_PRIORITY, Consumer, Delivery
 from jobkit.config import Settings
 from jobkit.errors import BackendError, BrokerError, PayloadError, PoisonMessage, Retry
+from jobkit.logs import job_context, job_fields
 from jobkit.message import Envelope, dumps
+from jobkit.metrics import JobStats
 
 if TYPE_CHECKING:
     from jobkit.app import App
@@ -49,6 +51,7 @@ class Outcome:
     error: dict[str, Any] | None = None
     retry: bool = False  # the failure earns another attempt
     retry_delay_s: float | None = None
+    duration_s: float | None = None  # how long the task ran (None: it was stopped, see settle)
 
 
 @dataclass
@@ -143,11 +146,12 @@ def _storable(text: str) -> str:
 class Runner:
     """Runs deliveries for one worker; shared by its slots, holds no per-job state."""
 
-    def __init__(self, app: App, worker_name: str, *,
+    def __init__(self, app: App, worker_name: str, stats: JobStats | None = None, *,
                  unknown_task_releases: int = Settings.unknown_task_releases,
                  unknown_task_delay_s: float = Settings.unknown_task_delay) -> None:
         self.app = app
         self.worker_name = worker_name
+        self.stats = JobStats() if stats is None else stats
         self.unknown_task_releases = unknown_task_releases
         self.unknown_task_delay_s = unknown_task_delay_s
 
@@ -190,8 +194,8 @@ class Runner:
 
         The rule is in the module docstring; the record stays ``queued`` meanwhile.
         """
-        releases = self._releases(delivery)
         limit = env.max_retries + self.unknown_task_releases
+        releases = self._releases(consumer, delivery, limit)
         if releases >= limit:
             self._poison(consumer, delivery, env.id, f"unknown task {env.task!r}", env)
             return
@@ -201,13 +205,10 @@ class Runner:
         consumer.release(delivery, priority=env.priority,
                          delay_s=int(max(0, self.unknown_task_delay_s) + 0.999))
 
-    def _releases(self, delivery: Delivery) -> int:
-        """How often the broker has released a message (0 when it cannot say)."""
-        try:
-            peeked = self.app.broker.peek(delivery.broker_id)
-        except BrokerError:
-            peeked = None
-        return int(peeked.stats.get("releases") or 0) if peeked is not None else 0
+    def _releases(self, consumer: Consumer, delivery: Delivery, limit: int) -> int:
+        """How often the broker has released a message; ``limit`` when it cannot say (bury it now)."""
+        releases = consumer.releases(delivery)
+        return limit if releases is None else releases
 
     def _claim(self, env: Envelope) -> dict[str, Any]:
         return self.app.backend.claim(env.record() | {"worker": self.worker_name,
@@ -225,7 +226,7 @@ class Runner:
             if self._replayed(consumer, delivery, env, record):
                 consumer.bury(delivery, priority=env.priority)  # a dead letter stays one
         elif attempts > lost_worker_limit(env.max_retries) and (
-                lost := self._lost_starts(delivery, attempts)) >= lost_worker_limit(env.max_retries):
+                lost := consumer.lost_deliveries(delivery)) >= lost_worker_limit(env.max_retries):
             error = {"type": "WorkerLost", "traceback": "", "message": f"reserved {attempts} times, "
                      f"{lost} of them without an outcome: its worker died each time"}
             self._store_then(consumer, delivery, env, "failed", Outcome(False, error=error), attempts, flow)
@@ -251,18 +252,10 @@ class Runner:
             return False
         return True
 
-    def _lost_starts(self, delivery: Delivery, attempts: int) -> int:
-        """How many earlier starts of a job ended without any outcome (its worker died).
-
-        The record counts every start; the broker counts releases, which end a
-        start too (a retry, or an outcome that could not be stored). Asked only
-        when the record's count is past the limit.
-        """
-        return max(0, attempts - 1 - self._releases(delivery))
-
     def _poison(self, consumer: Consumer, delivery: Delivery, job_id: str | None,
                 reason: str, env: Envelope | None) -> None:
-        log.error("burying message %s (job %s): %s", delivery.broker_id, job_id, reason)
+        log.error("burying message %s (job %s): %s", delivery.broker_id, job_id, reason,
+                  extra=job_fields(job_id, env.task if env is not None else None, worker=self.worker_name))
         priority = env.priority if env is not None else DEFAULT_PRIORITY
         if job_id is not None:
             error = {"type": "PoisonMessage", "message": reason, "traceback": ""}
@@ -277,7 +270,21 @@ class Runner:
     # -- running -----------------------------------------------------------
 
     def execute(self, attempt: Attempt) -> Outcome:
-        """Call the task; never raises."""
+        """Call the task, its log lines tagged with the job (see :mod:`jobkit.logs`); never raises."""
+        env = attempt.envelope
+        first = attempt.attempts == 1 and env.enqueued_at
+        self.stats.started(env.task, time.time() - env.enqueued_at if first else None)
+        began = time.monotonic()
+        try:
+            with job_context(job_fields(env.id, env.task, attempt.attempts, self.worker_name)):
+                outcome = self._call(attempt)
+        finally:
+            self.stats.returned()
+        outcome.duration_s = time.monotonic() - began
+        return outcome
+
+    @staticmethod
+    def _call(attempt: Attempt) -> Outcome:
         env, opts = attempt.envelope, attempt.task.options
         try:
             result = attempt.task.fn(*env.args, **env.kwargs)
@@ -320,12 +327,21 @@ class Runner:
             if ahead is not None and decoded is not None:
                 _release_for_outage(consumer, ahead, decoded[0])
             raise
+        self._count(attempt, state, outcome, stored)
         if self._dispatched(consumer, attempt.delivery, attempt.envelope, due):
             self._then(consumer, attempt.delivery, attempt.envelope, state, outcome, attempt.attempts,
                        stored)
         if ahead is None or decoded is None or record is None:
             return None
         return self._admit(consumer, ahead, *decoded, record)
+
+    def _count(self, attempt: Attempt, state: str, outcome: Outcome, stored: bool) -> None:
+        """Count a stored outcome (see :mod:`jobkit.metrics`); a stopped attempt ran until now."""
+        label = ("retried" if state == "retrying" else state) if stored else "cancelled"
+        duration_s = outcome.duration_s
+        if duration_s is None:
+            duration_s = time.monotonic() - attempt.started
+        self.stats.settled(attempt.envelope.task, label, duration_s)
 
     @staticmethod
     def _state_after(attempt: Attempt, outcome: Outcome) -> str:
@@ -380,11 +396,13 @@ class Runner:
             delay = outcome.retry_delay_s
             delay_s = self.app.get_task(env.task).options.backoff(attempts) if delay is None else delay
             log.info("job %s: attempt %d failed (%s), retrying in %s s", env.id, attempts,
-                     (outcome.error or {}).get("type"), delay_s)
+                     (outcome.error or {}).get("type"), delay_s,
+                     extra=job_fields(env.id, env.task, attempts, self.worker_name))
             consumer.release(delivery, priority=env.priority, delay_s=int(max(0, delay_s) + 0.999))
         else:
             log.warning("job %s failed for good after %d attempt(s): %s", env.id, attempts,
-                        (outcome.error or {}).get("message"))
+                        (outcome.error or {}).get("message"),
+                        extra=job_fields(env.id, env.task, attempts, self.worker_name))
             consumer.bury(delivery, priority=env.priority)
 
     def give_back(self, consumer: Consumer, attempt: Attempt) -> None:

@@ -29,9 +29,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from jobkit.brokers.base import Outgoing
+from jobkit.brokers.base import DELAY, Outgoing
 from jobkit.canvas import Canvas, GroupJob, Signature, chain, chord, group
-from jobkit.errors import BackendError, ConfigError, PayloadError, TaskNotFound
+from jobkit.errors import BackendError, BrokerError, ConfigError, PayloadError, TaskNotFound, Unsupported
 from jobkit.job import Job
 from jobkit.message import Envelope, dumps, loads, new_job_id
 from jobkit.task import check_delay
@@ -88,8 +88,8 @@ class _Plan:
             env = self.app.envelope(sig.task, sig.args, sig.kwargs, queue=opts.get("queue"),
                                     priority=opts.get("priority"), ttr=opts.get("ttr"))
             env.encode()  # arguments that are not JSON data fail now, before anything is written
-            step = _Step(env, check_delay(opts.get("delay", 0)), sig.immutable, list(deps), many)
-        except (TaskNotFound, PayloadError, ConfigError) as exc:
+            step = _Step(env, delay_of(self.app, sig), sig.immutable, list(deps), many)
+        except (TaskNotFound, PayloadError, ConfigError, Unsupported) as exc:
             raise type(exc)(f"job {len(self.steps)} of the workflow ({sig.task}): {exc}") from None
         for slot, dep in enumerate(deps):
             self.steps[dep].next.append([env.id, slot])
@@ -155,16 +155,19 @@ def send_many(app: App, signatures: Iterable[Signature]) -> list[Job]:
                 model = checked[key] = app.envelope(sig.task, queue=key[1], priority=key[2], ttr=key[3])
             env = Envelope(new_job_id(), model.task, sig.args, sig.kwargs, model.queue, model.priority,
                            model.ttr, model.max_retries, now)
-            prepared.append((env, _outgoing(env, check_delay(opts.get("delay", 0)))))
-        except (TaskNotFound, PayloadError, ConfigError) as exc:
+            prepared.append((env, _outgoing(env, delay_of(app, sig))))
+        except (TaskNotFound, PayloadError, ConfigError, Unsupported) as exc:
             raise type(exc)(f"jobs[{i}]: {exc}") from None
     ids = app.broker.put_many([out for _, out in prepared])
     try:
         app.backend.add_many([env.record() | {"broker_id": broker_id}
                               for (env, _), broker_id in zip(prepared, ids, strict=True)])
     except BackendError:
-        for broker_id in ids:
-            app.broker.delete(broker_id)
+        for broker_id in ids:  # best effort, as when a single send cannot be recorded
+            try:
+                app.broker.delete(broker_id)
+            except BrokerError:
+                break
         raise
     return [Job(app, env.id) for env, _ in prepared]
 
@@ -246,6 +249,19 @@ def envelope_of(record: dict[str, Any]) -> Envelope:
     return Envelope(id=record["id"], task=record["task"], args=given + list(record.get("args") or []),
                     kwargs=record.get("kwargs") or {}, queue=record["queue"], priority=record["priority"],
                     ttr=flow["ttr"], max_retries=flow["max_retries"], enqueued_at=time.time())
+
+
+def delay_of(app: App, sig: Signature) -> int:
+    """A signature's delay in whole seconds, checked, and possible with the app's broker.
+
+    Raises:
+        ConfigError: not a delay.
+        Unsupported: a delay, and the broker cannot hold jobs back.
+    """
+    delay_s = check_delay(sig.options.get("delay", 0))
+    if delay_s > 0 and not app.broker.can(DELAY):
+        raise Unsupported(f"the broker at {app.broker.url.split('://')[0]}:// cannot delay a job")
+    return delay_s
 
 
 def _outgoing(env: Envelope, delay_s: int) -> Outgoing:

@@ -23,6 +23,7 @@ TINY = {
     "http": ["--seconds", "2", "--slices", "2"],
     "load": ["--clients", "4", "--seconds", "1"],
     "dashboard": ["--records", "1000", "--rounds", "3"],
+    "counts": ["--records", "2000", "--seconds", "0.5"],
     "batch": ["-n", "200", "--turn", "100", "--per-request", "50"],
     "map": ["-n", "50", "--chunk", "25"],
 }

@@ -21,9 +21,9 @@ def test_add_many_writes_every_record_and_refreshes_broker_ids(backend: Backend)
     assert backend.counts() == {"queued": 50}
     record = backend.get("j7")
     assert record is not None and record["workflow"]["pending"] == 1 and record["root"] == "r"
-    backend.add_many([{"id": "j7", "broker_id": 42, "state": "failed"}])  # a refresh: broker id only
+    backend.add_many([{"id": "j7", "broker_id": "42", "state": "failed"}])  # a refresh: broker id only
     record = backend.get("j7")
-    assert record is not None and record["broker_id"] == 42 and record["state"] == "queued"
+    assert record is not None and record["broker_id"] == "42" and record["state"] == "queued"
 
 
 def test_the_last_slot_filled_makes_the_job_due_once_and_a_repeat_changes_nothing(backend: Backend) -> None:
@@ -39,7 +39,7 @@ def test_the_last_slot_filled_makes_the_job_due_once_and_a_repeat_changes_nothin
     # the job that made it due gets it again until it is in the broker; nobody else does
     assert backend.feed("cb", 1, "[2]", by="d1") is not None
     assert backend.feed("cb", 0, "1", by="d0") is None
-    backend.update("cb", {"broker_id": 7})
+    backend.update("cb", {"broker_id": "7"})
     assert backend.feed("cb", 1, "[2]", by="d1") is None
 
 

@@ -77,8 +77,9 @@ def _seed_paths() -> dict[str, Any]:
         "A job as the seed showed it", {"200": _json(status, "stats-job or the stored document"),
                                         **_errors("404", "503")},
         tag="seed", params=[_JOB_ID],
-        description="`/{job_id}/` too. While beanstalkd holds the job: its stats-job with "
-                    "`timeLeft`. Succeeded: `{\"_id\", **result}` (dict results) or "
+        description="`/{job_id}/` too. While the broker holds the job (where it can look jobs "
+                    "up; else the record answers): its stats-job with `timeLeft`. Succeeded: "
+                    "`{\"_id\", **result}` (dict results) or "
                     "`{\"_id\", \"result\"}`. Otherwise `{\"_id\", \"state\", \"error\"?}`.")
     return {
         "/": {"post": _op(
@@ -107,7 +108,8 @@ def _job_paths() -> dict[str, Any]:
         },
         "/v1/jobs/{job_id}": {
             "get": _op("A job's record and live broker stats", {
-                "200": _json(record, "the record; `broker` is beanstalkd's stats-job, or null"),
+                "200": _json(record, "the record; `broker`: the broker's stats-job while it holds "
+                                     "the job (and can peek), else null"),
                 **_errors("404", "503")}, params=[_JOB_ID]),
             "delete": _op("Cancel a job", {
                 "200": _json(record, "cancelled: deleted from the broker, or flagged if running"),
@@ -138,9 +140,11 @@ def _other_paths() -> dict[str, Any]:
         "/v1/queues": {"get": _op("Per-queue broker counts", {"200": _json({"type": "object", "properties": {
             "queues": {"type": "object", "additionalProperties": _ref("schemas", "QueueCounts")}}},
             "counts by queue"), **_errors("503")})},
-        "/v1/workers": {"get": _op("Busy workers and waiting connections", {
-            "200": _json(_ref("schemas", "Workers"), "busy workers and waiting connections"),
-            **_errors("503")}, description="`workers`: records in state running, by worker. `waiting`: "
+        "/v1/workers": {"get": _op("Live workers and waiting connections", {
+            "200": _json(_ref("schemas", "Workers"), "live workers and waiting connections"),
+            **_errors("503")}, description="`workers`: every worker whose heartbeat record (rewritten "
+                                           "every 5 s) is under 15 s old, by name; a process pool lists "
+                                           "each child, with the pool's name in `pool`. `waiting`: "
                                            "connections blocked on each queue (idle worker slots).")},
         "/healthz": {"get": _op("The process answers (no token needed)",
                                 {"200": _json(obj, "ok")}, tag="ops", public=True)},
@@ -231,10 +235,14 @@ def _workflow_schemas() -> dict[str, Any]:
 def _schemas() -> dict[str, Any]:
     error = {"type": "object", "required": ["title"],
              "properties": {"title": {"type": "string"}, "description": {"type": "string"}}}
-    stats = {key: {"type": "string" if key in ("tube", "state") else "integer"} for key in STATS_JOB_KEYS}
+    stats: dict[str, Any] = {key: {"type": "string" if key in ("tube", "state") else "integer"}
+                             for key in STATS_JOB_KEYS}
+    stats["id"] = {"type": ["integer", "string"], "description": "the broker's own id for the message"}
     seed = {("timeLeft" if k == "time-left" else k): v for k, v in stats.items()}
     record = {key: _ANY for key in RECORD_FIELDS} | {
         "state": {"type": "string", "enum": _STATES}, "error": _ref("schemas", "JobError"),
+        "broker_id": {"type": ["string", "null"],
+                      "description": "the broker's opaque id for the job's latest message"},
         "broker": {"oneOf": [_ref("schemas", "StatsJob"), {"type": "null"}]}}
     counts = ("ready", "reserved", "delayed", "buried", "urgent", "total", "waiting")
     return {
@@ -261,10 +269,21 @@ def _schemas() -> dict[str, Any]:
                                                   "max_retries": {"type": "integer"}}},
         "QueueCounts": {"type": "object", "properties": {k: {"type": "integer"} for k in counts}},
         "Workers": {"type": "object", "properties": {
-            "workers": {"type": "array", "items": {"type": "object", "properties": {
-                "name": {"type": "string"}, "running": {"type": "integer"},
-                "jobs": {"type": "array", "items": {"type": "string"}}}}},
+            "workers": {"type": "array", "items": _ref("schemas", "Worker")},
             "waiting": {"type": "object", "additionalProperties": {"type": "integer"}}}},
+        "Worker": {"type": "object", "required": ["name", "last_seen"], "properties": {
+            "name": {"type": "string", "description": "host:pid"}, "host": {"type": "string"},
+            "pid": {"type": "integer"},
+            "pool": {"type": ["string", "null"], "description": "host:pid of its process pool, if any"},
+            "queues": {"type": "array", "items": {"type": "string"}},
+            "concurrency": {"type": "integer"},
+            "busy": {"type": "integer", "description": "slots running a job"},
+            "running": {"type": "integer", "description": "the same as busy"},
+            "jobs": {"type": "array", "items": {"type": "string"}, "description": "ids of the jobs running"},
+            "started_at": {"type": "number", "description": "unix seconds"},
+            "last_seen": {"type": "number", "description": "unix seconds of its last heartbeat"},
+            "jobs_done": {"type": "integer", "description": "attempts run to an outcome"},
+            "jobs_failed": {"type": "integer", "description": "of them, attempts that failed"}}},
     }
 
 

@@ -13,7 +13,7 @@ import time
 from collections.abc import Collection
 from typing import Any
 
-from jobkit.backends.base import Backend, take_input
+from jobkit.backends.base import FORGET_WORKER_S, Backend, take_input
 from jobkit.job import FINISHED_STATES, RECORD_FIELDS
 
 _BROKER_FIELDS = ("broker_id", "priority", "queue")
@@ -30,6 +30,7 @@ class MemoryBackend(Backend):
     def __init__(self, url: str = "memory://", **options: Any) -> None:
         super().__init__(url, **options)
         self._records: dict[str, dict[str, Any]] = {}
+        self._workers: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
 
     def add(self, record: dict[str, Any], *, report_created: bool = True) -> bool:
@@ -133,7 +134,21 @@ class MemoryBackend(Backend):
             dead = [k for k, r in self._records.items() if _expired(r, now)]
             for key in dead:
                 del self._records[key]
+            for name in [n for n, w in self._workers.items() if w["last_seen"] < now - FORGET_WORKER_S]:
+                del self._workers[name]
         return len(dead)
+
+    def beat_worker(self, record: dict[str, Any]) -> None:
+        with self._lock:
+            self._workers[record["name"]] = _copy(record)
+
+    def workers(self, seen_since: float) -> list[dict[str, Any]]:
+        with self._lock:
+            return [_copy(w) for _, w in sorted(self._workers.items()) if w["last_seen"] >= seen_since]
+
+    def forget_worker(self, name: str) -> None:
+        with self._lock:
+            self._workers.pop(name, None)
 
     def _live(self, job_id: str) -> dict[str, Any] | None:
         record = self._records.get(job_id)

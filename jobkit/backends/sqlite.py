@@ -16,7 +16,11 @@ records were written (rowid); no index covers the task or the hot states
 job's claim its row alone; a job's finish adds entries to two indexes, by
 expiry and by ``finished_at`` (the dashboard's throughput chart). Paging goes
 by keyset (``before``: the rows after a job id's rowid), never by offset.
-Needs SQLite 3.35+ (``RETURNING``).
+Counts by state are kept in ``job_counts`` by triggers on ``jobs`` (every
+writer, the pruner included, keeps them right), so :meth:`counts` reads six
+rows at any size; they include finished records past their expiry until the
+next prune deletes them. Worker heartbeats live in ``workers``. Needs SQLite
+3.35+ (``RETURNING``).
 """
 from __future__ import annotations
 
@@ -33,7 +37,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from jobkit.backends.base import Backend, take_input
+from jobkit.backends.base import FORGET_WORKER_S, Backend, take_input
 from jobkit.errors import BackendError, BackendUnavailable, ConfigError
 from jobkit.job import FINISHED_STATES, RECORD_FIELDS
 from jobkit.message import compact_encoder
@@ -45,6 +49,9 @@ _ATTENTION_STATES = ("cancelled", "failed", "retrying")  # each has a partial in
 _ADD_DEFAULTS = {"state": "queued", "attempts": 0}
 #: (field, stored as JSON text, value when absent) for every column, in RECORD_FIELDS order
 _ADD_FIELDS = tuple((f, f in _JSON_FIELDS, _ADD_DEFAULTS.get(f)) for f in RECORD_FIELDS)
+_COUNT_NEW = ("INSERT INTO job_counts (state, n) VALUES (new.state, 1)"
+              " ON CONFLICT (state) DO UPDATE SET n = n + 1;")
+_COUNT_OLD = "UPDATE job_counts SET n = n - 1 WHERE state = old.state;"
 
 
 SQLITE_BUSY = 5
@@ -136,7 +143,7 @@ class SQLiteBackend(Backend):
     DDL = (
         """CREATE TABLE IF NOT EXISTS jobs (
             id TEXT PRIMARY KEY, task TEXT, args TEXT, kwargs TEXT, queue TEXT,
-            state TEXT NOT NULL, broker_id INTEGER, priority INTEGER,
+            state TEXT NOT NULL, broker_id TEXT, priority INTEGER,
             attempts INTEGER NOT NULL DEFAULT 0, result TEXT, error TEXT,
             created_at REAL, started_at REAL, finished_at REAL, expires_at REAL,
             worker TEXT, idempotency_key TEXT, parent TEXT, root TEXT, children TEXT,
@@ -172,6 +179,18 @@ class SQLiteBackend(Backend):
         " started_at = excluded.started_at, worker = excluded.worker"
         f" WHERE state NOT IN {_FINISHED} RETURNING {_COLUMNS}"
     )
+
+    #: Counts by state, kept by triggers; built once from the rows of a database made before them.
+    COUNTS_DDL = (
+        "CREATE TABLE job_counts (state TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID",
+        f"CREATE TRIGGER jobs_counted_insert AFTER INSERT ON jobs BEGIN {_COUNT_NEW} END",
+        "CREATE TRIGGER jobs_counted_update AFTER UPDATE OF state ON jobs"
+        f" WHEN old.state IS NOT new.state BEGIN {_COUNT_OLD} {_COUNT_NEW} END",
+        f"CREATE TRIGGER jobs_counted_delete AFTER DELETE ON jobs BEGIN {_COUNT_OLD} END",
+        "INSERT INTO job_counts (state, n) SELECT state, count(*) FROM jobs GROUP BY state",
+    )
+    WORKERS_DDL = ("CREATE TABLE IF NOT EXISTS workers ("
+                   "name TEXT PRIMARY KEY, last_seen REAL NOT NULL, record TEXT NOT NULL)")
 
     def __init__(self, url: str, **options: Any) -> None:
         super().__init__(url, **options)
@@ -228,9 +247,47 @@ class SQLiteBackend(Backend):
     def _set_up(self, conn: _Connection) -> None:
         """Switch to WAL and create the table (a connection waits while another process does)."""
         conn.execute("PRAGMA journal_mode=WAL")
-        for statement in self.DDL:
+        _add_missing_columns(conn)  # first: the broker-id upgrade copies every column
+        self._upgrade_broker_ids(conn)
+        for statement in (*self.DDL, self.WORKERS_DDL):
             conn.execute(statement)
-        _add_missing_columns(conn)
+        if not _has_table(conn, "job_counts"):
+            self._add_counts(conn)
+
+    def _add_counts(self, conn: _Connection) -> None:
+        """Create the counts and their triggers, and count the rows there are (one transaction)."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if not _has_table(conn, "job_counts"):  # another process may have done it meanwhile
+                for statement in self.COUNTS_DDL:
+                    conn.execute(statement)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _upgrade_broker_ids(self, conn: _Connection) -> None:
+        """Give a file made when broker ids were numbers a TEXT ``broker_id`` column.
+
+        An INTEGER column turns an opaque id that looks like a number into one
+        (``"007"`` reads back as 7, ``"12e4"`` as 120000), and SQLite cannot
+        change a column's type: the table is copied once, rowids (the listing
+        order) and all, in one transaction. The indexes are made again by :attr:`DDL`.
+        """
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            types = {row[1]: row[2] for row in conn.execute("PRAGMA table_info(jobs)")}
+            if types.get("broker_id", "TEXT").upper() != "TEXT":
+                conn.execute(self.DDL[0].replace(" jobs (", " jobs_upgrade (", 1))
+                values = _COLUMNS.replace("broker_id", "CAST(broker_id AS TEXT)")
+                conn.execute(f"INSERT INTO jobs_upgrade (rowid, {_COLUMNS}) SELECT rowid, {values} FROM jobs")
+                conn.execute("DROP TABLE jobs")
+                conn.execute("ALTER TABLE jobs_upgrade RENAME TO jobs")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
 
     @contextmanager
     def _db(self) -> Iterator[_Connection]:
@@ -434,9 +491,7 @@ class SQLiteBackend(Backend):
 
     def counts(self) -> dict[str, int]:
         with self._db() as db:
-            rows = db.execute(
-                "SELECT state, count(*) FROM jobs WHERE expires_at IS NULL OR expires_at > ?"
-                " GROUP BY state", (time.time(),)).fetchall()
+            rows = db.execute("SELECT state, n FROM job_counts WHERE n > 0").fetchall()
         return {state: n for state, n in rows}
 
     def delete(self, job_id: str) -> None:
@@ -448,13 +503,35 @@ class SQLiteBackend(Backend):
             db.execute("SELECT 1").fetchone()
 
     def prune(self, now: float | None = None) -> int:
+        now = time.time() if now is None else now
         with self._db() as db:
-            cur = db.execute("DELETE FROM jobs WHERE expires_at <= ?",
-                             (time.time() if now is None else now,))
+            db.execute("DELETE FROM workers WHERE last_seen < ?", (now - FORGET_WORKER_S,))
+            cur = db.execute("DELETE FROM jobs WHERE expires_at <= ?", (now,))
         return cur.rowcount
+
+    def beat_worker(self, record: dict[str, Any]) -> None:
+        with self._db() as db:
+            db.execute("INSERT INTO workers (name, last_seen, record) VALUES (?, ?, ?) ON CONFLICT (name)"
+                       " DO UPDATE SET last_seen = excluded.last_seen, record = excluded.record",
+                       (record["name"], record["last_seen"], _encode(record)))
+
+    def workers(self, seen_since: float) -> list[dict[str, Any]]:
+        with self._db() as db:
+            rows = db.execute("SELECT record FROM workers WHERE last_seen >= ? ORDER BY name",
+                              (seen_since,)).fetchall()
+        return [json.loads(text) for text, in rows]
+
+    def forget_worker(self, name: str) -> None:
+        with self._db() as db:
+            db.execute("DELETE FROM workers WHERE name = ?", (name,))
 
 
 _encode = compact_encoder(allow_nan=True)
+
+
+def _has_table(conn: _Connection, name: str) -> bool:
+    found = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
+    return found.fetchone() is not None
 
 
 def _json(value: Any) -> str:
@@ -468,7 +545,9 @@ def _out(field: str, value: Any) -> Any:
 
 
 def _record(row: tuple[Any, ...], known: dict[str, tuple[str, Any]] | None = None) -> dict[str, Any]:
-    """A record from a row; a field whose text is ``known[field][0]`` takes ``known[field][1]``."""
+    """A record from a row; a field whose text is ``known[field][0]`` takes ``known[field][1]``.
+
+    """
     record = dict(zip(RECORD_FIELDS, row, strict=True))
     for field in _JSON_FIELDS:
         text = record[field]
@@ -482,6 +561,8 @@ def _record(row: tuple[Any, ...], known: dict[str, tuple[str, Any]] | None = Non
 def _add_missing_columns(conn: _Connection) -> None:
     """Give a table made by an earlier jobkit the columns added since (all nullable)."""
     have = {row[1] for row in conn.execute("PRAGMA table_info(jobs)").fetchall()}
+    if not have:
+        return  # no table yet: DDL makes it whole
     for name in RECORD_FIELDS:
         if name not in have:
             try:
