@@ -26,6 +26,8 @@ TINY = {
     "counts": ["--records", "2000", "--seconds", "0.5"],
     "redis": ["-n", "20", "--rounds", "1"],
     "rabbitmq": ["-n", "20", "--rounds", "1"],
+    "batch": ["-n", "200", "--turn", "100", "--per-request", "50"],
+    "map": ["-n", "50", "--chunk", "25"],
 }
 
 
