@@ -98,6 +98,13 @@ class AsyncWorker(Worker):
         with self._lock:
             return list(self._busy)
 
+    def record(self) -> dict[str, Any]:
+        record = super().record()
+        holders = self.holders()
+        record["jobs"] = [attempt.envelope.id for h in holders if (attempt := h.attempt) is not None]
+        record["busy"] = len(holders)
+        return record
+
     def running(self) -> int:
         """How many jobs run now."""
         with self._lock:
@@ -272,4 +279,5 @@ class AsyncWorker(Worker):
             holders = self._idle + list(self._busy)
         for holder in holders:
             holder.consumer.close()
+        self._forget()
         self.done.set()

@@ -13,8 +13,8 @@ with a delay (``JOBKIT_UNKNOWN_TASK_DELAY``, 5 s) with its record still
 ``unknown task 'x'`` once the broker counts ``max_retries`` +
 ``JOBKIT_UNKNOWN_TASK_RELEASES`` (12) releases of it (the job's own retries
 are not held against it; 0 buries at first sight). The count lives in the
-broker (``stats-job`` ``releases``), so a restarted worker keeps counting
-where the last one stopped. See docs/guarantees.md.
+broker (:meth:`Consumer.releases`), so a restarted worker keeps counting
+where the last one stopped; a broker that cannot count has it buried at once. See docs/guarantees.md.
 """
 from __future__ import annotations
 
@@ -25,12 +25,15 @@ import traceback
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from jobkit import workflows
 from jobkit.aio import call_async
 from jobkit.brokers.base import DEFAULT_PRIORITY, Consumer, Delivery
 from jobkit.config import Settings
 from jobkit.context import JobContext
 from jobkit.errors import BackendError, BrokerError, PayloadError, PoisonMessage, Retry
+from jobkit.logs import job_context, job_fields
 from jobkit.message import Envelope, dumps
+from jobkit.metrics import JobStats
 
 if TYPE_CHECKING:
     from jobkit.app import App
@@ -55,6 +58,7 @@ class Outcome:
     error: dict[str, Any] | None = None
     retry: bool = False  # the failure earns another attempt
     retry_delay_s: float | None = None
+    duration_s: float | None = None  # how long the task ran (None: it was stopped, see settle)
 
 
 @dataclass
@@ -72,6 +76,7 @@ class Attempt:
     force_at: float | None = None  # cancelled: when it is stopped by force unless it ended
     done: bool = False  # the slot took the outcome
     abandoned: bool = False  # the heartbeat or shutdown took the job away from the slot
+    workflow: dict[str, Any] | None = None  # the record's workflow state, when it is part of one
     context: JobContext = field(init=False)
 
     def __post_init__(self) -> None:
@@ -155,11 +160,12 @@ def _storable(text: str) -> str:
 class Runner:
     """Runs deliveries for one worker; shared by its slots, holds no per-job state."""
 
-    def __init__(self, app: App, worker_name: str, *,
+    def __init__(self, app: App, worker_name: str, stats: JobStats | None = None, *,
                  unknown_task_releases: int = Settings.unknown_task_releases,
                  unknown_task_delay_s: float = Settings.unknown_task_delay) -> None:
         self.app = app
         self.worker_name = worker_name
+        self.stats = JobStats() if stats is None else stats
         self.unknown_task_releases = unknown_task_releases
         self.unknown_task_delay_s = unknown_task_delay_s
 
@@ -202,8 +208,8 @@ class Runner:
 
         The rule is in the module docstring; the record stays ``queued`` meanwhile.
         """
-        releases = self._releases(delivery)
         limit = env.max_retries + self.unknown_task_releases
+        releases = self._releases(consumer, delivery, limit)
         if releases >= limit:
             self._poison(consumer, delivery, env.id, f"unknown task {env.task!r}", env)
             return
@@ -213,13 +219,10 @@ class Runner:
         consumer.release(delivery, priority=env.priority,
                          delay_s=int(max(0, self.unknown_task_delay_s) + 0.999))
 
-    def _releases(self, delivery: Delivery) -> int:
-        """How often the broker has released a message (0 when it cannot say)."""
-        try:
-            peeked = self.app.broker.peek(delivery.broker_id)
-        except BrokerError:
-            peeked = None
-        return int(peeked.stats.get("releases") or 0) if peeked is not None else 0
+    def _releases(self, consumer: Consumer, delivery: Delivery, limit: int) -> int:
+        """How often the broker has released a message; ``limit`` when it cannot say (bury it now)."""
+        releases = consumer.releases(delivery)
+        return limit if releases is None else releases
 
     def _claim(self, env: Envelope) -> dict[str, Any]:
         return self.app.backend.claim(env.record() | {"worker": self.worker_name,
@@ -229,31 +232,44 @@ class Runner:
                record: dict[str, Any]) -> Attempt | None:
         """The attempt to run for a claimed job, or None when its record says it must not run."""
         state, attempts = record["state"], record.get("attempts") or 0
+        flow = record.get("workflow")
         if state in ("succeeded", "cancelled"):
-            consumer.delete(delivery)  # its outcome is stored: a redelivery, not new work
+            if self._replayed(consumer, delivery, env, record):
+                consumer.delete(delivery)  # its outcome is stored: a redelivery, not new work
         elif state == "failed":
-            consumer.bury(delivery, priority=env.priority)  # a dead letter stays one
+            if self._replayed(consumer, delivery, env, record):
+                consumer.bury(delivery, priority=env.priority)  # a dead letter stays one
         elif attempts > lost_worker_limit(env.max_retries) and (
-                lost := self._lost_starts(delivery, attempts)) >= lost_worker_limit(env.max_retries):
+                lost := consumer.lost_deliveries(delivery)) >= lost_worker_limit(env.max_retries):
             error = {"type": "WorkerLost", "traceback": "", "message": f"reserved {attempts} times, "
                      f"{lost} of them without an outcome: its worker died each time"}
-            self._store_then(consumer, delivery, env, "failed", Outcome(False, error=error), attempts)
+            self._store_then(consumer, delivery, env, "failed", Outcome(False, error=error), attempts, flow)
         else:
-            return Attempt(delivery, env, task, attempts)
+            return Attempt(delivery, env, task, attempts, workflow=flow)
         return None
 
-    def _lost_starts(self, delivery: Delivery, attempts: int) -> int:
-        """How many earlier starts of a job ended without any outcome (its worker died).
+    def _replayed(self, consumer: Consumer, delivery: Delivery, env: Envelope,
+                  record: dict[str, Any]) -> bool:
+        """Redo a finished workflow job's effect on its workflow before its message goes.
 
-        The record counts every start; the broker counts releases, which end a
-        start too (a retry, or an outcome that could not be stored). Asked only
-        when the record's count is past the limit.
+        Its worker may have died after storing the outcome and before putting
+        the jobs it made due (see :mod:`jobkit.workflows`). False when that
+        could not be done now: the message was released, to come back later.
         """
-        return max(0, attempts - 1 - self._releases(delivery))
+        if not record.get("workflow"):
+            return True
+        try:
+            workflows.dispatch(self.app, workflows.replay(self.app.backend, record))
+        except (BackendError, BrokerError) as exc:
+            log.warning("job %s: workflow not moved on yet (%s); back to the broker", env.id, exc)
+            _release_for_outage(consumer, delivery, env)
+            return False
+        return True
 
     def _poison(self, consumer: Consumer, delivery: Delivery, job_id: str | None,
                 reason: str, env: Envelope | None) -> None:
-        log.error("burying message %s (job %s): %s", delivery.broker_id, job_id, reason)
+        log.error("burying message %s (job %s): %s", delivery.broker_id, job_id, reason,
+                  extra=job_fields(job_id, env.task if env is not None else None, worker=self.worker_name))
         priority = env.priority if env is not None else DEFAULT_PRIORITY
         if job_id is not None:
             error = {"type": "PoisonMessage", "message": reason, "traceback": ""}
@@ -268,26 +284,54 @@ class Runner:
     # -- running -----------------------------------------------------------
 
     def execute(self, attempt: Attempt) -> Outcome:
-        """Call the task as the current job (an ``async def`` one on a loop of its own); never raises."""
-        env = attempt.envelope
-        with attempt.context.running():
-            try:
-                if attempt.task.is_async:
-                    result = asyncio.run(call_async(attempt.context, attempt.task, env.args, env.kwargs))
-                else:
-                    result = attempt.task.fn(*env.args, **env.kwargs)
-            except BaseException as exc:  # noqa: BLE001 - a task's failure is data here
-                return failed(attempt, exc)
-        return succeeded(result)
+        """Call the task as the current job, its log lines tagged with the job (see
+        :mod:`jobkit.logs`); an ``async def`` task on a loop of its own. Never raises."""
+        began = self._started(attempt)
+        try:
+            with job_context(self._log_fields(attempt)), attempt.context.running():
+                outcome = self._call(attempt)
+        finally:
+            self.stats.returned()
+        outcome.duration_s = time.monotonic() - began
+        return outcome
 
     async def execute_async(self, attempt: Attempt) -> Outcome:
         """:meth:`execute` on the running event loop (a sync task runs in its executor); never raises."""
         env = attempt.envelope
-        with attempt.context.running():
-            try:
-                result = await call_async(attempt.context, attempt.task, env.args, env.kwargs)
-            except BaseException as exc:  # noqa: BLE001 - a task's failure is data here
-                return failed(attempt, exc)
+        began = self._started(attempt)
+        try:
+            with job_context(self._log_fields(attempt)), attempt.context.running():
+                try:
+                    outcome = succeeded(await call_async(attempt.context, attempt.task, env.args,
+                                                         env.kwargs))
+                except BaseException as exc:  # noqa: BLE001 - a task's failure is data here
+                    outcome = failed(attempt, exc)
+        finally:
+            self.stats.returned()
+        outcome.duration_s = time.monotonic() - began
+        return outcome
+
+    def _started(self, attempt: Attempt) -> float:
+        """Count the start (see :mod:`jobkit.metrics`); returns when it was (monotonic seconds)."""
+        env = attempt.envelope
+        first = attempt.attempts == 1 and env.enqueued_at
+        self.stats.started(env.task, time.time() - env.enqueued_at if first else None)
+        return time.monotonic()
+
+    def _log_fields(self, attempt: Attempt) -> Any:
+        env = attempt.envelope
+        return job_fields(env.id, env.task, attempt.attempts, self.worker_name)
+
+    @staticmethod
+    def _call(attempt: Attempt) -> Outcome:
+        env = attempt.envelope
+        try:
+            if attempt.task.is_async:
+                result = asyncio.run(call_async(attempt.context, attempt.task, env.args, env.kwargs))
+            else:
+                result = attempt.task.fn(*env.args, **env.kwargs)
+        except BaseException as exc:  # noqa: BLE001 - a task's failure is data here
+            return failed(attempt, exc)
         return succeeded(result)
 
     # -- after running -----------------------------------------------------
@@ -314,14 +358,17 @@ class Runner:
             with self.app.backend.batch():
                 self.write_progress(attempt)
                 stored = self._store(attempt.envelope, state, outcome, attempt.attempts)
+                due = self._advance(attempt.envelope, attempt.workflow, state, outcome, stored)
                 record = self._claim(decoded[0]) if decoded is not None else None
         except BackendError:
             _outcome_lost(consumer, attempt.delivery, attempt.envelope)
             if ahead is not None and decoded is not None:
                 _release_for_outage(consumer, ahead, decoded[0])
             raise
-        self._then(consumer, attempt.delivery, attempt.envelope, state, outcome, attempt.attempts,
-                   stored)
+        self._count(attempt, state, outcome, stored)
+        if self._dispatched(consumer, attempt.delivery, attempt.envelope, due):
+            self._then(consumer, attempt.delivery, attempt.envelope, state, outcome, attempt.attempts,
+                       stored)
         if ahead is None or decoded is None or record is None:
             return None
         return self._admit(consumer, ahead, *decoded, record)
@@ -330,6 +377,14 @@ class Runner:
         """Store the progress the task reported since it was last stored, if any."""
         job_id, backend = attempt.envelope.id, self.app.backend
         attempt.context.write_progress(lambda fraction, meta: backend.progress(job_id, fraction, meta))
+
+    def _count(self, attempt: Attempt, state: str, outcome: Outcome, stored: bool) -> None:
+        """Count a stored outcome (see :mod:`jobkit.metrics`); a stopped attempt ran until now."""
+        label = ("retried" if state == "retrying" else state) if stored else "cancelled"
+        duration_s = outcome.duration_s
+        if duration_s is None:
+            duration_s = time.monotonic() - attempt.started
+        self.stats.settled(attempt.envelope.task, label, duration_s)
 
     @staticmethod
     def _state_after(attempt: Attempt, outcome: Outcome) -> str:
@@ -345,13 +400,35 @@ class Runner:
                                        insert=env.record() | {"attempts": attempts}, **result)
 
     def _store_then(self, consumer: Consumer, delivery: Delivery, env: Envelope, state: str,
-                    outcome: Outcome, attempts: int) -> None:
+                    outcome: Outcome, attempts: int, flow: dict[str, Any] | None = None) -> None:
         try:
-            stored = self._store(env, state, outcome, attempts)
+            with self.app.backend.batch():
+                stored = self._store(env, state, outcome, attempts)
+                self._advance(env, flow, state, outcome, stored)
         except BackendError:
             _outcome_lost(consumer, delivery, env)
             raise
         self._then(consumer, delivery, env, state, outcome, attempts, stored)
+
+    def _advance(self, env: Envelope, flow: dict[str, Any] | None, state: str, outcome: Outcome,
+                 stored: bool) -> list[dict[str, Any]]:
+        """Move the job's workflow on, in the write that stores its outcome; the jobs made due."""
+        if flow is None or not stored:  # not stored: cancelled, and the cancel failed its downstream
+            return []
+        return workflows.after_outcome(self.app.backend, env, flow, state, outcome.result, outcome.error)
+
+    def _dispatched(self, consumer: Consumer, delivery: Delivery, env: Envelope,
+                    due: list[dict[str, Any]]) -> bool:
+        """Put the jobs an outcome made due; False when the broker would not (message released)."""
+        if not due:
+            return True
+        try:
+            workflows.dispatch(self.app, due)
+        except BrokerError as exc:
+            log.warning("job %s: next workflow step not sent (%s); back to the broker", env.id, exc)
+            _release_for_outage(consumer, delivery, env)
+            return False
+        return True
 
     def _then(self, consumer: Consumer, delivery: Delivery, env: Envelope, state: str,
               outcome: Outcome, attempts: int, stored: bool) -> None:
@@ -362,11 +439,13 @@ class Runner:
             delay = outcome.retry_delay_s
             delay_s = self.app.get_task(env.task).options.backoff(attempts) if delay is None else delay
             log.info("job %s: attempt %d failed (%s), retrying in %s s", env.id, attempts,
-                     (outcome.error or {}).get("type"), delay_s)
+                     (outcome.error or {}).get("type"), delay_s,
+                     extra=job_fields(env.id, env.task, attempts, self.worker_name))
             consumer.release(delivery, priority=env.priority, delay_s=int(max(0, delay_s) + 0.999))
         else:
             log.warning("job %s failed for good after %d attempt(s): %s", env.id, attempts,
-                        (outcome.error or {}).get("message"))
+                        (outcome.error or {}).get("message"),
+                        extra=job_fields(env.id, env.task, attempts, self.worker_name))
             consumer.bury(delivery, priority=env.priority)
 
     def give_back(self, consumer: Consumer, attempt: Attempt) -> None:

@@ -13,9 +13,12 @@ backend query, which of the running jobs were cancelled (their
 :func:`~jobkit.current_job` turns ``cancelled``; an async task is cancelled
 on its loop), stops by force in the same way a job still running
 ``cancel_grace_s`` later (its record stays ``cancelled``), and writes the
-progress tasks reported. SIGTERM/SIGINT stop reserving and let
-running jobs finish within ``grace_s``; then (or at a second signal) the
-jobs still running are released and the worker returns.
+progress tasks reported. The heartbeat thread also rewrites the
+worker's record in the backend every few seconds (see :meth:`Worker.record`),
+which lists it as live; a worker that stops cleanly removes it.
+SIGTERM/SIGINT stop reserving and let running jobs finish within ``grace_s``;
+then (or at a second signal) the jobs still running are released and the
+worker returns.
 """
 from __future__ import annotations
 
@@ -29,7 +32,8 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from jobkit.brokers.base import DEFAULT_PRIORITY, Consumer, Delivery
+from jobkit.backends.base import BEAT_EVERY_S, LIVE_FOR_S
+from jobkit.brokers.base import DEFAULT_PRIORITY, TOUCH, Consumer, Delivery
 from jobkit.errors import (
     BackendError,
     BrokerConnectionLost,
@@ -40,6 +44,7 @@ from jobkit.errors import (
     TimeLimitExceeded,
 )
 from jobkit.message import Envelope
+from jobkit.metrics import JobStats
 from jobkit.runner import CANCEL_CHECK_S, Attempt, Outcome, Runner, describe
 from jobkit.task import check_queue
 
@@ -239,6 +244,8 @@ class Heartbeat:
         self.cond = threading.Condition()
         self.closed = False
         self.next_prune = time.monotonic()
+        self.next_report = time.monotonic()
+        self.touches = worker.app.broker.can(TOUCH)  # else the broker's own TTR rule holds
         self._idle_wake_s = float(PRUNE_EVERY_S)  # perf: see _beat
         self._wake_at = 0.0
         self._sleeping = False
@@ -289,9 +296,11 @@ class Heartbeat:
         """Do what is due; return seconds until something else will be."""
         if now >= self.next_prune:
             self._prune()
+        if now >= self.next_report:
+            self._report(now)
         # perf: idle, it still wakes every touch interval seen so far (every 30 s for the
         # default TTR), so that a job starting after a short one needs no notify()
-        wake = min(self.next_prune, now + self._idle_wake_s)
+        wake = min(self.next_prune, self.next_report, now + self._idle_wake_s)
         running = [(slot, attempt) for slot in self.worker.holders()
                    if (attempt := slot.attempt) is not None]
         if any(now >= attempt.checked + CANCEL_CHECK_S for _, attempt in running):
@@ -305,7 +314,7 @@ class Heartbeat:
                 continue
             if attempt.context.take_touch() or now - attempt.touched >= attempt.touch_every_s:
                 with slot.lock:
-                    if slot.attempt is attempt and not (attempt.done or attempt.abandoned):
+                    if self.touches and slot.attempt is attempt and not (attempt.done or attempt.abandoned):
                         slot.consumer.touch(attempt.delivery)
                 attempt.touched = now
             self._write_progress(attempt)
@@ -331,6 +340,14 @@ class Heartbeat:
             self.worker.runner.write_progress(attempt)
         except BackendError as exc:
             log.warning("job %s: could not store its progress: %s", attempt.envelope.id, exc)
+
+    def _report(self, now: float) -> None:
+        """Rewrite the worker's heartbeat record (a backend outage only delays it)."""
+        self.next_report = now + BEAT_EVERY_S
+        try:
+            self.worker.app.backend.beat_worker(self.worker.record())
+        except BackendError as exc:
+            log.debug("heartbeat record not written: %s", exc)
 
     def _prune(self) -> None:
         self.next_prune = time.monotonic() + self.worker.prune_every_s
@@ -360,6 +377,8 @@ class Worker:
             default: the app's settings (``JOBKIT_UNKNOWN_TASK_RELEASES``).
         unknown_task_delay_s: seconds such a message waits in the broker for
             another worker; default: the app's settings (``JOBKIT_UNKNOWN_TASK_DELAY``).
+        stats: counts of the jobs run here (with Prometheus metrics, when wanted).
+        pool: the name of the process pool this worker is a child of, for its record.
         cancel_grace_s: seconds a cancelled job may run on after the worker
             saw the cancellation, before it is stopped by force.
     """
@@ -367,8 +386,8 @@ class Worker:
     def __init__(self, app: App, *, queues: Sequence[str] | None = None, concurrency: int = 1,
                  grace_s: float = 30.0, exit_on_time_limit: bool = False,
                  prune_every_s: float = PRUNE_EVERY_S, unknown_task_releases: int | None = None,
-                 unknown_task_delay_s: float | None = None,
-                 cancel_grace_s: float = DEFAULT_CANCEL_GRACE_S) -> None:
+                 unknown_task_delay_s: float | None = None, stats: JobStats | None = None,
+                 pool: str | None = None, cancel_grace_s: float = DEFAULT_CANCEL_GRACE_S) -> None:
         if concurrency < 1:
             raise ConfigError("concurrency must be at least 1")
         if app.broker.url.startswith("memory:") and exit_on_time_limit:
@@ -382,8 +401,10 @@ class Worker:
         self.exit_on_time_limit = exit_on_time_limit
         self.prune_every_s = prune_every_s
         self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self.pool = pool
+        self.started_at = time.time()
         settings = app.settings
-        self.runner = Runner(app, self.name, unknown_task_releases=settings.unknown_task_releases
+        self.runner = Runner(app, self.name, stats, unknown_task_releases=settings.unknown_task_releases
                              if unknown_task_releases is None else unknown_task_releases,
                              unknown_task_delay_s=settings.unknown_task_delay
                              if unknown_task_delay_s is None else unknown_task_delay_s)
@@ -402,6 +423,17 @@ class Worker:
         self.heartbeat.thread.start()
         for index in range(self.concurrency):
             self._add_slot(index)
+
+    def record(self) -> dict[str, Any]:
+        """This worker's heartbeat record, as ``GET /v1/workers`` lists it."""
+        slots = self.live_slots()
+        running = [attempt.envelope.id for slot in slots if (attempt := slot.attempt) is not None]
+        stats = self.runner.stats
+        return {"name": self.name, "host": socket.gethostname(), "pid": os.getpid(), "pool": self.pool,
+                "queues": self.queues, "concurrency": self.concurrency,
+                "busy": sum(slot.busy for slot in slots), "jobs": running,
+                "started_at": self.started_at, "last_seen": time.time(),
+                "jobs_done": stats.done, "jobs_failed": stats.failed}
 
     def live_slots(self) -> list[Slot]:
         """The slots not retired."""
@@ -507,6 +539,7 @@ class Worker:
                 slot.consumer.close()
             elif slot.thread.ident is not None:
                 slot.thread.join()
+        self._forget()
         self.done.set()
 
     def _all_slots(self) -> list[Slot]:
@@ -522,6 +555,14 @@ class Worker:
                 if left <= 0:
                     return
                 slot.thread.join(min(left, SIGNAL_CHECK_S))
+
+    def _forget(self) -> None:
+        """Remove the heartbeat record once the heartbeat thread can no longer rewrite it."""
+        try:
+            self.app.backend.forget_worker(self.name)
+        except BackendError as exc:
+            log.warning("worker %s: record not removed (it drops out of the list in %d s): %s",
+                        self.name, LIVE_FOR_S, exc)
 
     def time_limit_hit(self, slot: JobHolder, attempt: Attempt) -> None:
         """Record an overrunning attempt as failed by timeout and stop waiting for it."""

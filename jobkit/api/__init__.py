@@ -15,7 +15,7 @@ import falcon.media
 import falcon.routing
 
 from jobkit import __version__
-from jobkit.api import errors, middleware, openapi, resources
+from jobkit.api import dashboard, errors, middleware, openapi, resources, workflows
 from jobkit.api.metrics import Metrics
 from jobkit.app import App
 from jobkit.config import Settings
@@ -60,14 +60,16 @@ def create_app(settings: Settings, app: App, *,
                     settings.default_task, app.name)
     api = resources.Api(settings, app, Metrics(app), resources.LongPolls(long_polls))
     stack: list[Any] = [middleware.RequestMetrics(api.metrics), middleware.SecurityHeaders()]
+    sessions = dashboard.Sessions(settings.api_token)
     if settings.api_token:
-        stack.append(middleware.BearerAuth(settings.api_token))
+        stack.append(middleware.BearerAuth(settings.api_token, signed_in=sessions.valid))
     stack.append(middleware.JsonBody(settings.max_body))
     web = falcon.App(middleware=stack, router=HeadLikeGet())
     web.req_options.strip_url_path_trailing_slash = True  # the seed's GET /<id>/
     web.resp_options.media_handlers[falcon.MEDIA_JSON] = falcon.media.JSONHandler(dumps=errors.dumps)
     errors.install(web)
     add_routes(web, api)
+    dashboard.install(web, app, sessions)
     return web
 
 
@@ -78,6 +80,8 @@ def add_routes(web: falcon.App[falcon.Request, falcon.Response], api: resources.
     web.add_route("/", seed)
     web.add_route("/{job_id}", seed, suffix="status")
     web.add_route("/v1/jobs", jobs)
+    web.add_route("/v1/jobs/batch", workflows.Batch(api))
+    web.add_route("/v1/workflows", workflows.Workflows(api))
     web.add_route("/v1/jobs/{job_id}", jobs, suffix="item")
     web.add_route("/v1/jobs/{job_id}/result", jobs, suffix="result")
     web.add_route("/v1/jobs/{job_id}/retry", jobs, suffix="retry")
@@ -90,4 +94,3 @@ def add_routes(web: falcon.App[falcon.Request, falcon.Response], api: resources.
     document = openapi.document(__version__, auth=bool(api.settings.api_token))
     web.add_route("/openapi.json", resources.Document(document))
     web.add_route("/metrics", resources.MetricsPage(api))
-    web.add_route("/dashboard", resources.Dashboard(api))

@@ -21,6 +21,7 @@ take it; elsewhere the children share the parent's listening socket.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -41,6 +42,7 @@ from jobkit.api.middleware import SECURITY_HEADERS, too_large
 from jobkit.app import App
 from jobkit.config import Settings
 from jobkit.errors import ConfigError, JobkitError
+from jobkit.metrics import multiprocess_dir
 
 log = logging.getLogger("jobkit.api")
 
@@ -217,6 +219,11 @@ def serve(settings: Settings, app: App, *, processes: int = 1, threads: int = 8)
         ConfigError: the port cannot be bound, the broker or backend URL is
             unusable, or several processes were asked of an in-process broker/backend.
     """
+    with multiprocess_dir() if processes > 1 else contextlib.nullcontext():  # metrics: one sum
+        _serve(settings, app, processes, threads)
+
+
+def _serve(settings: Settings, app: App, processes: int, threads: int) -> None:
     wsgi = create_app(settings, app, long_polls=long_polls(threads))  # a bad configuration fails here, once
     if processes > 1 and "memory://" in (app.broker.url, app.backend.url):
         raise ConfigError("memory:// lives in one process: use --processes 1 or a real broker and backend")
@@ -225,6 +232,8 @@ def serve(settings: Settings, app: App, *, processes: int = 1, threads: int = 8)
     if not any(isinstance(f, OncePer) for f in queue_log.filters):
         queue_log.addFilter(OncePer(10.0))
     host, port = sock.getsockname()[:2]
+    if processes == 1:
+        stop_on_signals()  # before saying it listens: a signal from then on stops it cleanly
     log.info("jobkit api: http://%s:%s/ (%d process(es) x %d threads)", host, port, processes, threads)
     if processes == 1:
         _run(make_server(settings, wsgi, sock, threads))
@@ -255,9 +264,14 @@ def _serve_forked(settings: Settings, wsgi: Any, sock: socket.socket, processes:
 
 def _run(server: Any) -> None:
     """Serve in this process until SIGTERM/SIGINT; running requests get a few seconds to finish."""
+    stop_on_signals()
+    server.run()  # returns after SystemExit/KeyboardInterrupt, having stopped its threads
+
+
+def stop_on_signals() -> None:
+    """From now on, the first SIGTERM/SIGINT raises SystemExit(0) in the main thread."""
     signal.signal(signal.SIGTERM, _exit)
     signal.signal(signal.SIGINT, _exit)
-    server.run()  # returns after SystemExit/KeyboardInterrupt, having stopped its threads
 
 
 def _exit(signum: int, frame: Any) -> None:

@@ -2,21 +2,29 @@
 
 A backend keeps one record per job id (:data:`jobkit.job.RECORD_FIELDS`).
 Every write is an upsert keyed by job id, so the API's "accepted" write and
-the worker's writes may arrive in any order. Implementations write the eight
+the worker's writes may arrive in any order. Implementations write the
 abstract methods; waiting, finishing and expiry rules live here once.
+
+Backends also keep each live worker's heartbeat record (one per worker name,
+rewritten every :data:`BEAT_EVERY_S`), so that any API process can list the
+workers: name, host, pid, queues, concurrency, busy slots, the jobs running,
+started and last seen (unix seconds), jobs done and failed.
 """
 from __future__ import annotations
 
 import contextlib
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from jobkit.errors import JobNotFound, JobTimeout
 from jobkit.job import FINISHED_STATES
 
 DEFAULT_RESULT_TTL = 7 * 24 * 3600.0
+BEAT_EVERY_S = 5.0  # how often a worker rewrites its heartbeat record
+LIVE_FOR_S = 3 * BEAT_EVERY_S  # a worker not seen for longer is not listed (it died, or hangs)
+FORGET_WORKER_S = 3600.0  # a record not rewritten for this long is deleted by prune()
 _UNSET: Any = object()
 
 
@@ -91,13 +99,37 @@ class Backend(ABC):
 
     @abstractmethod
     def find(
-        self, *, state: str | None = None, task: str | None = None, limit: int = 100
+        self, *, state: str | None = None, task: str | None = None, queue: str | None = None,
+        before: str | None = None, limit: int = 100,
     ) -> list[dict[str, Any]]:
-        """Return up to ``limit`` records, newest first, filtered by state and task."""
+        """Return up to ``limit`` records, newest first, filtered by state, task and queue.
+
+        Args:
+            before: a job id from an earlier answer: only records listed after
+                it (older ones) are returned, so that paging never counts rows
+                to skip; none when that record is gone.
+        """
+
+    @abstractmethod
+    def finished_per_minute(self, since: float) -> dict[int, dict[str, int]]:
+        """Count the records whose ``finished_at`` is at or after ``since``, per minute and state.
+
+        For the dashboard's throughput chart: reads an index over
+        ``finished_at``, so the cost follows the jobs finished since then,
+        not the number of records.
+
+        Returns:
+            ``{minute: {state: n}}``, ``minute`` being ``int(finished_at // 60)``.
+        """
 
     @abstractmethod
     def counts(self) -> dict[str, int]:
-        """Return the number of records in each state."""
+        """Return the number of records in each state (states without any are left out).
+
+        Cheap at any size (maintained counts, never a scan of the records):
+        the dashboard and every scrape call it. Finished records past their
+        expiry may still be counted until they are pruned.
+        """
 
     @abstractmethod
     def delete(self, job_id: str) -> None:
@@ -111,9 +143,60 @@ class Backend(ABC):
             BackendUnavailable: it does not.
         """
 
+    @abstractmethod
+    def feed(self, job_id: str, slot: int, value: str, *, by: str) -> dict[str, Any] | None:
+        """Give a waiting workflow job the result of one of the jobs it waits for.
+
+        One atomic write (see :func:`take_input`): the result goes into slot
+        ``slot`` of the record's ``workflow.inputs`` and its ``pending`` count
+        drops by one, unless that slot is filled already (a repeat changes
+        nothing); the write that fills the last slot marks the job due, by
+        ``by``. Only a ``queued`` record is fed: a failed or cancelled one stays so.
+
+        Args:
+            job_id: the waiting job.
+            slot: the index of ``by`` among the jobs it waits for.
+            value: the result, as JSON text.
+            by: the job whose result it is.
+
+        Returns:
+            The record when ``by`` made it due and it is not in the broker
+            yet (no ``broker_id``): the caller puts it. Else None.
+        """
+
+    def add_many(self, records: Sequence[dict[str, Any]]) -> None:
+        """:meth:`add` every record, in one transaction where the backend has them.
+
+        A batch enqueue writes all its records at once: one commit, one round trip.
+        """
+        for record in records:
+            self.add(record, report_created=False)
+
     def prune(self, now: float | None = None) -> int:
-        """Delete expired records; returns how many. Backends that expire by themselves return 0."""
+        """Delete expired records and old worker records; returns how many job records.
+
+        Backends that expire records by themselves return 0.
+        """
         return 0
+
+    # -- live workers ------------------------------------------------------
+
+    @abstractmethod
+    def beat_worker(self, record: dict[str, Any]) -> None:
+        """Write a worker's heartbeat record, replacing its last one.
+
+        Args:
+            record: JSON data with at least ``name`` (the key) and
+                ``last_seen`` (unix seconds).
+        """
+
+    @abstractmethod
+    def workers(self, seen_since: float) -> list[dict[str, Any]]:
+        """Return the heartbeat records last seen at or after ``seen_since`` (unix seconds), by name."""
+
+    @abstractmethod
+    def forget_worker(self, name: str) -> None:
+        """Remove a worker's record (it stopped cleanly)."""
 
     def close(self) -> None:
         """Release connections. The backend reconnects if used again."""
@@ -200,3 +283,24 @@ class Backend(ABC):
                 raise JobTimeout(f"job {job_id} not finished after {timeout} s (state {record['state']})")
             time.sleep(pause if left is None else min(pause, left))
             pause = min(pause * 2, 0.2)
+
+
+def take_input(record: dict[str, Any], slot: int, value: str, by: str) -> tuple[bool, bool]:
+    """Apply :meth:`Backend.feed` to a record in place: the rule every backend follows.
+
+    Returns:
+        ``(changed, hand_over)``: whether the record must be written, and
+        whether the caller must put the job into the broker.
+    """
+    flow = record.get("workflow")
+    if record.get("state") != "queued" or not isinstance(flow, dict):
+        return False, False
+    inputs, changed = flow.setdefault("inputs", {}), False
+    if str(slot) not in inputs:
+        inputs[str(slot)] = value
+        flow["pending"] = flow.get("pending", 0) - 1
+        changed = True
+    if flow["pending"] <= 0 and flow.get("due_by") is None:
+        flow["due_by"] = record["parent"] = by
+        changed = True
+    return changed, flow.get("due_by") == by and record.get("broker_id") is None

@@ -5,9 +5,12 @@ Database: the URI's path, else ``jobs``; collection ``jobs``. Unless the URI
 says otherwise, server selection and connection time out after 2 s, so a
 down server is reported quickly instead of hanging requests.
 
-Features: one document per job (``_id`` = job id); every write is a single
-upsert or conditional update; indexes on ``state``+``created_at`` and
-``task``+``created_at``; a TTL index on ``expires_at`` (stored as a BSON date)
+Features: one document per job (``_id`` = job id); every write of a record
+is a single upsert or conditional update; listings are newest first by ``created_at``
+then ``_id``, paged by keyset (``before``), served by indexes on
+``state``+``created_at``, ``task``+``created_at`` and ``created_at``; an
+index on ``finished_at``+``state`` serves the dashboard's throughput chart;
+a TTL index on ``expires_at`` (stored as a BSON date)
 expires finished jobs, and reads hide expired ones until MongoDB's TTL monitor
 removes them.
 
@@ -31,6 +34,18 @@ smallest enclosing value, and read back unchanged:
   MongoDB-wire servers (nx-27017) turn a ``$set`` of a top-level ``true`` into
   ``1`` and ``-0.0`` into ``0.0``. ``args`` (a list) and ``kwargs`` (a dict)
   are always native.
+
+Counts by state live in ``job_counts``, moved by each write that changes a
+record's state (the write returns the state it replaced, then one ``$inc``
+moves the count), so :meth:`counts` reads a few hundred small documents at
+any size. Finished records are counted per state and hour of expiry, in
+documents that the same TTL mechanism removes when that hour is over: a
+finished record stays counted until the end of the hour it expires in. The
+count and the record are two writes: a process killed between them leaves
+a count off by one (never hidden: the records are the truth). A database
+made before the counts gets them built once, by the first process to open it.
+Worker heartbeats live in ``workers``, expired by a TTL index after
+:data:`~jobkit.backends.base.FORGET_WORKER_S`.
 """
 from __future__ import annotations
 
@@ -40,7 +55,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -48,7 +63,8 @@ import pymongo
 from pymongo import errors as mongo_errors
 from pymongo import uri_parser
 
-from jobkit.backends.base import Backend
+from jobkit.backends.base import FORGET_WORKER_S, Backend
+from jobkit.backends.mongo_counts import build_counts, move_count, write_counted
 from jobkit.errors import BackendError, BackendUnavailable, ConfigError
 from jobkit.job import FINISHED_STATES, RECORD_FIELDS
 
@@ -119,20 +135,19 @@ class MongoBackend(Backend):
             update["$set"] = refresh
         with self._db() as jobs:
             result = jobs.update_one({"_id": doc["_id"]}, update, upsert=True)
+            if result.upserted_id is not None:
+                move_count(jobs, None, doc)
         return result.upserted_id is not None
 
     def claim(self, record: dict[str, Any]) -> dict[str, Any]:
         started = {"state": "running", "started_at": record["started_at"],
                    "worker": record.get("worker")}
         fresh = _to_doc({k: v for k, v in record.items() if k not in started})
-        fresh.pop("attempts", None)
-        try:  # update_one + find_one rather than find_one_and_update: wire servers differ there
-            with self._db() as jobs:
-                jobs.update_one(
-                    {"_id": record["id"], "state": {"$nin": sorted(FINISHED_STATES)}},
-                    {"$set": started, "$inc": {"attempts": 1}, "$setOnInsert": fresh}, upsert=True)
-        except mongo_errors.DuplicateKeyError:
-            pass  # finished: left as it was
+        fresh |= started | {"attempts": 1}
+        query = {"_id": record["id"], "state": {"$nin": sorted(FINISHED_STATES)}}
+        with self._db() as jobs:
+            # a finished record is left as it was
+            write_counted(jobs, query, {"$set": started, "$inc": {"attempts": 1}}, fresh)
         current = self.get(record["id"])
         if current is None:  # finished long ago and expired: start afresh
             self.delete(record["id"])
@@ -151,6 +166,11 @@ class MongoBackend(Backend):
         if unless:
             query["state"] = {"$nin": list(unless)}
         changes: dict[str, Any] = {"$set": _to_doc(fields)}
+        if "state" in fields or "expires_at" in fields:  # the count moves: know what it was
+            doc = None if insert is None else (
+                _to_doc({"state": "queued", "attempts": 0} | insert | fields) | {"_id": job_id})
+            with self._db() as jobs:
+                return write_counted(jobs, query, changes, doc)
         if insert is not None:
             extra = _to_doc({"state": "queued", "attempts": 0} | insert)
             changes["$setOnInsert"] = {k: v for k, v in extra.items()
@@ -162,27 +182,75 @@ class MongoBackend(Backend):
             return False  # exists, in a state that must not be overwritten
         return bool(result.matched_count or result.upserted_id is not None)
 
+    def add_many(self, records: Sequence[dict[str, Any]]) -> None:
+        requests, docs = [], []
+        for record in records:
+            doc = _to_doc({"state": "queued", "attempts": 0} | record)
+            refresh = {k: doc.pop(k) for k in _BROKER_FIELDS if doc.get(k) is not None}
+            update: dict[str, Any] = {"$setOnInsert": doc} | ({"$set": refresh} if refresh else {})
+            requests.append(pymongo.UpdateOne({"_id": doc["_id"]}, update, upsert=True))
+            docs.append(doc)
+        if requests:
+            with self._db() as jobs:
+                result = jobs.bulk_write(requests, ordered=False)
+                _count_inserted(jobs, [docs[i] for i in result.upserted_ids])
+
+    def feed(self, job_id: str, slot: int, value: str, *, by: str) -> dict[str, Any] | None:
+        """See :meth:`Backend.feed`: two conditional updates, each atomic, each safe to repeat.
+
+        The first fills the slot and counts it; the second, a compare-and-set,
+        names the job that makes it due, once. After a crash between the two,
+        a repeat (the redelivered job) does the second.
+        """
+        queued: dict[str, Any] = {"_id": job_id, "state": "queued"}
+        with self._db() as jobs:
+            jobs.update_one(queued | {f"workflow.inputs.{slot}": {"$exists": False}},
+                            {"$set": {f"workflow.inputs.{slot}": value},
+                             "$inc": {"workflow.pending": -1}})
+            jobs.update_one(queued | {"workflow.pending": {"$lte": 0}, "workflow.due_by": None},
+                            {"$set": {"workflow.due_by": by, "parent": by}})
+        record = self.get(job_id)
+        if record is None or record["state"] != "queued" or record.get("broker_id") is not None:
+            return None
+        return record if (record.get("workflow") or {}).get("due_by") == by else None
+
     def get(self, job_id: str) -> dict[str, Any] | None:
         with self._db() as jobs:
             doc = jobs.find_one(_live({"_id": job_id}))
         return None if doc is None else _from_doc(doc)
 
     def find(
-        self, *, state: str | None = None, task: str | None = None, limit: int = 100
+        self, *, state: str | None = None, task: str | None = None, queue: str | None = None,
+        before: str | None = None, limit: int = 100,
     ) -> list[dict[str, Any]]:
-        query: dict[str, Any] = {}
-        if state is not None:
-            query["state"] = state
-        if task is not None:
-            query["task"] = task
+        query: dict[str, Any] = {k: v for k, v in (("state", state), ("task", task), ("queue", queue))
+                                 if v is not None}
         with self._db() as jobs:
+            if before is not None:  # keyset paging: after that record in (created_at, _id) order
+                cursor = jobs.find_one({"_id": before}, {"created_at": 1})
+                if cursor is None:
+                    return []
+                query["$or"] = [{"created_at": {"$lt": cursor.get("created_at")}},
+                                {"created_at": cursor.get("created_at"), "_id": {"$lt": before}}]
             docs = list(jobs.find(_live(query)).sort("created_at", pymongo.DESCENDING).limit(limit))
-        return [_from_doc(doc) for doc in docs]
+            if len(docs) == limit:  # records created at the same time as the last may lie past the limit
+                docs += jobs.find(_live({"$and": [query, {"created_at": docs[-1].get("created_at")}]}))
+        return [_from_doc(doc) for doc in _newest_first(docs)[:limit]]
+
+    def finished_per_minute(self, since: float) -> dict[int, dict[str, int]]:
+        counts: dict[int, dict[str, int]] = {}
+        with self._db() as jobs:  # the index on finished_at bounds the documents read
+            docs = jobs.find({"finished_at": {"$gte": since}}, {"_id": 0, "finished_at": 1, "state": 1})
+            for doc in docs:
+                per_state = counts.setdefault(int(doc["finished_at"] // 60), {})
+                per_state[doc["state"]] = per_state.get(doc["state"], 0) + 1
+        return counts
 
     def counts(self) -> dict[str, int]:
-        pipeline = [{"$match": _live({})}, {"$group": {"_id": "$state", "n": {"$sum": 1}}}]
+        pipeline = [{"$match": _live({})}, {"$group": {"_id": "$state", "n": {"$sum": "$n"}}}]
         with self._db() as jobs:
-            return {row["_id"]: row["n"] for row in jobs.aggregate(pipeline)}
+            rows = list(jobs.database["job_counts"].aggregate(pipeline))
+        return {row["_id"]: row["n"] for row in rows if row["_id"] is not None and row["n"] > 0}
 
     def cancelled(self, job_ids: Collection[str]) -> set[str]:
         if not job_ids:
@@ -193,7 +261,9 @@ class MongoBackend(Backend):
 
     def delete(self, job_id: str) -> None:
         with self._db() as jobs:
-            jobs.delete_one({"_id": job_id})
+            before = jobs.find_one_and_delete({"_id": job_id}, projection={"state": 1, "expires_at": 1})
+            if before is not None:
+                move_count(jobs, before, None)
 
     def ping(self) -> None:
         with self._db() as jobs:
@@ -205,16 +275,53 @@ class MongoBackend(Backend):
         with self._db() as jobs:
             return int(jobs.delete_many({"expires_at": {"$lte": cutoff}}).deleted_count)
 
+    def beat_worker(self, record: dict[str, Any]) -> None:
+        doc = {"last_seen": record["last_seen"], "forget_at": _date(record["last_seen"] + FORGET_WORKER_S),
+               "record": json.dumps(record, separators=(",", ":"))}
+        with self._db() as jobs:
+            jobs.database["workers"].update_one({"_id": record["name"]}, {"$set": doc}, upsert=True)
+
+    def workers(self, seen_since: float) -> list[dict[str, Any]]:
+        with self._db() as jobs:
+            docs = list(jobs.database["workers"].find({"last_seen": {"$gte": seen_since}}).sort("_id", 1))
+        return [json.loads(doc["record"]) for doc in docs]
+
+    def forget_worker(self, name: str) -> None:
+        with self._db() as jobs:
+            jobs.database["workers"].delete_one({"_id": name})
+
 
 def _create_indexes(jobs: Any) -> None:
     try:
         jobs.create_index([("state", 1), ("created_at", 1)])
         jobs.create_index([("task", 1), ("created_at", 1)])
+        jobs.create_index("created_at")
+        jobs.create_index([("finished_at", 1), ("state", 1)])
         jobs.create_index("expires_at", expireAfterSeconds=0)
+        jobs.database["job_counts"].create_index("expires_at", expireAfterSeconds=0)
+        jobs.database["workers"].create_index("forget_at", expireAfterSeconds=0)
+        build_counts(jobs)
     except _DOWN as exc:
         raise BackendUnavailable(f"MongoDB unreachable: {exc}") from None
     except mongo_errors.PyMongoError as exc:
         raise BackendError(f"MongoDB: cannot create indexes: {exc}") from None
+
+
+def _newest_first(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Documents once each, newest first: by ``created_at``, then ``_id`` (created at the same time)."""
+    unique = {doc["_id"]: doc for doc in docs}
+    return sorted(unique.values(), key=lambda d: (d.get("created_at") or 0, d["_id"]), reverse=True)
+
+
+def _count_inserted(jobs: Any, docs: list[dict[str, Any]]) -> None:
+    """Count records a batch inserted: one write for all the plain queued ones, one each for others."""
+    plain = [doc for doc in docs if doc.get("state") == "queued" and doc.get("expires_at") is None]
+    if plain:
+        jobs.database["job_counts"].update_one({"_id": "queued"}, {
+            "$inc": {"n": len(plain)}, "$setOnInsert": {"state": "queued", "expires_at": None}}, upsert=True)
+    for doc in docs:
+        if not (doc.get("state") == "queued" and doc.get("expires_at") is None):
+            move_count(jobs, None, doc)
 
 
 def _live(query: dict[str, Any]) -> dict[str, Any]:
@@ -248,6 +355,8 @@ def _from_doc(doc: dict[str, Any]) -> dict[str, Any]:
             record["id"] = value
         elif key in _JSON_FIELDS and value is not None:
             record[key] = _field_from_bson(value)
+        elif key == "broker_id" and isinstance(value, int):  # written before ids were strings
+            record[key] = str(value)
         elif key == "expires_at" and isinstance(value, dt.datetime):
             aware = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
             record[key] = aware.timestamp()

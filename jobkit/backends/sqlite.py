@@ -13,7 +13,14 @@ error and progress are stored as JSON text; expired rows are pruned by :meth:`pr
 hidden from reads until then. Listings are newest first in the order the
 records were written (rowid); no index covers the task or the hot states
 (queued, running, succeeded), so an enqueue writes the row and its id, and a
-job's claim its row alone. Needs SQLite 3.35+ (``RETURNING``).
+job's claim its row alone; a job's finish adds entries to two indexes, by
+expiry and by ``finished_at`` (the dashboard's throughput chart). Paging goes
+by keyset (``before``: the rows after a job id's rowid), never by offset.
+Counts by state are kept in ``job_counts`` by triggers on ``jobs`` (every
+writer, the pruner included, keeps them right), so :meth:`counts` reads six
+rows at any size; they include finished records past their expiry until the
+next prune deletes them. Worker heartbeats live in ``workers``. Needs SQLite
+3.35+ (``RETURNING``).
 """
 from __future__ import annotations
 
@@ -30,18 +37,21 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from jobkit.backends.base import Backend
+from jobkit.backends.base import FORGET_WORKER_S, Backend, take_input
 from jobkit.errors import BackendError, BackendUnavailable, ConfigError
 from jobkit.job import FINISHED_STATES, RECORD_FIELDS
 from jobkit.message import compact_encoder
 
-_JSON_FIELDS = frozenset({"args", "kwargs", "result", "error", "progress"})
+_JSON_FIELDS = frozenset({"args", "kwargs", "result", "error", "children", "workflow", "progress"})
 _COLUMNS = ", ".join(RECORD_FIELDS)
 _FINISHED = "('" + "','".join(sorted(FINISHED_STATES)) + "')"
 _ATTENTION_STATES = ("cancelled", "failed", "retrying")  # each has a partial index
 _ADD_DEFAULTS = {"state": "queued", "attempts": 0}
 #: (field, stored as JSON text, value when absent) for every column, in RECORD_FIELDS order
 _ADD_FIELDS = tuple((f, f in _JSON_FIELDS, _ADD_DEFAULTS.get(f)) for f in RECORD_FIELDS)
+_COUNT_NEW = ("INSERT INTO job_counts (state, n) VALUES (new.state, 1)"
+              " ON CONFLICT (state) DO UPDATE SET n = n + 1;")
+_COUNT_OLD = "UPDATE job_counts SET n = n - 1 WHERE state = old.state;"
 
 
 SQLITE_BUSY = 5
@@ -98,6 +108,13 @@ class _Connection:
                 raise
         return self._wait_and_execute(sql, params)
 
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> sqlite3.Cursor:
+        """Run ``sql`` for every row; only inside a write transaction (no lock to wait for)."""
+        if self.begin_pending:
+            self.begin_pending = False
+            self.execute("BEGIN IMMEDIATE")
+        return self.conn.executemany(sql, rows)
+
     def _wait_and_execute(self, sql: str, params: Sequence[Any]) -> sqlite3.Cursor:
         deadline, nap = time.monotonic() + self.timeout_s, FIRST_NAP_S
         spins = SPINS if threading.active_count() <= SPIN_THREADS else 0
@@ -126,10 +143,11 @@ class SQLiteBackend(Backend):
     DDL = (
         """CREATE TABLE IF NOT EXISTS jobs (
             id TEXT PRIMARY KEY, task TEXT, args TEXT, kwargs TEXT, queue TEXT,
-            state TEXT NOT NULL, broker_id INTEGER, priority INTEGER,
+            state TEXT NOT NULL, broker_id TEXT, priority INTEGER,
             attempts INTEGER NOT NULL DEFAULT 0, result TEXT, error TEXT,
             created_at REAL, started_at REAL, finished_at REAL, expires_at REAL,
-            worker TEXT, idempotency_key TEXT, progress TEXT)""",
+            worker TEXT, idempotency_key TEXT, parent TEXT, root TEXT, children TEXT,
+            workflow TEXT, progress TEXT)""",
         # perf: each index is one more b-tree every enqueue writes, so the row order stands
         # for creation order: listings walk the table newest first by rowid (the order the
         # records were written, within milliseconds of their creation), filtering by task
@@ -141,6 +159,8 @@ class SQLiteBackend(Backend):
           for state in _ATTENTION_STATES),
         # only finished records expire: queued and running ones stay out of this index
         "CREATE INDEX IF NOT EXISTS jobs_expiring ON jobs (expires_at) WHERE expires_at IS NOT NULL",
+        # the throughput chart counts the jobs finished in the last hour from this index alone
+        "CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at, state) WHERE finished_at IS NOT NULL",
         # indexes of earlier schemas, each a cost to every write
         *(f"DROP INDEX IF EXISTS {name}" for name in (
             "jobs_created", "jobs_task_created", *(f"jobs_{state}" for state in _ATTENTION_STATES))),
@@ -159,6 +179,18 @@ class SQLiteBackend(Backend):
         " started_at = excluded.started_at, worker = excluded.worker"
         f" WHERE state NOT IN {_FINISHED} RETURNING {_COLUMNS}"
     )
+
+    #: Counts by state, kept by triggers; built once from the rows of a database made before them.
+    COUNTS_DDL = (
+        "CREATE TABLE job_counts (state TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID",
+        f"CREATE TRIGGER jobs_counted_insert AFTER INSERT ON jobs BEGIN {_COUNT_NEW} END",
+        "CREATE TRIGGER jobs_counted_update AFTER UPDATE OF state ON jobs"
+        f" WHEN old.state IS NOT new.state BEGIN {_COUNT_OLD} {_COUNT_NEW} END",
+        f"CREATE TRIGGER jobs_counted_delete AFTER DELETE ON jobs BEGIN {_COUNT_OLD} END",
+        "INSERT INTO job_counts (state, n) SELECT state, count(*) FROM jobs GROUP BY state",
+    )
+    WORKERS_DDL = ("CREATE TABLE IF NOT EXISTS workers ("
+                   "name TEXT PRIMARY KEY, last_seen REAL NOT NULL, record TEXT NOT NULL)")
 
     def __init__(self, url: str, **options: Any) -> None:
         super().__init__(url, **options)
@@ -215,19 +247,47 @@ class SQLiteBackend(Backend):
     def _set_up(self, conn: _Connection) -> None:
         """Switch to WAL and create the table (a connection waits while another process does)."""
         conn.execute("PRAGMA journal_mode=WAL")
-        self._add_new_columns(conn)
-        for statement in self.DDL:
+        _add_missing_columns(conn)  # first: the broker-id upgrade copies every column
+        self._upgrade_broker_ids(conn)
+        for statement in (*self.DDL, self.WORKERS_DDL):
             conn.execute(statement)
+        if not _has_table(conn, "job_counts"):
+            self._add_counts(conn)
 
-    def _add_new_columns(self, conn: _Connection) -> None:
-        """Give a file made by an older jobkit the columns it lacks (``progress``)."""
-        columns = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
-        if columns and "progress" not in columns:
-            try:
-                conn.execute("ALTER TABLE jobs ADD COLUMN progress TEXT")
-            except sqlite3.OperationalError as exc:  # another process added it meanwhile
-                if "duplicate column" not in str(exc):
-                    raise
+    def _add_counts(self, conn: _Connection) -> None:
+        """Create the counts and their triggers, and count the rows there are (one transaction)."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if not _has_table(conn, "job_counts"):  # another process may have done it meanwhile
+                for statement in self.COUNTS_DDL:
+                    conn.execute(statement)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _upgrade_broker_ids(self, conn: _Connection) -> None:
+        """Give a file made when broker ids were numbers a TEXT ``broker_id`` column.
+
+        An INTEGER column turns an opaque id that looks like a number into one
+        (``"007"`` reads back as 7, ``"12e4"`` as 120000), and SQLite cannot
+        change a column's type: the table is copied once, rowids (the listing
+        order) and all, in one transaction. The indexes are made again by :attr:`DDL`.
+        """
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            types = {row[1]: row[2] for row in conn.execute("PRAGMA table_info(jobs)")}
+            if types.get("broker_id", "TEXT").upper() != "TEXT":
+                conn.execute(self.DDL[0].replace(" jobs (", " jobs_upgrade (", 1))
+                values = _COLUMNS.replace("broker_id", "CAST(broker_id AS TEXT)")
+                conn.execute(f"INSERT INTO jobs_upgrade (rowid, {_COLUMNS}) SELECT rowid, {values} FROM jobs")
+                conn.execute("DROP TABLE jobs")
+                conn.execute("ALTER TABLE jobs_upgrade RENAME TO jobs")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
 
     @contextmanager
     def _db(self) -> Iterator[_Connection]:
@@ -286,6 +346,22 @@ class SQLiteBackend(Backend):
             if db.in_transaction:
                 db.execute("COMMIT")
 
+    @contextmanager
+    def _transaction(self) -> Iterator[_Connection]:
+        """The connection, inside a write transaction: the caller's :meth:`batch`, else one of its own."""
+        with self._db() as db:
+            if db.in_transaction or db.begin_pending:
+                yield db
+                return
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
     def close(self) -> None:
         """Close every thread's connection, each once no thread is using it.
 
@@ -313,6 +389,24 @@ class SQLiteBackend(Backend):
             db.execute(self.REFRESH, (record.get("broker_id"), record.get("priority"),
                                       record.get("queue"), record["id"]))
         return False
+
+    def add_many(self, records: Sequence[dict[str, Any]]) -> None:
+        rows = [[v if v is None or not as_json else _encode(v)
+                 for f, as_json, default in _ADD_FIELDS for v in (r.get(f, default),)] for r in records]
+        with self._transaction() as db:
+            db.executemany(self.UPSERT, rows)
+
+    def feed(self, job_id: str, slot: int, value: str, *, by: str) -> dict[str, Any] | None:
+        with self._transaction() as db:
+            row = db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                return None
+            record = _record(row)
+            changed, hand_over = take_input(record, slot, value, by)
+            if changed:
+                db.execute("UPDATE jobs SET workflow = ?, parent = ? WHERE id = ?",
+                           (_encode(record["workflow"]), record["parent"], job_id))
+        return record if hand_over else None
 
     def claim(self, record: dict[str, Any]) -> dict[str, Any]:
         r = record
@@ -361,7 +455,8 @@ class SQLiteBackend(Backend):
         return None if row is None else _record(row)
 
     def find(
-        self, *, state: str | None = None, task: str | None = None, limit: int = 100
+        self, *, state: str | None = None, task: str | None = None, queue: str | None = None,
+        before: str | None = None, limit: int = 100,
     ) -> list[dict[str, Any]]:
         where, params = ["(expires_at IS NULL OR expires_at > ?)"], [time.time()]
         source = "jobs"
@@ -371,20 +466,32 @@ class SQLiteBackend(Backend):
         elif state is not None:
             where.append("state = ?")
             params.append(state)  # type: ignore[arg-type]
-        if task is not None:
-            where.append("task = ?")
-            params.append(task)  # type: ignore[arg-type]
+        for column, value in (("task", task), ("queue", queue)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)  # type: ignore[arg-type]
+        if before is not None:  # keyset paging: the rows after that one in rowid order
+            where.append("rowid < (SELECT rowid FROM jobs WHERE id = ?)")
+            params.append(before)  # type: ignore[arg-type]
         sql = (f"SELECT {_COLUMNS} FROM {source} WHERE {' AND '.join(where)}"
                " ORDER BY rowid DESC LIMIT ?")
         with self._db() as db:
             rows = db.execute(sql, [*params, limit]).fetchall()
         return [_record(row) for row in rows]
 
+    def finished_per_minute(self, since: float) -> dict[int, dict[str, int]]:
+        counts: dict[int, dict[str, int]] = {}
+        with self._db() as db:  # reads the index jobs_finished only
+            rows = db.execute(
+                "SELECT CAST(finished_at / 60 AS INTEGER) AS minute, state, count(*) FROM jobs"
+                " WHERE finished_at >= ? GROUP BY minute, state", (since,)).fetchall()
+        for minute, state, n in rows:
+            counts.setdefault(minute, {})[state] = n
+        return counts
+
     def counts(self) -> dict[str, int]:
         with self._db() as db:
-            rows = db.execute(
-                "SELECT state, count(*) FROM jobs WHERE expires_at IS NULL OR expires_at > ?"
-                " GROUP BY state", (time.time(),)).fetchall()
+            rows = db.execute("SELECT state, n FROM job_counts WHERE n > 0").fetchall()
         return {state: n for state, n in rows}
 
     def cancelled(self, job_ids: Collection[str]) -> set[str]:
@@ -405,13 +512,35 @@ class SQLiteBackend(Backend):
             db.execute("SELECT 1").fetchone()
 
     def prune(self, now: float | None = None) -> int:
+        now = time.time() if now is None else now
         with self._db() as db:
-            cur = db.execute("DELETE FROM jobs WHERE expires_at <= ?",
-                             (time.time() if now is None else now,))
+            db.execute("DELETE FROM workers WHERE last_seen < ?", (now - FORGET_WORKER_S,))
+            cur = db.execute("DELETE FROM jobs WHERE expires_at <= ?", (now,))
         return cur.rowcount
+
+    def beat_worker(self, record: dict[str, Any]) -> None:
+        with self._db() as db:
+            db.execute("INSERT INTO workers (name, last_seen, record) VALUES (?, ?, ?) ON CONFLICT (name)"
+                       " DO UPDATE SET last_seen = excluded.last_seen, record = excluded.record",
+                       (record["name"], record["last_seen"], _encode(record)))
+
+    def workers(self, seen_since: float) -> list[dict[str, Any]]:
+        with self._db() as db:
+            rows = db.execute("SELECT record FROM workers WHERE last_seen >= ? ORDER BY name",
+                              (seen_since,)).fetchall()
+        return [json.loads(text) for text, in rows]
+
+    def forget_worker(self, name: str) -> None:
+        with self._db() as db:
+            db.execute("DELETE FROM workers WHERE name = ?", (name,))
 
 
 _encode = compact_encoder(allow_nan=True)
+
+
+def _has_table(conn: _Connection, name: str) -> bool:
+    found = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
+    return found.fetchone() is not None
 
 
 def _json(value: Any) -> str:
@@ -425,7 +554,9 @@ def _out(field: str, value: Any) -> Any:
 
 
 def _record(row: tuple[Any, ...], known: dict[str, tuple[str, Any]] | None = None) -> dict[str, Any]:
-    """A record from a row; a field whose text is ``known[field][0]`` takes ``known[field][1]``."""
+    """A record from a row; a field whose text is ``known[field][0]`` takes ``known[field][1]``.
+
+    """
     record = dict(zip(RECORD_FIELDS, row, strict=True))
     for field in _JSON_FIELDS:
         text = record[field]
@@ -434,6 +565,20 @@ def _record(row: tuple[Any, ...], known: dict[str, tuple[str, Any]] | None = Non
         sent = known.get(field) if known else None
         record[field] = sent[1] if sent is not None and sent[0] == text else json.loads(text)
     return record
+
+
+def _add_missing_columns(conn: _Connection) -> None:
+    """Give a table made by an earlier jobkit the columns added since (all nullable)."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(jobs)").fetchall()}
+    if not have:
+        return  # no table yet: DDL makes it whole
+    for name in RECORD_FIELDS:
+        if name not in have:
+            try:
+                conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} TEXT")
+            except sqlite3.OperationalError as exc:
+                if "duplicate column" not in str(exc):  # another process added it meanwhile
+                    raise
 
 
 @functools.lru_cache(maxsize=256)
