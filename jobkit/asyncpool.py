@@ -16,8 +16,8 @@ Threads, each with one job:
 A message must be settled over the connection that reserved it, and a
 connection is used by one thread at a time: so each running job keeps the
 consumer that reserved it (a :class:`Holder`) until it is settled, and the
-reserver takes an idle one (or opens one) for the next reserve; at most
-N + 1 connections are open. An ``async def`` task stops itself at its time
+reserver takes the idle one (or opens one) for the next reserve; at most
+N + 1 connections are open, and one idle. An ``async def`` task stops itself at its time
 limit (``asyncio.timeout``) and is cancelled as an asyncio task when its job
 is cancelled. A job stopped by force (it overran its limit, or ignored its
 cancellation for ``cancel_grace_s``) is settled by the heartbeat and its
@@ -231,10 +231,20 @@ class AsyncWorker(Worker):
         old.close()
 
     def _done_with(self, holder: Holder) -> None:
-        """Put ``holder`` back among the idle ones and make room for another job."""
+        """Make room for another job; keep ``holder``'s connection for the next reserve, or close it.
+
+        Only one connection is kept idle, and none while the reserver waits on
+        another: a consumer that a broker pushes messages to (AMQP, prefetch 1)
+        takes one as soon as it holds none, and an idle one would keep it
+        from every worker.
+        """
         with self._lock:
             self._busy.discard(holder)
-            self._idle.append(holder)
+            keep = not self._idle and self._reserving is None and not self.stopping.is_set()
+            if keep:
+                self._idle.append(holder)
+        if not keep:
+            holder.consumer.close()
         self._room.release()
 
     # -- stopping jobs -----------------------------------------------------

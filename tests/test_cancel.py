@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from jobkit import App, JobState
+from jobkit.brokers.base import DELETE
 from jobkit.errors import InvalidState, JobCancelled
 from jobkit.worker import Worker
 from tests import jobtasks
@@ -113,11 +114,19 @@ def counts(app: App, queue: str) -> dict[str, int]:
 NOTHING = {"ready": 0, "reserved": 0, "delayed": 0, "buried": 0}
 
 
+def assert_removed(app: App, queue: str, job_id: str) -> None:
+    """The job is cancelled, and its message gone where the broker can delete one by id
+    (elsewhere the worker that gets it drops it unrun: see the last test)."""
+    assert app.status(job_id).state is JobState.CANCELLED
+    if app.broker.can(DELETE):
+        assert counts(app, queue) == NOTHING
+
+
 def test_cancelling_a_queued_job_removes_it(app: App, queue: str) -> None:
     job = app.tasks["pid"].delay()
     assert counts(app, queue)["ready"] == 1
     assert job.cancel().state is JobState.CANCELLED
-    assert counts(app, queue) == NOTHING
+    assert_removed(app, queue, job.id)
     with pytest.raises(InvalidState):
         job.cancel()
 
@@ -126,7 +135,7 @@ def test_cancelling_a_delayed_job_removes_it(app: App, queue: str) -> None:
     job = app.tasks["pid"].apply_async(delay=3600)
     assert counts(app, queue)["delayed"] == 1
     job.cancel()
-    assert counts(app, queue) == NOTHING
+    assert_removed(app, queue, job.id)
 
 
 def run_until(app: App, probe: Any) -> None:
@@ -143,8 +152,7 @@ def test_cancelling_a_retrying_job_removes_it(app: App, queue: str, tmp_path: Pa
     job = app.tasks["fails_slowly"].delay(5)
     run_until(app, lambda: job.status().state is JobState.RETRYING and counts(app, queue)["delayed"])
     job.cancel()
-    assert counts(app, queue) == NOTHING
-    assert job.status().state is JobState.CANCELLED
+    assert_removed(app, queue, job.id)
 
 
 def test_cancelling_a_buried_job_removes_it(app: App, queue: str) -> None:
@@ -152,8 +160,7 @@ def test_cancelling_a_buried_job_removes_it(app: App, queue: str) -> None:
     job = app.tasks["fails_once"].delay(5)
     run_until(app, lambda: job.status().state is JobState.FAILED and counts(app, queue)["buried"])
     job.cancel()
-    assert counts(app, queue) == NOTHING
-    assert job.status().state is JobState.CANCELLED
+    assert_removed(app, queue, job.id)
 
 
 def test_a_job_cancelled_before_it_starts_never_runs(app: App, queue: str, tmp_path: Path) -> None:
