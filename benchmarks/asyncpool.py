@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> str:
             common.note(f"round {round_ + 1}: asyncio pool {jobkit[-1]:.0f} jobs/s, "
                         f"thread pool {baseline[-1]:.0f} jobs/s")
     return common.report("asyncpool", max(jobkit), max(baseline),
-                         f"wall_{args.sleepers}x{args.sleep:g}s={wall:.2f} jobs={args.jobs}")
+                         f"wall_{args.sleepers}x{args.sleep:g}s={wall:.2f}")
 
 
 if __name__ == "__main__":

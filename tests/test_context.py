@@ -8,9 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import falcon.testing
 import pytest
 
 from jobkit import App, JobContext, current_job
+from jobkit.api import create_app
+from jobkit.config import Settings
 from jobkit.backends.memory import MemoryBackend
 from jobkit.errors import NotInJob, PayloadError
 from jobkit.runner import CANCEL_CHECK_S
@@ -175,4 +178,26 @@ def test_progress_seen_from_another_process_while_the_job_runs(beanstalkd: Any, 
         assert job.get(timeout=20) == "ok"
     finally:
         proc.stop()
+        app.close()
+
+
+def test_the_http_api_shows_progress_and_cancels_a_running_job(queue: str, tmp_path: Path) -> None:
+    app = copy_tasks("memory://", "memory://", queue)
+    client = falcon.testing.TestClient(create_app(Settings(broker_url="memory://", backend_url="memory://"),
+                                                  app))
+    worker = Worker(app, concurrency=1, grace_s=1, cancel_grace_s=1)
+    worker.start()
+    try:
+        log = tmp_path / "log"
+        job = app.tasks["reports_progress"].delay(str(log), str(tmp_path / "never"))
+        body = eventually(lambda: (b := client.simulate_get(f"/v1/jobs/{job.id}").json)["progress"] and b,
+                          what="progress over HTTP")
+        assert body["state"] == "running"
+        assert body["progress"] == {"fraction": 0.4, "meta": {"step": "resize", "done": 4, "of": 10}}
+        cancelled = client.simulate_delete(f"/v1/jobs/{job.id}")
+        assert cancelled.status_code == 200 and cancelled.json["state"] == "cancelled"
+        eventually(lambda: not any(slot.attempt for slot in worker.holders()), what="the job to stop")
+        assert client.simulate_get(f"/v1/jobs/{job.id}").json["state"] == "cancelled"
+    finally:
+        worker.shutdown(graceful=False)
         app.close()

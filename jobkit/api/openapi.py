@@ -243,7 +243,10 @@ def _schemas() -> dict[str, Any]:
         "state": {"type": "string", "enum": _STATES}, "error": _ref("schemas", "JobError"),
         "broker_id": {"type": ["string", "null"],
                       "description": "the broker's opaque id for the job's latest message"},
-        "broker": {"oneOf": [_ref("schemas", "StatsJob"), {"type": "null"}]}}
+        "broker": {"oneOf": [_ref("schemas", "StatsJob"), {"type": "null"}]},
+        "progress": {"type": ["object", "null"], "description": "the latest progress the task reported",
+                     "properties": {"fraction": {"type": "number", "minimum": 0, "maximum": 1},
+                                    "meta": {"type": "object"}}}}
     counts = ("ready", "reserved", "delayed", "buried", "urgent", "total", "waiting")
     return {
         "Error": error,
