@@ -17,6 +17,10 @@ from jobkit.errors import JobNotFound, JobTimeout
 from jobkit.job import FINISHED_STATES
 
 DEFAULT_RESULT_TTL = 7 * 24 * 3600.0
+#: Seconds a free lease that nobody holds is kept before :meth:`Backend.prune` deletes it
+#: (concurrency keys come and go); far more than any clock skew, so that a deleted lease
+#: (made again free on next use) was free for every caller.
+FREE_LEASE_KEEP_S = 3600.0
 _UNSET: Any = object()
 
 
@@ -114,6 +118,36 @@ class Backend(ABC):
     def prune(self, now: float | None = None) -> int:
         """Delete expired records; returns how many. Backends that expire by themselves return 0."""
         return 0
+
+    # -- leases (limits and schedules) -------------------------------------
+
+    @abstractmethod
+    def acquire(self, key: str, holder: str, *, slots: int, now: float, until: float) -> float:
+        """Take one of the ``slots`` leases of ``key`` free at ``now``, for ``holder``, up to ``until``.
+
+        A lease is free when it ended at or before ``now``. Atomic across
+        every process and machine sharing the backend: two callers never take
+        the same lease. Leases are made on first use (each starts free).
+
+        Returns:
+            0.0 when a lease was taken; else the seconds from ``now`` until the
+            first of the ``slots`` leases ends (> 0).
+        """
+
+    @abstractmethod
+    def hold(self, key: str, holder: str, *, until: float | None) -> bool:
+        """Renew ``holder``'s lease of ``key`` up to ``until``; with None, free it now.
+
+        A freed lease ends at the backend's clock (``time.time()``) when it is
+        freed, and forgets its holder.
+
+        Returns:
+            False when ``holder`` holds no lease of ``key`` (its lease ended and another took it).
+        """
+
+    @abstractmethod
+    def leases(self, key: str) -> list[dict[str, Any]]:
+        """The leases of ``key``: ``{"slot", "holder", "until"}`` each (``holder`` None when never held)."""
 
     def close(self) -> None:
         """Release connections. The backend reconnects if used again."""
