@@ -40,7 +40,7 @@ FINISHED_STATES = frozenset({"succeeded", "failed", "cancelled"})
 RECORD_FIELDS = (
     "id", "task", "args", "kwargs", "queue", "state", "broker_id", "priority", "attempts",
     "result", "error", "created_at", "started_at", "finished_at", "expires_at", "worker",
-    "idempotency_key",
+    "idempotency_key", "waiting",
 )
 
 

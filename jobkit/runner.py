@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from jobkit.brokers.base import DEFAULT_PRIORITY, Consumer, Delivery
 from jobkit.errors import BackendError, BrokerError, PayloadError, PoisonMessage, Retry
+from jobkit.limits import Limits
 from jobkit.message import Envelope, dumps
 
 if TYPE_CHECKING:
@@ -93,6 +94,7 @@ class Runner:
     def __init__(self, app: App, worker_name: str) -> None:
         self.app = app
         self.worker_name = worker_name
+        self.limits = Limits(app)
 
     # -- before running ----------------------------------------------------
 
@@ -145,9 +147,18 @@ class Runner:
             error = {"type": "WorkerLost", "traceback": "", "message": f"reserved {attempts} times, "
                      f"{lost} of them without an outcome: its worker died each time"}
             self._store_then(consumer, delivery, env, "failed", Outcome(False, error=error), attempts)
-        else:
+        elif self._within_limits(consumer, delivery, env, task, record):
             return Attempt(delivery, env, task, attempts)
         return None
+
+    def _within_limits(self, consumer: Consumer, delivery: Delivery, env: Envelope,
+                       task: Task[Any, Any], record: dict[str, Any]) -> bool:
+        """Take the job's rate and concurrency leases, else send it back to wait (see jobkit.limits)."""
+        try:
+            return self.limits.admit(consumer, delivery, env, task, record)
+        except BackendError:
+            _release_for_outage(consumer, delivery, env)
+            raise
 
     def _lost_starts(self, delivery: Delivery, attempts: int) -> int:
         """How many earlier starts of a job ended without any outcome (its worker died).
@@ -224,6 +235,7 @@ class Runner:
             raise
         self._then(consumer, attempt.delivery, attempt.envelope, state, outcome, attempt.attempts,
                    stored)
+        self.limits.release(attempt.task, attempt.envelope, attempt.attempts)
         if ahead is None or decoded is None or record is None:
             return None
         return self._admit(consumer, ahead, *decoded, record)
@@ -279,6 +291,7 @@ class Runner:
         except BackendError:
             log.warning("job %s released, but its record still says running", env.id)
         consumer.release(attempt.delivery, priority=env.priority, delay_s=0)
+        self.limits.release(attempt.task, env, attempt.attempts)
 
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from jobkit import App
-from jobkit.beat import MAX_LATE_TICKS, Beat
+from jobkit.beat import LEAD_FOR_S, MAX_LATE_TICKS, Beat
 from jobkit.errors import ConfigError
 from jobkit.schedules import UTC, Schedule, last_tick
 
@@ -85,11 +85,11 @@ def test_each_tick_is_one_job_whatever_the_number_of_beats(app: App) -> None:
     clock = Clock("2026-01-01T00:00:05+00:00")
     beats = [Beat(app, now=clock) for _ in range(3)]
     for beat in beats:
-        assert beat.tick_all(list(app.schedules.values())) == 0  # never ran: starts with the next tick
+        assert beat.step(list(app.schedules.values())) == 0  # never ran: starts with the next tick
     created = 0
     for _ in range(6):
         clock.advance(10)
-        created += sum(beat.tick_all(list(app.schedules.values())) for beat in beats)
+        created += sum(beat.step(list(app.schedules.values())) for beat in beats)
     assert created == 6
     keys = periodic_jobs(app)
     assert keys == [f"periodic:ten:2026-01-01T00:0{m}:{s}0+00:00" for m, s in
@@ -103,11 +103,11 @@ def test_after_downtime_the_most_recent_missed_tick_runs_once(app: App) -> None:
     clock = Clock("2026-01-01T00:00:05+00:00")
     schedules = list(app.schedules.values())
     first = Beat(app, now=clock)
-    first.tick_all(schedules)
+    first.step(schedules)
     clock.advance(10)
-    assert first.tick_all(schedules) == 1  # 00:00:10
+    assert first.step(schedules) == 1  # 00:00:10
     clock.advance(3600)  # down for an hour: 360 ticks missed
-    assert Beat(app, now=clock).tick_all(schedules) == 1
+    assert Beat(app, now=clock).step(schedules) == 1
     assert periodic_jobs(app)[-1] == "periodic:ten:2026-01-01T01:00:10+00:00"
     assert len(periodic_jobs(app)) == 2
 
@@ -116,11 +116,39 @@ def test_a_running_beat_that_falls_behind_sends_each_late_tick(app: App) -> None
     clock = Clock("2026-01-01T00:00:05+00:00")
     schedules = list(app.schedules.values())
     beat = Beat(app, now=clock)
-    beat.tick_all(schedules)
+    beat.step(schedules)
     clock.advance(30)  # late by three ticks (a busy machine)
-    assert beat.tick_all(schedules) == 3
+    assert beat.step(schedules) == 3
     clock.advance(10 * (MAX_LATE_TICKS + 40))
-    assert beat.tick_all(schedules) == MAX_LATE_TICKS
+    assert beat.step(schedules) == MAX_LATE_TICKS
+
+
+def test_one_scheduler_leads_and_another_takes_over_when_it_stops(app: App) -> None:
+    clock = Clock("2026-01-01T00:00:05+00:00")
+    schedules = list(app.schedules.values())
+    first, second = Beat(app, now=clock), Beat(app, now=clock)
+    first.step(schedules)
+    second.step(schedules)
+    assert first.leading and not second.leading
+    clock.advance(10)
+    assert (first.step(schedules), second.step(schedules)) == (1, 0)
+    first._step_down()  # stopped: gives the lead up
+    clock.advance(25)  # 00:00:40: the ticks of :20, :30 and :40 are due
+    assert second.step(schedules) == 3  # a takeover sends each recent missed tick
+    assert second.leading
+    assert first.step(schedules) == 0 and not first.leading
+
+
+def test_a_leader_that_stalls_past_its_lease_is_replaced(app: App) -> None:
+    clock = Clock("2026-01-01T00:00:05+00:00")
+    schedules = list(app.schedules.values())
+    first, second = Beat(app, now=clock), Beat(app, now=clock)
+    first.step(schedules)
+    clock.advance(10)
+    assert first.step(schedules) == 1  # 00:00:10; its lease lasts until 00:00:30
+    clock.advance(LEAD_FOR_S + 1)  # first is frozen (a long pause) until 00:00:31
+    assert second.step(schedules) == 2 and second.leading  # :20 and :30
+    assert first.step(schedules) == 0 and not first.leading
 
 
 def test_list_schedules_shows_last_and_next_run(app: App) -> None:
