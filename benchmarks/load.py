@@ -1,8 +1,8 @@
-"""Load: RELIABILITY.md's load check through the HTTP API.
+"""Load: the load check of docs/fault-tests.md, through the HTTP API.
 
 ``--clients`` threads (default 50) POST ``{"example":"data"}`` to ``/`` and then
-GET ``/<id>/``, over and over for ``--seconds`` (default 20; RELIABILITY.md
-asks for 60), against ``jobkit api --processes 2`` with a process-pool worker
+GET ``/<id>/``, over and over for ``--seconds`` (default 20; the
+check asks for 60), against ``jobkit api --processes 2`` with a process-pool worker
 running. It must see no transport error and no 5xx, and afterwards the number
 of 202s must equal the number of records and the number of jobs beanstalkd
 took. Prints the request rate and p50/p99 latency; exits 1 when a check fails.

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ParamSpec, TypeVar, overload
 
 from jobkit.backends import Backend, backend_from_url
+from jobkit.backends.base import LIVE_FOR_S
 from jobkit.brokers import Broker, broker_from_url
 from jobkit.brokers.beanstalk import MAX_U32
 from jobkit.config import Settings
@@ -441,6 +442,10 @@ class App:
                                                 "finished_at": None, "expires_at": None})
                 kicked += self.broker.kick(peeked.broker_id)
         return kicked
+
+    def workers(self) -> list[dict[str, Any]]:
+        """Every live worker's heartbeat record (seen within the last ``LIVE_FOR_S`` seconds), by name."""
+        return self.backend.workers(time.time() - LIVE_FOR_S)
 
     def stats(self) -> dict[str, Any]:
         """Return ``{"queues": per-queue broker counts, "jobs": record counts by state}``."""

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import logging
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,10 @@ from jobkit import __version__
 from jobkit.app import App
 from jobkit.config import DEFAULT_APP, Settings
 from jobkit.errors import BrokerUnavailable, ConfigError, JobkitError, JobNotFound, PayloadError, TaskNotFound
+from jobkit.logs import FORMATS
+from jobkit.logs import configure as configure_logging
 from jobkit.message import loads
+from jobkit.metrics import JobStats
 
 log = logging.getLogger("jobkit")
 
@@ -71,16 +75,18 @@ def _described(exc: BaseException) -> str:
 
 
 def env_file(args: argparse.Namespace) -> Path:
-    """The dotenv file to read: ``--env-file`` (which must be a file), else ``./.env`` if present.
+    """The dotenv file to read: ``--env-file`` (``/dev/null`` for none), else ``./.env`` if present.
 
     Raises:
-        ConfigError: an explicit ``--env-file`` is missing or not a file.
+        ConfigError: an explicit ``--env-file`` is missing or a folder.
     """
     if args.env_file is None:
         return Path(".env")
     path = Path(args.env_file)
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"--env-file {args.env_file}: no such file")
+    if path.is_dir():
+        raise ConfigError(f"--env-file {args.env_file}: is a folder, not a file")
     return path
 
 
@@ -127,11 +133,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
     queues = [q for q in (args.queues or "").split(",") if q] or None
     with alongside(app, enabled=args.beat, process=args.pool == "process"):
         if args.pool == "process":
-            ProcessPool(app, queues=queues, processes=args.concurrency, grace_s=args.grace,
-                        prune_every_s=args.prune_every).run()
+            with worker_metrics(args, several=True) as (metrics_dir, _):
+                ProcessPool(app, queues=queues, processes=args.concurrency, grace_s=args.grace,
+                            prune_every_s=args.prune_every, metrics_dir=metrics_dir).run()
         else:
-            Worker(app, queues=queues, concurrency=args.concurrency, grace_s=args.grace,
-                   prune_every_s=args.prune_every).run()
+            with worker_metrics(args, several=False) as (_, stats):
+                Worker(app, queues=queues, concurrency=args.concurrency, grace_s=args.grace,
+                       prune_every_s=args.prune_every, stats=stats).run()
     return 0
 
 
@@ -145,6 +153,31 @@ def cmd_schedules(args: argparse.Namespace) -> int:
     _, app = context(args)
     print(json.dumps({"schedules": app.list_schedules()}, indent=2, ensure_ascii=False))
     return 0
+
+
+@contextlib.contextmanager
+def worker_metrics(args: argparse.Namespace, several: bool) -> Iterator[tuple[str | None, JobStats | None]]:
+    """Serve ``--metrics-port`` while the block runs: (multiprocess directory, this process's stats).
+
+    ``several``: the jobs run in forked processes, which write their metrics
+    to a private directory that the endpoint here adds up.
+    """
+    if args.metrics_port is None:
+        yield None, None
+        return
+    from prometheus_client import CollectorRegistry
+
+    from jobkit import metrics
+
+    with contextlib.ExitStack() as stack:
+        path = stack.enter_context(metrics.multiprocess_dir()) if several else None
+        registry = metrics.registry_for(path) if several else CollectorRegistry(auto_describe=False)
+        stats = None if several else metrics.JobStats(metrics.PrometheusJobs(registry))
+        server = metrics.serve(registry, args.metrics_host, args.metrics_port)
+        stack.callback(server.shutdown)
+        host, port = server.server_address[:2]
+        log.info("metrics: http://%s:%s/metrics", host, port)
+        yield path, stats
 
 
 def cmd_enqueue(args: argparse.Namespace) -> int:
@@ -224,6 +257,8 @@ def _common(parser: argparse.ArgumentParser, loglevel: str = "WARNING") -> None:
                        help="dotenv file to read; it must exist (default: ./.env when present)")
     group.add_argument("-l", "--loglevel", default=loglevel, type=str.upper, choices=_LEVELS,
                        metavar="LEVEL", help=f"{', '.join(_LEVELS)} (default {loglevel})")
+    group.add_argument("--log-format", choices=FORMATS, default="text",
+                       help="text, or json: one JSON object per line (default text)")
 
 
 def _api_flags(parser: argparse.ArgumentParser, host: str = "0.0.0.0") -> None:
@@ -253,6 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prune-every", type=_positive_seconds, default=3600.0, metavar="S",
                    help="seconds between deletions of expired records, first at start (default 3600)")
     p.add_argument("--beat", action="store_true", help="also send the app's periodic tasks (as jobkit beat)")
+    p.add_argument("--metrics-port", type=_port, metavar="P",
+                   help="serve Prometheus metrics on this port (one endpoint for every process "
+                        "of the pool; default: none)")
+    p.add_argument("--metrics-host", default="127.0.0.1", metavar="H",
+                   help="bind address of the metrics endpoint (default 127.0.0.1; 0.0.0.0 in a container)")
     _common(p, "INFO")
     p.set_defaults(func=cmd_worker)
 
@@ -376,8 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stdout ends the command quietly with 141, as SIGPIPE ends other tools.
     """
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.loglevel.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.loglevel, args.log_format)
     try:
         return int(args.func(args) or 0)
     except StdoutClosed:

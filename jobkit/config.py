@@ -39,6 +39,10 @@ class Settings:
         default_task: task that ``POST /`` enqueues (the seed's route).
         max_body: largest request body the API reads, in bytes.
         result_ttl: seconds a finished job's record is kept.
+        unknown_task_releases: how often a worker releases a message for a
+            task it does not know (for a worker that knows it) before it
+            buries it; 0 buries at once.
+        unknown_task_delay: seconds such a released message waits.
     """
 
     app: str = DEFAULT_APP
@@ -50,6 +54,8 @@ class Settings:
     default_task: str = "hash_payload"
     max_body: int = 65536
     result_ttl: float = 7 * 24 * 3600.0
+    unknown_task_releases: int = 12
+    unknown_task_delay: float = 5.0
 
     @classmethod
     def from_env(
@@ -76,6 +82,9 @@ class Settings:
             default_task=pick("JOBKIT_DEFAULT_TASK")[1] or cls.default_task,
             max_body=_number(pick("JOBKIT_MAX_BODY"), int, cls.max_body),
             result_ttl=_number(pick("JOBKIT_RESULT_TTL"), float, cls.result_ttl),
+            unknown_task_releases=_number(pick("JOBKIT_UNKNOWN_TASK_RELEASES"), int,
+                                          cls.unknown_task_releases),
+            unknown_task_delay=_number(pick("JOBKIT_UNKNOWN_TASK_DELAY"), float, cls.unknown_task_delay),
         )
 
     def replace(self, **changes: Any) -> Settings:

@@ -5,7 +5,9 @@ backend connection), forked from the supervisor before anything connects.
 The supervisor forwards SIGTERM/SIGINT to the children (which finish or
 release their jobs as :mod:`jobkit.worker` describes), replaces children
 that die (a child exits on purpose after stopping an overrunning job), and
-kills stragglers ``grace_s`` + 5 s after a stop.
+kills stragglers ``grace_s`` + 5 s after a stop. With ``metrics_dir`` (see
+:func:`jobkit.metrics.multiprocess_dir`) each child records its Prometheus
+metrics there, and a dead child's "running" gauge is dropped.
 """
 from __future__ import annotations
 
@@ -13,12 +15,14 @@ import logging
 import multiprocessing
 import os
 import signal
+import socket
 import time
 from collections.abc import Sequence
 from multiprocessing.connection import wait
 from typing import TYPE_CHECKING, Any
 
 from jobkit.embedded import die_with_parent
+from jobkit.metrics import JobStats, PrometheusJobs, process_died
 from jobkit.worker import PRUNE_EVERY_S, Worker
 
 if TYPE_CHECKING:
@@ -30,23 +34,30 @@ log = logging.getLogger("jobkit.worker")
 RESPAWN_PAUSE_S = 1.0  # a child that dies at once is not respawned faster than this
 
 
-def _child(app: App, queues: Sequence[str] | None, grace_s: float, prune_every_s: float) -> None:
+def _child(app: App, queues: Sequence[str] | None, grace_s: float, prune_every_s: float,
+           metrics: bool) -> None:
     signal.set_wakeup_fd(-1)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, signal.SIG_DFL)
     os.setpgrp()  # a terminal's Ctrl-C reaches the supervisor only, which forwards it once
     die_with_parent()
+    from prometheus_client import CollectorRegistry
+
+    stats = JobStats(PrometheusJobs(CollectorRegistry()) if metrics else None)  # values: files
     Worker(app, queues=queues, concurrency=1, grace_s=grace_s, exit_on_time_limit=True,
-           prune_every_s=prune_every_s).run()
+           prune_every_s=prune_every_s, stats=stats,
+           pool=f"{socket.gethostname()}:{os.getppid()}").run()
 
 
 class ProcessPool:
     """Supervises ``processes`` forked worker processes."""
 
     def __init__(self, app: App, *, queues: Sequence[str] | None, processes: int,
-                 grace_s: float, prune_every_s: float = PRUNE_EVERY_S) -> None:
+                 grace_s: float, prune_every_s: float = PRUNE_EVERY_S,
+                 metrics_dir: str | None = None) -> None:
         self.app, self.queues, self.processes, self.grace_s = app, queues, processes, grace_s
         self.prune_every_s = prune_every_s
+        self.metrics_dir = metrics_dir
         self.ctx = multiprocessing.get_context("fork")
         self.children: dict[int, tuple[BaseProcess, float]] = {}
         self.signals = 0
@@ -84,7 +95,7 @@ class ProcessPool:
                     pass
 
     def _spawn(self, slot: int) -> None:
-        args = (self.app, self.queues, self.grace_s, self.prune_every_s)
+        args = (self.app, self.queues, self.grace_s, self.prune_every_s, self.metrics_dir is not None)
         proc = self.ctx.Process(target=_child, args=args, name=f"jobkit-worker-{slot}", daemon=False)
         proc.start()
         self.children[slot] = (proc, time.monotonic())
@@ -95,6 +106,8 @@ class ProcessPool:
                 continue
             proc.join()
             del self.children[slot]
+            if proc.pid is not None:
+                process_died(proc.pid, self.metrics_dir)
             if respawn:
                 log.warning("worker process %s exited with %s; starting another", proc.pid,
                             proc.exitcode)

@@ -4,7 +4,17 @@ Delivery semantics (at-least-once): a message is deleted only after its
 outcome is stored; a job whose record is already finished is settled without
 running again; failures are retried with backoff (release) until retries run
 out, then buried as dead letters; a job whose outcome cannot be stored goes
-back to the broker with a delay. See DESIGN.md, "Delivery semantics".
+back to the broker with a delay.
+
+A message for a task this worker does not know may be for another worker (a
+fleet mid-deploy, a worker of another app on the same queue): it is released
+with a delay (``JOBKIT_UNKNOWN_TASK_DELAY``, 5 s) with its record still
+``queued``, so that a worker that knows the task can take it; it is buried as
+``unknown task 'x'`` once the broker counts ``max_retries`` +
+``JOBKIT_UNKNOWN_TASK_RELEASES`` (12) releases of it (the job's own retries
+are not held against it; 0 buries at first sight). The count lives in the
+broker (``stats-job`` ``releases``), so a restarted worker keeps counting
+where the last one stopped. See docs/guarantees.md.
 """
 from __future__ import annotations
 
@@ -15,9 +25,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from jobkit.brokers.base import DEFAULT_PRIORITY, Consumer, Delivery
+from jobkit.config import Settings
 from jobkit.errors import BackendError, BrokerError, PayloadError, PoisonMessage, Retry
 from jobkit.limits import Limits
+from jobkit.logs import job_context, job_fields
 from jobkit.message import Envelope, dumps
+from jobkit.metrics import JobStats
 
 if TYPE_CHECKING:
     from jobkit.app import App
@@ -26,6 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("jobkit.worker")
 TRACEBACK_LIMIT = 16_384  # characters of traceback kept in a record
 OUTAGE_DELAY_S = 5  # how long a job waits in the broker when its outcome could not be stored
+MESSAGE_LIMIT = 4_096  # characters of an error message kept in a record
 
 
 @dataclass
@@ -37,6 +51,7 @@ class Outcome:
     error: dict[str, Any] | None = None
     retry: bool = False  # the failure earns another attempt
     retry_delay_s: float | None = None
+    duration_s: float | None = None  # how long the task ran (None: it was stopped, see settle)
 
 
 @dataclass
@@ -83,18 +98,62 @@ def lost_worker_limit(max_retries: int) -> int:
 
 
 def describe(exc: BaseException, with_traceback: bool = True) -> dict[str, Any]:
-    """The stored form of an error: ``{"type", "message", "traceback"}``."""
-    text = "".join(traceback.format_exception(exc)) if with_traceback else ""
-    return {"type": type(exc).__name__, "message": str(exc), "traceback": text[-TRACEBACK_LIMIT:]}
+    """The stored form of an error: ``{"type", "message", "traceback"}``; never raises.
+
+    A task may raise anything, including an exception whose ``__str__``,
+    ``__repr__`` or traceback formatting raises: what cannot be described is
+    stored as a placeholder saying so, since no task may take its slot down.
+    Text is cut to what a record keeps, and lone surrogates and NULs are
+    escaped so that every backend can store it.
+    """
+    kind = _type_name(exc)
+    try:
+        message = str(exc)
+    except BaseException as inner:  # noqa: BLE001 - whatever __str__ raises
+        message = f"<unprintable {kind}: __str__ raised {_type_name(inner)}>"
+    text = _traceback(exc, kind) if with_traceback else ""
+    return {"type": kind, "message": _storable(message[:MESSAGE_LIMIT]),
+            "traceback": _storable(text[-TRACEBACK_LIMIT:])}
+
+
+def _type_name(exc: BaseException) -> str:
+    try:
+        return str(type(exc).__name__)
+    except BaseException:  # noqa: BLE001 - a metaclass may make even this raise
+        return "<unknown exception type>"
+
+
+def _traceback(exc: BaseException, kind: str) -> str:
+    try:
+        return "".join(traceback.format_exception(exc))
+    except BaseException as inner:  # noqa: BLE001 - formatting runs the exception's own code
+        try:
+            frames = "".join(traceback.format_tb(exc.__traceback__))
+        except BaseException:  # noqa: BLE001
+            frames = ""
+        failed = f"<traceback formatting raised {_type_name(inner)}>"
+        return f"Traceback (most recent call last):\n{frames}{kind}: {failed}\n"
+
+
+def _storable(text: str) -> str:
+    """``text`` with lone surrogates and NULs escaped (no backend stores them as they are)."""
+    if text.isascii() and "\0" not in text:
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\0", "\\x00")
 
 
 class Runner:
     """Runs deliveries for one worker; shared by its slots, holds no per-job state."""
 
-    def __init__(self, app: App, worker_name: str) -> None:
+    def __init__(self, app: App, worker_name: str, stats: JobStats | None = None, *,
+                 unknown_task_releases: int = Settings.unknown_task_releases,
+                 unknown_task_delay_s: float = Settings.unknown_task_delay) -> None:
         self.app = app
         self.worker_name = worker_name
         self.limits = Limits(app)
+        self.stats = JobStats() if stats is None else stats
+        self.unknown_task_releases = unknown_task_releases
+        self.unknown_task_delay_s = unknown_task_delay_s
 
     # -- before running ----------------------------------------------------
 
@@ -126,9 +185,33 @@ class Runner:
             return None
         task = self.app.tasks.get(env.task)
         if task is None:
-            self._poison(consumer, delivery, env.id, f"unknown task {env.task!r}", env)
+            self._unknown_task(consumer, delivery, env)
             return None
         return env, task
+
+    def _unknown_task(self, consumer: Consumer, delivery: Delivery, env: Envelope) -> None:
+        """Release a message for a task this worker lacks, for another worker; bury it at the limit.
+
+        The rule is in the module docstring; the record stays ``queued`` meanwhile.
+        """
+        releases = self._releases(delivery)
+        limit = env.max_retries + self.unknown_task_releases
+        if releases >= limit:
+            self._poison(consumer, delivery, env.id, f"unknown task {env.task!r}", env)
+            return
+        log.warning("job %s: no task %r in this worker; back to the broker for another worker in "
+                    "%s s (release %d of %d)", env.id, env.task, self.unknown_task_delay_s,
+                    releases + 1, limit)
+        consumer.release(delivery, priority=env.priority,
+                         delay_s=int(max(0, self.unknown_task_delay_s) + 0.999))
+
+    def _releases(self, delivery: Delivery) -> int:
+        """How often the broker has released a message (0 when it cannot say)."""
+        try:
+            peeked = self.app.broker.peek(delivery.broker_id)
+        except BrokerError:
+            peeked = None
+        return int(peeked.stats.get("releases") or 0) if peeked is not None else 0
 
     def _claim(self, env: Envelope) -> dict[str, Any]:
         return self.app.backend.claim(env.record() | {"worker": self.worker_name,
@@ -167,16 +250,12 @@ class Runner:
         start too (a retry, or an outcome that could not be stored). Asked only
         when the record's count is past the limit.
         """
-        try:
-            peeked = self.app.broker.peek(delivery.broker_id)
-        except BrokerError:
-            peeked = None
-        releases = int(peeked.stats.get("releases") or 0) if peeked is not None else 0
-        return max(0, attempts - 1 - releases)
+        return max(0, attempts - 1 - self._releases(delivery))
 
     def _poison(self, consumer: Consumer, delivery: Delivery, job_id: str | None,
                 reason: str, env: Envelope | None) -> None:
-        log.error("burying message %s (job %s): %s", delivery.broker_id, job_id, reason)
+        log.error("burying message %s (job %s): %s", delivery.broker_id, job_id, reason,
+                  extra=job_fields(job_id, env.task if env is not None else None, worker=self.worker_name))
         priority = env.priority if env is not None else DEFAULT_PRIORITY
         if job_id is not None:
             error = {"type": "PoisonMessage", "message": reason, "traceback": ""}
@@ -191,7 +270,21 @@ class Runner:
     # -- running -----------------------------------------------------------
 
     def execute(self, attempt: Attempt) -> Outcome:
-        """Call the task; never raises."""
+        """Call the task, its log lines tagged with the job (see :mod:`jobkit.logs`); never raises."""
+        env = attempt.envelope
+        first = attempt.attempts == 1 and env.enqueued_at
+        self.stats.started(env.task, time.time() - env.enqueued_at if first else None)
+        began = time.monotonic()
+        try:
+            with job_context(job_fields(env.id, env.task, attempt.attempts, self.worker_name)):
+                outcome = self._call(attempt)
+        finally:
+            self.stats.returned()
+        outcome.duration_s = time.monotonic() - began
+        return outcome
+
+    @staticmethod
+    def _call(attempt: Attempt) -> Outcome:
         env, opts = attempt.envelope, attempt.task.options
         try:
             result = attempt.task.fn(*env.args, **env.kwargs)
@@ -233,12 +326,21 @@ class Runner:
             if ahead is not None and decoded is not None:
                 _release_for_outage(consumer, ahead, decoded[0])
             raise
+        self._count(attempt, state, outcome, stored)
         self._then(consumer, attempt.delivery, attempt.envelope, state, outcome, attempt.attempts,
                    stored)
         self.limits.release(attempt.task, attempt.envelope, attempt.attempts)
         if ahead is None or decoded is None or record is None:
             return None
         return self._admit(consumer, ahead, *decoded, record)
+
+    def _count(self, attempt: Attempt, state: str, outcome: Outcome, stored: bool) -> None:
+        """Count a stored outcome (see :mod:`jobkit.metrics`); a stopped attempt ran until now."""
+        label = ("retried" if state == "retrying" else state) if stored else "cancelled"
+        duration_s = outcome.duration_s
+        if duration_s is None:
+            duration_s = time.monotonic() - attempt.started
+        self.stats.settled(attempt.envelope.task, label, duration_s)
 
     @staticmethod
     def _state_after(attempt: Attempt, outcome: Outcome) -> str:
@@ -271,11 +373,13 @@ class Runner:
             delay = outcome.retry_delay_s
             delay_s = self.app.get_task(env.task).options.backoff(attempts) if delay is None else delay
             log.info("job %s: attempt %d failed (%s), retrying in %s s", env.id, attempts,
-                     (outcome.error or {}).get("type"), delay_s)
+                     (outcome.error or {}).get("type"), delay_s,
+                     extra=job_fields(env.id, env.task, attempts, self.worker_name))
             consumer.release(delivery, priority=env.priority, delay_s=int(max(0, delay_s) + 0.999))
         else:
             log.warning("job %s failed for good after %d attempt(s): %s", env.id, attempts,
-                        (outcome.error or {}).get("message"))
+                        (outcome.error or {}).get("message"),
+                        extra=job_fields(env.id, env.task, attempts, self.worker_name))
             consumer.bury(delivery, priority=env.priority)
 
     def give_back(self, consumer: Consumer, attempt: Attempt) -> None:

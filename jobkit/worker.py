@@ -8,9 +8,12 @@ job, so that the two share one backend transaction (see
 overrun their task's ``time_limit``: it records them as failed by timeout
 and settles them; the thread pool then abandons the stuck thread and starts
 a fresh slot, while a process-pool child exits so that its supervisor
-replaces it (see :mod:`jobkit.pool`). SIGTERM/SIGINT stop reserving and let
-running jobs finish within ``grace_s``; then (or at a second signal) the
-jobs still running are released and the worker returns.
+replaces it (see :mod:`jobkit.pool`). The heartbeat thread also rewrites the
+worker's record in the backend every few seconds (see :meth:`Worker.record`),
+which lists it as live; a worker that stops cleanly removes it.
+SIGTERM/SIGINT stop reserving and let running jobs finish within ``grace_s``;
+then (or at a second signal) the jobs still running are released and the
+worker returns.
 """
 from __future__ import annotations
 
@@ -24,7 +27,8 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from jobkit.brokers.base import DEFAULT_PRIORITY
+from jobkit.backends.base import BEAT_EVERY_S, LIVE_FOR_S
+from jobkit.brokers.base import DEFAULT_PRIORITY, Delivery
 from jobkit.errors import (
     BackendError,
     BrokerConnectionLost,
@@ -34,6 +38,7 @@ from jobkit.errors import (
     TimeLimitExceeded,
 )
 from jobkit.message import Envelope
+from jobkit.metrics import JobStats
 from jobkit.runner import Attempt, Outcome, Runner, describe
 from jobkit.task import check_queue
 
@@ -82,46 +87,76 @@ class Slot:
         self.thread = threading.Thread(target=self._loop, name=f"jobkit-slot-{index}", daemon=True)
 
     def _loop(self) -> None:
-        backoff, backend_backoff = Backoff(), Backoff(first_s=0.5)
+        """Reserve and run jobs until the worker stops or this slot is retired.
+
+        Nothing a job does may end this loop: an unexpected error is logged,
+        the slot starts afresh on a new connection (the jobs the old one held
+        go back to ready) and pauses before it reserves again.
+        """
+        backoff, pause = Backoff(), Backoff(first_s=0.5)
+        try:
+            while not self.worker.stopping.is_set() and not self.retired:
+                delivery = self._reserve(backoff)
+                if delivery is not None:
+                    self._run(delivery, pause)
+        except BaseException:
+            log.critical("%s stopped by an unexpected error", self.thread.name, exc_info=True)
+            raise
+        finally:
+            if not self.retired:  # a retired slot's connection belongs to who took its job over
+                self.consumer.close()
+
+    def _reserve(self, backoff: Backoff) -> Delivery | None:
+        """The next delivery, or None (idle, or the broker is unavailable: then after a pause)."""
         stopping = self.worker.stopping
         try:
-            while not stopping.is_set() and not self.retired:
-                try:
-                    delivery = self.consumer.reserve(IDLE_RESERVE_S)
-                except BrokerUnavailable as exc:
-                    if isinstance(exc, BrokerConnectionLost):
-                        backoff.reset()  # it was connected: a new outage starts with a short pause
-                    if not stopping.is_set():
-                        log.warning("broker unavailable (%s); retrying", exc)
-                        stopping.wait(backoff.next())
-                    continue
-                backoff.reset()
-                if delivery is None:
-                    continue
-                with self.lock:
-                    self.busy = True
-                try:
-                    if stopping.is_set():  # reserved just as the stop came: give it back
-                        self.consumer.release(delivery, priority=priority_of(delivery.body), delay_s=0)
-                        break
-                    self._handle(delivery)
-                    backend_backoff.reset()
-                except BackendError as exc:
-                    log.warning("backend unavailable (%s); pausing", exc)
-                    stopping.wait(backend_backoff.next())
-                finally:
-                    with self.lock:
-                        self.busy = False
-        finally:
-            self.consumer.close()
+            delivery = self.consumer.reserve(IDLE_RESERVE_S)
+        except BrokerUnavailable as exc:
+            if isinstance(exc, BrokerConnectionLost):
+                backoff.reset()  # it was connected: a new outage starts with a short pause
+            if not stopping.is_set():
+                log.warning("broker unavailable (%s); retrying", exc)
+                stopping.wait(backoff.next())
+            return None
+        backoff.reset()
+        return delivery
 
-    def _handle(self, delivery: Any) -> None:
+    def _run(self, delivery: Delivery, pause: Backoff) -> None:
+        """Handle a delivery; after an outage or an unexpected error, pause."""
+        stopping = self.worker.stopping
+        with self.lock:
+            self.busy = True
+        try:
+            if stopping.is_set():  # reserved just as the stop came: give it back
+                self.consumer.release(delivery, priority=priority_of(delivery.body), delay_s=0)
+                return
+            self._handle(delivery)
+            pause.reset()
+        except BackendError as exc:
+            log.warning("backend unavailable (%s); pausing", exc)
+            stopping.wait(pause.next())
+        except Exception:
+            log.exception("%s: unexpected error; its jobs go back to the broker", self.thread.name)
+            self._start_afresh()
+            stopping.wait(pause.next())
+        finally:
+            with self.lock:
+                self.busy = False
+
+    def _start_afresh(self) -> None:
+        """Swap the connection for a new one; closing the old one makes its jobs ready again."""
+        with self.lock:
+            if self.retired:
+                return
+            self.attempt = None
+            old, self.consumer = self.consumer, self.worker.app.broker.consumer(self.worker.queues)
+        old.close()
+
+    def _handle(self, delivery: Delivery) -> None:
         """Run a delivery, then the jobs reserved ahead while storing each outcome."""
         runner = self.worker.runner
         attempt = runner.prepare(self.consumer, delivery)
-        while attempt is not None:
-            with self.lock:
-                self.attempt = attempt
+        while attempt is not None and self._start(attempt):
             self.worker.heartbeat.watch(attempt)
             outcome = runner.execute(attempt)
             with self.lock:
@@ -130,6 +165,19 @@ class Slot:
                     return
                 attempt.done = True
             attempt = runner.settle(self.consumer, attempt, outcome, ahead=self._reserve_ahead())
+
+    def _start(self, attempt: Attempt) -> bool:
+        """Make ``attempt`` this slot's running job; False, with the job given back, when stopping.
+
+        Decided under the lock that :meth:`take_over` takes, so that no job
+        starts after :meth:`Worker.join` looked for running ones.
+        """
+        with self.lock:
+            if not self.worker.stopping.is_set():
+                self.attempt = attempt
+                return True
+        self.worker.runner.give_back(self.consumer, attempt)
+        return False
 
     def _reserve_ahead(self) -> Any:
         """The next job when one is ready now (None when not, or when stopping).
@@ -146,11 +194,16 @@ class Slot:
             return None  # the outcome is stored all the same; the loop's reserve reconnects
 
     def take_over(self, attempt: Attempt) -> bool:
-        """Take ``attempt`` away from this slot's thread; False when it finished first."""
+        """Take ``attempt`` and this slot's connection away from its thread; False when it finished first.
+
+        The slot is retired: its thread, stuck in the task, never uses the
+        connection again, and the taker settles the job and closes it.
+        """
         with self.lock:
             if attempt.done or attempt.abandoned or self.attempt is not attempt:
                 return False
             attempt.abandoned = True
+            self.retired = True
             return True
 
     def interrupt_if_idle(self) -> None:
@@ -171,6 +224,7 @@ class Heartbeat:
         self.cond = threading.Condition()
         self.closed = False
         self.next_prune = time.monotonic()
+        self.next_report = time.monotonic()
         self._idle_wake_s = float(PRUNE_EVERY_S)  # perf: see _beat
         self._wake_at = 0.0
         self._sleeping = False
@@ -185,14 +239,21 @@ class Heartbeat:
                 self._dirty = True
                 self.cond.notify()
 
-    def close(self) -> None:
+    def stop(self) -> None:
+        """Stop the heartbeat and wait until its thread is done with the connections it uses."""
         with self.cond:
             self.closed = True
             self.cond.notify()
+        if self.thread.ident is not None:  # started
+            self.thread.join()
 
     def _loop(self) -> None:
         while True:
-            wait = self._beat(time.monotonic())
+            try:
+                wait = self._beat(time.monotonic())
+            except Exception:  # a bug here must not stop the touches of every later job
+                log.exception("heartbeat: unexpected error; going on")
+                wait = 1.0
             with self.cond:
                 if self.closed:
                     return
@@ -207,9 +268,11 @@ class Heartbeat:
         """Do what is due; return seconds until something else will be."""
         if now >= self.next_prune:
             self._prune()
+        if now >= self.next_report:
+            self._report(now)
         # perf: idle, it still wakes every touch interval seen so far (every 30 s for the
         # default TTR), so that a job starting after a short one needs no notify()
-        wake = min(self.next_prune, now + self._idle_wake_s)
+        wake = min(self.next_prune, self.next_report, now + self._idle_wake_s)
         for slot in self.worker.live_slots():
             attempt = slot.attempt
             if attempt is None:
@@ -225,6 +288,14 @@ class Heartbeat:
                 attempt.touched = now
             wake = min(wake, attempt.next_due)
         return max(0.05, wake - now)
+
+    def _report(self, now: float) -> None:
+        """Rewrite the worker's heartbeat record (a backend outage only delays it)."""
+        self.next_report = now + BEAT_EVERY_S
+        try:
+            self.worker.app.backend.beat_worker(self.worker.record())
+        except BackendError as exc:
+            log.debug("heartbeat record not written: %s", exc)
 
     def _prune(self) -> None:
         self.next_prune = time.monotonic() + self.worker.prune_every_s
@@ -249,11 +320,20 @@ class Worker:
             limit (process-pool children) instead of abandoning its thread.
         prune_every_s: seconds between deletions of expired records (the
             first one runs at start).
+        unknown_task_releases: releases of a message for a task this worker
+            does not know before it is buried (see :mod:`jobkit.runner`);
+            default: the app's settings (``JOBKIT_UNKNOWN_TASK_RELEASES``).
+        unknown_task_delay_s: seconds such a message waits in the broker for
+            another worker; default: the app's settings (``JOBKIT_UNKNOWN_TASK_DELAY``).
+        stats: counts of the jobs run here (with Prometheus metrics, when wanted).
+        pool: the name of the process pool this worker is a child of, for its record.
     """
 
     def __init__(self, app: App, *, queues: Sequence[str] | None = None, concurrency: int = 1,
                  grace_s: float = 30.0, exit_on_time_limit: bool = False,
-                 prune_every_s: float = PRUNE_EVERY_S) -> None:
+                 prune_every_s: float = PRUNE_EVERY_S, unknown_task_releases: int | None = None,
+                 unknown_task_delay_s: float | None = None, stats: JobStats | None = None,
+                 pool: str | None = None) -> None:
         if concurrency < 1:
             raise ConfigError("concurrency must be at least 1")
         if app.broker.url.startswith("memory:") and exit_on_time_limit:
@@ -266,7 +346,13 @@ class Worker:
         self.exit_on_time_limit = exit_on_time_limit
         self.prune_every_s = prune_every_s
         self.name = f"{socket.gethostname()}:{os.getpid()}"
-        self.runner = Runner(app, self.name)
+        self.pool = pool
+        self.started_at = time.time()
+        settings = app.settings
+        self.runner = Runner(app, self.name, stats, unknown_task_releases=settings.unknown_task_releases
+                             if unknown_task_releases is None else unknown_task_releases,
+                             unknown_task_delay_s=settings.unknown_task_delay
+                             if unknown_task_delay_s is None else unknown_task_delay_s)
         self.stopping = threading.Event()
         self.done = threading.Event()
         self._hurry = threading.Event()
@@ -282,6 +368,17 @@ class Worker:
         self.heartbeat.thread.start()
         for index in range(self.concurrency):
             self._add_slot(index)
+
+    def record(self) -> dict[str, Any]:
+        """This worker's heartbeat record, as ``GET /v1/workers`` lists it."""
+        slots = self.live_slots()
+        running = [attempt.envelope.id for slot in slots if (attempt := slot.attempt) is not None]
+        stats = self.runner.stats
+        return {"name": self.name, "host": socket.gethostname(), "pid": os.getpid(), "pool": self.pool,
+                "queues": self.queues, "concurrency": self.concurrency,
+                "busy": sum(slot.busy for slot in slots), "jobs": running,
+                "started_at": self.started_at, "last_seen": time.time(),
+                "jobs_done": stats.done, "jobs_failed": stats.failed}
 
     def live_slots(self) -> list[Slot]:
         """The slots not retired."""
@@ -363,23 +460,50 @@ class Worker:
         self.join()
 
     def join(self) -> None:
-        """After a stop: wait up to ``grace_s`` for running jobs, then release those left."""
-        deadline = time.monotonic() + self.grace_s
-        for slot in list(self.slots):
-            while slot.thread.is_alive() and not slot.retired and not self._hurry.is_set():
-                self._take_signals()
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                slot.thread.join(min(left, SIGNAL_CHECK_S))
-        for slot in list(self.slots):
+        """After a stop: wait up to ``grace_s`` for running jobs, then release those left.
+
+        No connection is closed while another thread can use it: the
+        heartbeat is stopped and joined first; then each slot thread either
+        ends (joined: it can only be reserving, claiming or storing, since no
+        job starts once the worker stops) or, stuck in a task, has its job
+        taken over and given back, and its connection closed here.
+        """
+        self._wait_for_slots(time.monotonic() + self.grace_s)
+        self.heartbeat.stop()
+        for slot in self._all_slots():
             attempt = slot.attempt
             if attempt is not None and slot.take_over(attempt):
                 log.warning("job %s released unfinished", attempt.envelope.id)
                 self.runner.give_back(slot.consumer, attempt)
-            slot.consumer.close()
-        self.heartbeat.close()
+        for slot in self._all_slots():
+            if slot.retired:
+                slot.consumer.close()
+            elif slot.thread.ident is not None:
+                slot.thread.join()
+        self._forget()
         self.done.set()
+
+    def _all_slots(self) -> list[Slot]:
+        with self._slots_lock:
+            return list(self.slots)
+
+    def _wait_for_slots(self, deadline: float) -> None:
+        """Let running jobs finish until ``deadline`` (monotonic) or a second signal."""
+        for slot in self._all_slots():
+            while slot.thread.is_alive() and not slot.retired and not self._hurry.is_set():
+                self._take_signals()
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                slot.thread.join(min(left, SIGNAL_CHECK_S))
+
+    def _forget(self) -> None:
+        """Remove the heartbeat record once the heartbeat thread can no longer rewrite it."""
+        try:
+            self.app.backend.forget_worker(self.name)
+        except BackendError as exc:
+            log.warning("worker %s: record not removed (it drops out of the list in %d s): %s",
+                        self.name, LIVE_FOR_S, exc)
 
     def time_limit_hit(self, slot: Slot, attempt: Attempt) -> None:
         """Record an overrunning attempt as failed by timeout and stop waiting for it."""
@@ -393,12 +517,13 @@ class Worker:
             self.runner.settle(slot.consumer, attempt, outcome)
         except BackendError:
             pass  # released for a later attempt by settle
+        finally:
+            slot.consumer.close()  # the slot's thread, stuck in the task, no longer uses it
         if self.exit_on_time_limit:
             log.error("job %s overran its time limit: exiting so the pool replaces this process",
                       attempt.envelope.id)
             os._exit(EXIT_TIME_LIMIT)
         log.error("job %s overran its time limit: its thread is abandoned", attempt.envelope.id)
-        slot.retired = True
         if not self.stopping.is_set():
             with self._slots_lock:
                 index = len(self.slots)

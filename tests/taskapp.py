@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from jobkit import App
@@ -122,3 +123,37 @@ def slow_first_run(path: str, seconds: float) -> int:
     if calls == 1:
         time.sleep(seconds)
     return calls
+
+
+class Unprintable(Exception):
+    """An exception that cannot be turned into text: ``str()`` and ``repr()`` raise."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no text for this one")
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr either")
+
+
+class BadNotes(Exception):
+    """An exception whose traceback cannot be formatted (reading ``__notes__`` raises)."""
+
+    @property
+    def __notes__(self) -> list[str]:
+        raise RuntimeError("no notes")
+
+
+ODD_EXCEPTIONS: dict[str, Callable[[], BaseException]] = {
+    "unprintable": Unprintable,
+    "bad_notes": lambda: BadNotes("notes"),
+    "surrogate": lambda: ValueError("lone \ud800 and NUL \0"),
+    "system_exit": lambda: SystemExit(3),
+    "keyboard_interrupt": KeyboardInterrupt,
+    "base_exception": lambda: BaseException("base"),
+}
+
+
+@app.task
+def raises_oddly(kind: str) -> None:
+    """Raise one of :data:`ODD_EXCEPTIONS`: none of them may take a worker slot down."""
+    raise ODD_EXCEPTIONS[kind]()

@@ -145,6 +145,39 @@ def test_find_filters_and_orders_newest_first(backend: Backend) -> None:
     assert backend.find(task=unique("none")) == []
 
 
+def test_find_pages_by_keyset_and_filters_by_queue(backend: Backend) -> None:
+    task = unique("task")
+    ids = [unique() for _ in range(7)]
+    for i, job_id in enumerate(ids):
+        backend.add(accepted(job_id, task=task, queue="odd" if i % 2 else "even", created_at=1000.0 + i))
+    pages, before = [], None
+    while page := backend.find(task=task, limit=3, before=before):
+        pages.append([r["id"] for r in page])
+        before = page[-1]["id"]
+    assert pages == [ids[:3:-1], ids[3:0:-1], ids[:1]]  # newest first, each record once
+    assert [r["id"] for r in backend.find(task=task, queue="odd")] == [ids[5], ids[3], ids[1]]
+    assert [r["id"] for r in backend.find(task=task, queue="odd", before=ids[3])] == [ids[1]]
+    backend.finish(ids[2], "failed", error=None)
+    backend.finish(ids[0], "failed", error=None)
+    assert [r["id"] for r in backend.find(state="failed", task=task, before=ids[2])] == [ids[0]]
+    assert backend.find(task=task, before=unique("gone")) == []
+
+
+def test_finished_per_minute_counts_by_minute_and_state(backend: Backend) -> None:
+    now = 60 * (time.time() // 60) + 30  # the middle of this minute
+    since = now + 3000  # clear of records other tests finished: in the future
+    for offset, state in ((3010, "succeeded"), (3015, "succeeded"), (3015, "failed"), (3080, "succeeded"),
+                          (2990, "succeeded")):  # the last one is before ``since``
+        job_id = unique()
+        backend.add(accepted(job_id))
+        backend.finish(job_id, state, result=1, now=now + offset)
+    queued = unique()
+    backend.add(accepted(queued))
+    minute = int((now + 3010) // 60)
+    assert backend.finished_per_minute(since) == {minute: {"succeeded": 2, "failed": 1},
+                                                  minute + 1: {"succeeded": 1}}
+
+
 def test_counts_by_state(backend: Backend) -> None:
     start = backend.counts()
     a, b = unique(), unique()
@@ -154,6 +187,110 @@ def test_counts_by_state(backend: Backend) -> None:
     counts = backend.counts()
     assert counts.get("queued", 0) == start.get("queued", 0) + 1
     assert counts.get("failed", 0) == start.get("failed", 0) + 1
+
+
+ERROR = {"type": "E", "message": "m", "traceback": ""}
+
+
+def test_counts_follow_every_change_of_state(backend: Backend) -> None:
+    """Maintained counts stay right through add, claim, finish, retry, cancel, delete and prune."""
+    ok, flaky, dead, cancelled, gone, old = (unique() for _ in range(6))
+    for job_id in (ok, flaky, dead, cancelled, gone, old):
+        backend.add(accepted(job_id))
+    backend.add(accepted(ok))  # a repeated add counts once
+    assert backend.counts() == {"queued": 6}
+    claim(backend, ok)
+    claim(backend, flaky)
+    claim(backend, flaky)  # a redelivery of a running job moves nothing
+    assert backend.counts() == {"queued": 4, "running": 2}
+    backend.finish(ok, "succeeded", result=1)
+    backend.finish(flaky, "retrying", error=ERROR)
+    assert backend.counts() == {"queued": 4, "retrying": 1, "succeeded": 1}
+    claim(backend, flaky)
+    backend.finish(flaky, "succeeded", result=2)
+    claim(backend, dead)
+    backend.finish(dead, "failed", error=ERROR)
+    backend.update(cancelled, {"state": "cancelled", "expires_at": time.time() + 60},
+                   unless=("succeeded", "cancelled"))
+    assert backend.counts() == {"queued": 2, "succeeded": 2, "failed": 1, "cancelled": 1}
+    backend.update(dead, {"state": "queued", "error": None, "expires_at": None},
+                   unless=("queued", "running"))  # a retry of a dead letter
+    assert not backend.update(ok, {"state": "cancelled"}, unless=("succeeded",))
+    backend.delete(gone)
+    backend.finish(old, "succeeded", result=0, now=time.time() - 7200)  # expired an hour ago
+    backend.prune()
+    assert backend.counts() == {"queued": 1, "succeeded": 2, "cancelled": 1}
+
+
+def test_counts_of_records_inserted_by_outcomes_and_claims(backend: Backend) -> None:
+    """A worker may write a record first (its claim, or an outcome with ``insert``)."""
+    claimed, stored = unique(), unique()
+    claim(backend, claimed)
+    backend.finish(stored, "failed", error=ERROR, insert=accepted(stored))
+    backend.add(accepted(claimed))  # the API's write, arriving late, changes no state
+    assert backend.counts() == {"running": 1, "failed": 1}
+    assert not backend.update(unique(), {"state": "cancelled"})  # no record: nothing counted
+    assert backend.counts() == {"running": 1, "failed": 1}
+
+
+def test_sqlite_counts_are_built_for_a_database_made_before_them(sqlite_url: str) -> None:
+    import sqlite3
+
+    backend = backend_from_url(sqlite_url)
+    ids = [unique() for _ in range(3)]
+    for job_id in ids:
+        backend.add(accepted(job_id))
+    backend.finish(ids[0], "succeeded", result=1)
+    backend.close()
+    path = sqlite_url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as old:  # as an earlier jobkit left it
+        for name in ("insert", "update", "delete"):
+            old.execute(f"DROP TRIGGER jobs_counted_{name}")
+        old.execute("DROP TABLE job_counts")
+    reopened = backend_from_url(sqlite_url)
+    assert reopened.counts() == {"queued": 2, "succeeded": 1}
+    claim(reopened, ids[1])
+    assert reopened.counts() == {"queued": 1, "running": 1, "succeeded": 1}
+    reopened.close()
+
+
+def test_mongo_counts_are_built_for_a_database_made_before_them(mongo_url: str) -> None:
+    backend = backend_from_url(mongo_url)
+    ids = [unique() for _ in range(3)]
+    for job_id in ids:
+        backend.add(accepted(job_id))
+    backend.finish(ids[0], "succeeded", result=1)
+    backend.close()
+    import pymongo
+
+    client: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(mongo_url)
+    client.get_default_database()["job_counts"].drop()  # as an earlier jobkit left it
+    client.close()
+    reopened = backend_from_url(mongo_url)
+    assert reopened.counts() == {"queued": 2, "succeeded": 1}
+    claim(reopened, ids[1])
+    assert reopened.counts() == {"queued": 1, "running": 1, "succeeded": 1}
+    reopened.close()
+
+
+def worker_record(name: str, last_seen: float, **extra: object) -> dict[str, object]:
+    return {"name": name, "host": "h", "pid": 1, "queues": ["default"], "concurrency": 2, "busy": 1,
+            "jobs": ["j1"], "started_at": last_seen - 10, "last_seen": last_seen, "jobs_done": 3,
+            "jobs_failed": 1} | extra
+
+
+def test_worker_heartbeats_are_listed_while_fresh(backend: Backend) -> None:
+    now = time.time()
+    backend.beat_worker(worker_record("b:2", now))
+    backend.beat_worker(worker_record("a:1", now - 100))
+    backend.beat_worker(worker_record("c:3", now - 5000))
+    assert [w["name"] for w in backend.workers(now - 200)] == ["a:1", "b:2"]
+    assert backend.workers(now - 10) == [worker_record("b:2", now)]
+    backend.beat_worker(worker_record("a:1", now + 1, busy=0))  # the next beat replaces the record
+    assert [(w["name"], w["busy"]) for w in backend.workers(now)] == [("a:1", 0), ("b:2", 1)]
+    backend.forget_worker("b:2")
+    backend.prune()  # records not seen for an hour are deleted
+    assert [w["name"] for w in backend.workers(0)] == ["a:1"]
 
 
 def test_delete(backend: Backend) -> None:
@@ -354,7 +491,8 @@ def test_sqlite_drops_the_indexes_of_earlier_schemas(tmp_path: object) -> None:
     backend.close()
     names = {row[0] for row in sqlite3.connect(path).execute(
         "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")}
-    assert names == {"jobs_cancelled_rows", "jobs_failed_rows", "jobs_retrying_rows", "jobs_expiring"}
+    assert names == {"jobs_cancelled_rows", "jobs_failed_rows", "jobs_retrying_rows", "jobs_expiring",
+                     "jobs_finished"}
 
 
 def test_sqlite_starts_its_wal_afresh_while_in_use(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -94,6 +94,14 @@ def test_an_env_file_that_is_a_folder_is_refused(tmp_path: Path, capsys: pytest.
     assert "--env-file" in line
 
 
+def test_dev_null_as_env_file_reads_no_settings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Benchmarks and scripts pass ``--env-file /dev/null`` so that no ``./.env`` applies."""
+    db = f"sqlite:///{tmp_path / 'jobs.db'}"
+    assert main(["status", "no-such-job", "--backend", db, "--env-file", os.devnull]) == 1
+    err = capsys.readouterr().err
+    assert "--env-file" not in err and "no-such-job" in err
+
+
 def test_an_unreachable_broker_says_what_to_do(capsys: pytest.CaptureFixture[str],
                                                tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # no jobkit up runs here

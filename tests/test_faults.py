@@ -1,8 +1,8 @@
-"""The fault tests F1-F13 of RELIABILITY.md: real worker processes, real servers, real faults.
+"""The fault tests F1-F13 of docs/fault-tests.md: real worker processes, real servers, real faults.
 
 Every test that kills or restarts beanstalkd or the backend owns a private
 server; every process and server is stopped in fixture teardown. Each test
-asserts what RELIABILITY.md's "what must hold" column says, and is bounded
+asserts what the catalogue's "what must hold" column says, and is bounded
 in time by short TTRs and a pytest timeout.
 """
 from __future__ import annotations
@@ -399,9 +399,11 @@ def test_f11_task_that_kills_its_worker_each_time(app: App, queue: str, workers:
 
 
 @pytest.mark.timeout(30)
-def test_f12_poison_messages_are_buried_with_the_reason(app: App, queue: str,
-                                                        workers: StartWorker) -> None:
-    proc = workers(app, queue)
+def test_f12_poison_messages_are_buried_with_the_reason(app: App, queue: str, workers: StartWorker,
+                                                        tmp_path: Path) -> None:
+    settings = tmp_path / "bury-unknown-at-once.env"
+    settings.write_text("JOBKIT_UNKNOWN_TASK_RELEASES=0\n")  # no other worker to wait for
+    proc = workers(app, queue, "--env-file", str(settings))
     app.broker.put(b"\xff not json", queue=queue, priority=0, delay_s=0, ttr_s=5)
     unknown = Envelope(id="poisonunknown1", task="no_such_task", queue=queue)
     app.broker.put(unknown.encode(), queue=queue, priority=0, delay_s=0, ttr_s=5)

@@ -30,7 +30,7 @@ def app(broker_url: str, sqlite_url: str, queue: str) -> Iterator[App]:
 
 @pytest.fixture
 def worker(app: App) -> Iterator[Worker]:
-    worker = Worker(app, concurrency=2, grace_s=5)
+    worker = Worker(app, concurrency=2, grace_s=5, unknown_task_releases=1, unknown_task_delay_s=1)
     worker.start()
     yield worker
     worker.shutdown(graceful=False)

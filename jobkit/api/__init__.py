@@ -1,6 +1,6 @@
 """The HTTP API: a Falcon app built by :func:`create_app`, served by :mod:`jobkit.api.server`.
 
-The routes are those of DESIGN.md, "HTTP API": the seed's ``POST /`` and
+The routes are those of docs/architecture.md, "HTTP API": the seed's ``POST /`` and
 ``GET /{id}/``, the ``/v1`` routes, and ``/healthz``, ``/readyz``,
 ``/openapi.json``, ``/metrics``, ``/dashboard``. ``HEAD`` answers on every
 route that has ``GET``, with the same status and headers and no body.
@@ -15,7 +15,7 @@ import falcon.media
 import falcon.routing
 
 from jobkit import __version__
-from jobkit.api import errors, middleware, openapi, resources
+from jobkit.api import dashboard, errors, middleware, openapi, resources
 from jobkit.api.metrics import Metrics
 from jobkit.app import App
 from jobkit.config import Settings
@@ -60,14 +60,16 @@ def create_app(settings: Settings, app: App, *,
                     settings.default_task, app.name)
     api = resources.Api(settings, app, Metrics(app), resources.LongPolls(long_polls))
     stack: list[Any] = [middleware.RequestMetrics(api.metrics), middleware.SecurityHeaders()]
+    sessions = dashboard.Sessions(settings.api_token)
     if settings.api_token:
-        stack.append(middleware.BearerAuth(settings.api_token))
+        stack.append(middleware.BearerAuth(settings.api_token, signed_in=sessions.valid))
     stack.append(middleware.JsonBody(settings.max_body))
     web = falcon.App(middleware=stack, router=HeadLikeGet())
     web.req_options.strip_url_path_trailing_slash = True  # the seed's GET /<id>/
     web.resp_options.media_handlers[falcon.MEDIA_JSON] = falcon.media.JSONHandler(dumps=errors.dumps)
     errors.install(web)
     add_routes(web, api)
+    dashboard.install(web, app, sessions)
     return web
 
 
@@ -91,4 +93,3 @@ def add_routes(web: falcon.App[falcon.Request, falcon.Response], api: resources.
     document = openapi.document(__version__, auth=bool(api.settings.api_token))
     web.add_route("/openapi.json", resources.Document(document))
     web.add_route("/metrics", resources.MetricsPage(api))
-    web.add_route("/dashboard", resources.Dashboard(api))

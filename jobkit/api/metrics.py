@@ -6,7 +6,10 @@
 - ``jobkit_queue_jobs{queue,state}``, ``jobkit_queue_waiting_connections{queue}``,
   ``jobkit_broker_up``: read from the broker at each scrape.
 
-With ``--processes N`` each process counts its own requests.
+With ``--processes N`` the processes count in prometheus_client's
+multiprocess mode (see :func:`jobkit.metrics.multiprocess_dir`, entered by the
+server before it forks): whichever process answers a scrape adds up the
+counts of all of them.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
+from jobkit import metrics
 from jobkit.app import App
 from jobkit.errors import JobkitError
 
@@ -40,7 +44,12 @@ class Metrics:
                                   ["route"], registry=self.registry)
         self.jobs_accepted = Counter("jobkit_api_jobs_accepted", "Jobs enqueued through the API",
                                      ["task"], registry=self.registry)
-        self.registry.register(QueueCollector(app))
+        path = metrics.active_dir()
+        if path is None:
+            self.registry.register(QueueCollector(app))
+            self.scraped = self.registry
+        else:  # this registry's values live in files; a scrape reads every process's files
+            self.scraped = metrics.registry_for(path, QueueCollector(app))
         # Label children by their labels: a dict lookup per request instead of .labels(),
         # which validates and locks each time. Keys are bounded (routes, methods, statuses,
         # registered tasks), as the children themselves are.
@@ -67,8 +76,8 @@ class Metrics:
         child.inc()
 
     def render(self) -> bytes:
-        """The Prometheus text exposition of this registry."""
-        return generate_latest(self.registry)
+        """The Prometheus text exposition: this process's counts, or every process's."""
+        return generate_latest(self.scraped)
 
 
 class QueueCollector:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import hmac
 import time
+from collections.abc import Callable
 from typing import Any
 
 import falcon
@@ -17,6 +18,10 @@ from jobkit.api.metrics import Metrics
 
 #: Routes that answer without a token (probes of the process itself).
 OPEN_PATHS = frozenset({"/healthz"})
+#: The dashboard's pages: HTML forms, signed in by a cookie (or the bearer token), never JSON bodies.
+DASHBOARD = "/dashboard"
+#: Dashboard pages that answer without a sign-in (the sign-in form itself).
+DASHBOARD_OPEN_PATHS = frozenset({"/dashboard/login"})
 #: Headers on every answer, errors the server itself gives included: no MIME sniffing, no caching of job data.
 SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
 _READ_CHUNK = 64 * 1024
@@ -48,32 +53,61 @@ class SecurityHeaders:
                 resp.set_header(name, value)
 
 
+def is_dashboard(path: str) -> bool:
+    """Whether ``path`` is one of the dashboard's pages."""
+    return path == DASHBOARD or path.startswith(DASHBOARD + "/")
+
+
+class SignInRequired(falcon.HTTPUnauthorized):
+    """Raised for a dashboard page asked for without a session; the dashboard answers its sign-in form."""
+
+    def __init__(self) -> None:
+        super().__init__(description="sign in to the dashboard")
+
+
 class BearerAuth:
     """Require ``Authorization: Bearer <token>`` on every route but :data:`OPEN_PATHS`.
 
     The token is compared in constant time (:func:`hmac.compare_digest`).
+    Dashboard pages also accept a session cookie (``signed_in``); no other
+    route reads cookies, so that another site's page can never act on the
+    JSON API with a browser's cookie.
 
     Args:
         token: the expected token (``JOBKIT_API_TOKEN``).
+        signed_in: whether a dashboard request carries a valid session.
     """
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str, signed_in: Callable[[falcon.Request], bool] | None = None) -> None:
         self._token = token.encode("utf-8")
+        self._signed_in = signed_in
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         if req.path in OPEN_PATHS:
             return
-        header = req.get_header("Authorization")
-        if header is None:
+        if is_dashboard(req.path):
+            if (req.path in DASHBOARD_OPEN_PATHS or (self._signed_in is not None and self._signed_in(req))
+                    or self._bearer(req) is True):
+                return
+            raise SignInRequired()
+        found = self._bearer(req)
+        if found is None:
             raise falcon.HTTPUnauthorized(description="send Authorization: Bearer <token>",
                                           challenges=['Bearer realm="jobkit"'])
-        scheme, _, given = header.strip().partition(" ")
-        # WSGI hands header values over as latin-1 text: this recovers the bytes sent
-        candidate = given.strip().encode("latin-1", "replace")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(candidate, self._token):
+        if not found:
             raise falcon.HTTPUnauthorized(
                 description="the bearer token is missing or wrong",
                 challenges=['Bearer realm="jobkit", error="invalid_token"'])
+
+    def _bearer(self, req: falcon.Request) -> bool | None:
+        """None without an Authorization header, else whether it holds the right bearer token."""
+        header = req.get_header("Authorization")
+        if header is None:
+            return None
+        scheme, _, given = header.strip().partition(" ")
+        # WSGI hands header values over as latin-1 text: this recovers the bytes sent
+        candidate = given.strip().encode("latin-1", "replace")
+        return scheme.lower() == "bearer" and hmac.compare_digest(candidate, self._token)
 
 
 class JsonBody:
@@ -94,8 +128,8 @@ class JsonBody:
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.body = b""
-        if req.path in OPEN_PATHS:
-            return  # a liveness probe answers whatever comes with it
+        if req.path in OPEN_PATHS or is_dashboard(req.path):
+            return  # a liveness probe answers whatever comes with it; the dashboard reads its forms
         length = req.content_length  # an invalid Content-Length is a 400 here
         if not length and (length is not None  # no body, unless chunked without a length
                            or "chunked" not in (req.get_header("Transfer-Encoding") or "").lower()):

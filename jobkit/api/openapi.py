@@ -5,8 +5,10 @@ Falcon app really has, so the two cannot drift apart.
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from jobkit.api.dashboard import ROUTES
 from jobkit.brokers.base import STATS_JOB_KEYS
 from jobkit.job import RECORD_FIELDS, JobState
 from jobkit.message import JOB_ID_RE
@@ -141,9 +143,11 @@ def _other_paths() -> dict[str, Any]:
         "/v1/queues": {"get": _op("Per-queue broker counts", {"200": _json({"type": "object", "properties": {
             "queues": {"type": "object", "additionalProperties": _ref("schemas", "QueueCounts")}}},
             "counts by queue"), **_errors("503")})},
-        "/v1/workers": {"get": _op("Busy workers and waiting connections", {
-            "200": _json(_ref("schemas", "Workers"), "busy workers and waiting connections"),
-            **_errors("503")}, description="`workers`: records in state running, by worker. `waiting`: "
+        "/v1/workers": {"get": _op("Live workers and waiting connections", {
+            "200": _json(_ref("schemas", "Workers"), "live workers and waiting connections"),
+            **_errors("503")}, description="`workers`: every worker whose heartbeat record (rewritten "
+                                           "every 5 s) is under 15 s old, by name; a process pool lists "
+                                           "each child, with the pool's name in `pool`. `waiting`: "
                                            "connections blocked on each queue (idle worker slots).")},
         "/healthz": {"get": _op("The process answers (no token needed)",
                                 {"200": _json(obj, "ok")}, tag="ops", public=True)},
@@ -156,10 +160,27 @@ def _other_paths() -> dict[str, Any]:
             "description": "text exposition format",
             "content": {"text/plain": {"schema": {"type": "string"}}}},
             **_errors()}, tag="ops")},
-        "/dashboard": {"get": _op("Queues and recent jobs as HTML", {"200": {
-            "description": "a self-contained page", "content": {"text/html": {"schema": {"type": "string"}}}},
-            **_errors()}, tag="ops")},
     }
+
+
+def _dashboard_paths() -> dict[str, Any]:
+    """The dashboard's pages (HTML) and forms (url-encoded, 303 back to a page)."""
+    page = {"description": "a self-contained HTML page",
+            "content": {"text/html": {"schema": {"type": "string"}}}}
+    form = {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": {
+        "type": "object", "required": ["csrf"], "properties": {"csrf": {"type": "string"}}}}}}
+    paths: dict[str, Any] = {}
+    for path, _, _, methods in ROUTES:
+        for method, summary in methods.items():
+            answers = {"200": page} if method == "get" else {
+                "303": {"description": "done: back to the page the form was on"}, "403": page}
+            params = [_path_param(name, {"type": "string"}, f"the {name.replace('_', ' ')}")
+                      for name in re.findall(r"{(\w+)}", path)]
+            op = _op(summary, answers | _errors(), tag="dashboard", params=params)
+            if method == "post":
+                op["requestBody"] = form
+            paths.setdefault(path, {})[method] = op
+    return paths
 
 
 def _schemas() -> dict[str, Any]:
@@ -209,10 +230,21 @@ def _schemas() -> dict[str, Any]:
             "next_run": {"type": "string", "format": "date-time"}}},
         "QueueCounts": {"type": "object", "properties": {k: {"type": "integer"} for k in counts}},
         "Workers": {"type": "object", "properties": {
-            "workers": {"type": "array", "items": {"type": "object", "properties": {
-                "name": {"type": "string"}, "running": {"type": "integer"},
-                "jobs": {"type": "array", "items": {"type": "string"}}}}},
+            "workers": {"type": "array", "items": _ref("schemas", "Worker")},
             "waiting": {"type": "object", "additionalProperties": {"type": "integer"}}}},
+        "Worker": {"type": "object", "required": ["name", "last_seen"], "properties": {
+            "name": {"type": "string", "description": "host:pid"}, "host": {"type": "string"},
+            "pid": {"type": "integer"},
+            "pool": {"type": ["string", "null"], "description": "host:pid of its process pool, if any"},
+            "queues": {"type": "array", "items": {"type": "string"}},
+            "concurrency": {"type": "integer"},
+            "busy": {"type": "integer", "description": "slots running a job"},
+            "running": {"type": "integer", "description": "the same as busy"},
+            "jobs": {"type": "array", "items": {"type": "string"}, "description": "ids of the jobs running"},
+            "started_at": {"type": "number", "description": "unix seconds"},
+            "last_seen": {"type": "number", "description": "unix seconds of its last heartbeat"},
+            "jobs_done": {"type": "integer", "description": "attempts run to an outcome"},
+            "jobs_failed": {"type": "integer", "description": "of them, attempts that failed"}}},
     }
 
 
@@ -252,7 +284,7 @@ def document(version: str, auth: bool) -> dict[str, Any]:
                                 "UTF-8) up to JOBKIT_MAX_BODY bytes; every error body is "
                                 '{"title", "description"}. A trailing slash is accepted on every path. '
                                 "HEAD answers on every GET route: the same status and headers, no body."},
-        "paths": _seed_paths() | _job_paths() | _other_paths(),
+        "paths": _seed_paths() | _job_paths() | _other_paths() | _dashboard_paths(),
         "components": components,
         "security": [{"bearer": []}] if auth else [],
     }

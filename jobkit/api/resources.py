@@ -14,7 +14,6 @@ from typing import Any
 import falcon
 
 from jobkit.api import validate, views
-from jobkit.api.dashboard import render as render_dashboard
 from jobkit.api.errors import RETRY_AFTER_S
 from jobkit.api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from jobkit.api.metrics import Metrics
@@ -191,14 +190,13 @@ class Queues:
 
 
 class Workers:
-    """``GET /v1/workers``: busy workers from the records, waiting connections from the broker."""
+    """``GET /v1/workers``: live workers from their heartbeats, waiting connections from the broker."""
 
     def __init__(self, api: Api) -> None:
         self.api = api
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        running = self.api.app.backend.find(state=JobState.RUNNING.value, limit=validate.MAX_LIMIT)
-        resp.media = views.workers(running, self.api.app.broker.stats())
+        resp.media = views.workers(self.api.app.workers(), self.api.app.broker.stats())
 
 
 class Health:
@@ -260,14 +258,3 @@ class MetricsPage:
         resp.data = self.api.metrics.render()
         resp.content_type = METRICS_CONTENT_TYPE
 
-
-class Dashboard:
-    """``GET /dashboard``: queues and recent jobs as one self-contained HTML page."""
-
-    def __init__(self, api: Api) -> None:
-        self.api = api
-
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.text = render_dashboard(self.api.app)
-        resp.content_type = falcon.MEDIA_HTML
-        resp.set_header("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")

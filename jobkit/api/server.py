@@ -21,6 +21,7 @@ take it; elsewhere the children share the parent's listening socket.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -41,6 +42,7 @@ from jobkit.api.middleware import SECURITY_HEADERS, too_large
 from jobkit.app import App
 from jobkit.config import Settings
 from jobkit.errors import ConfigError, JobkitError
+from jobkit.metrics import multiprocess_dir
 
 log = logging.getLogger("jobkit.api")
 
@@ -217,6 +219,11 @@ def serve(settings: Settings, app: App, *, processes: int = 1, threads: int = 8)
         ConfigError: the port cannot be bound, the broker or backend URL is
             unusable, or several processes were asked of an in-process broker/backend.
     """
+    with multiprocess_dir() if processes > 1 else contextlib.nullcontext():  # metrics: one sum
+        _serve(settings, app, processes, threads)
+
+
+def _serve(settings: Settings, app: App, processes: int, threads: int) -> None:
     wsgi = create_app(settings, app, long_polls=long_polls(threads))  # a bad configuration fails here, once
     if processes > 1 and "memory://" in (app.broker.url, app.backend.url):
         raise ConfigError("memory:// lives in one process: use --processes 1 or a real broker and backend")
@@ -261,6 +268,14 @@ def _run(server: Any) -> None:
 
 
 def _exit(signum: int, frame: Any) -> None:
+    """Stop serving at the first SIGTERM/SIGINT; ignore the ones that follow.
+
+    A process often gets the signal twice (from its process group, as
+    service managers send it, and forwarded by its supervisor): a second
+    SystemExit would interrupt waitress's own shutdown.
+    """
+    for each in _SIGNALS:
+        signal.signal(each, signal.SIG_IGN)
     raise SystemExit(0)
 
 
@@ -326,6 +341,8 @@ class Supervisor:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
             self.target()
             code = 0
+        except SystemExit as exc:  # _exit's, should it escape the server: a stop, not a failure
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         except BaseException:
             log.exception("api process %d failed", os.getpid())
         finally:

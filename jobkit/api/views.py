@@ -54,16 +54,13 @@ def task_info(task: Task[Any, Any], schedule: Schedule | None = None) -> dict[st
     }
 
 
-def workers(running: Iterable[Mapping[str, Any]], queues: Mapping[str, Mapping[str, int]]) -> dict[str, Any]:
-    """Busy workers (records in state ``running``, by ``worker``) and waiting connections per queue.
+def workers(live: Iterable[Mapping[str, Any]], queues: Mapping[str, Mapping[str, int]]) -> dict[str, Any]:
+    """Live workers (their heartbeat records) and the connections waiting on each queue.
 
-    An idle worker shows only as connections waiting on its queues (one per
-    slot); a worker that died mid-job shows until its job is redelivered.
+    ``running`` (the busy slots) and ``jobs`` (the ids they run) keep the
+    first version's fields.
     """
-    busy: dict[str, list[str]] = {}
-    for record in running:
-        busy.setdefault(record.get("worker") or "(unknown)", []).append(record["id"])
     return {
-        "workers": [{"name": name, "running": len(ids), "jobs": ids} for name, ids in sorted(busy.items())],
+        "workers": [dict(worker) | {"running": worker.get("busy", 0)} for worker in live],
         "waiting": {queue: counts.get("waiting", 0) for queue, counts in sorted(queues.items())},
     }

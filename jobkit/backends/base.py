@@ -2,8 +2,13 @@
 
 A backend keeps one record per job id (:data:`jobkit.job.RECORD_FIELDS`).
 Every write is an upsert keyed by job id, so the API's "accepted" write and
-the worker's writes may arrive in any order. Implementations write the eight
+the worker's writes may arrive in any order. Implementations write the
 abstract methods; waiting, finishing and expiry rules live here once.
+
+Backends also keep each live worker's heartbeat record (one per worker name,
+rewritten every :data:`BEAT_EVERY_S`), so that any API process can list the
+workers: name, host, pid, queues, concurrency, busy slots, the jobs running,
+started and last seen (unix seconds), jobs done and failed.
 """
 from __future__ import annotations
 
@@ -21,6 +26,9 @@ DEFAULT_RESULT_TTL = 7 * 24 * 3600.0
 #: (concurrency keys come and go); far more than any clock skew, so that a deleted lease
 #: (made again free on next use) was free for every caller.
 FREE_LEASE_KEEP_S = 3600.0
+BEAT_EVERY_S = 5.0  # how often a worker rewrites its heartbeat record
+LIVE_FOR_S = 3 * BEAT_EVERY_S  # a worker not seen for longer is not listed (it died, or hangs)
+FORGET_WORKER_S = 3600.0  # a record not rewritten for this long is deleted by prune()
 _UNSET: Any = object()
 
 
@@ -95,13 +103,37 @@ class Backend(ABC):
 
     @abstractmethod
     def find(
-        self, *, state: str | None = None, task: str | None = None, limit: int = 100
+        self, *, state: str | None = None, task: str | None = None, queue: str | None = None,
+        before: str | None = None, limit: int = 100,
     ) -> list[dict[str, Any]]:
-        """Return up to ``limit`` records, newest first, filtered by state and task."""
+        """Return up to ``limit`` records, newest first, filtered by state, task and queue.
+
+        Args:
+            before: a job id from an earlier answer: only records listed after
+                it (older ones) are returned, so that paging never counts rows
+                to skip; none when that record is gone.
+        """
+
+    @abstractmethod
+    def finished_per_minute(self, since: float) -> dict[int, dict[str, int]]:
+        """Count the records whose ``finished_at`` is at or after ``since``, per minute and state.
+
+        For the dashboard's throughput chart: reads an index over
+        ``finished_at``, so the cost follows the jobs finished since then,
+        not the number of records.
+
+        Returns:
+            ``{minute: {state: n}}``, ``minute`` being ``int(finished_at // 60)``.
+        """
 
     @abstractmethod
     def counts(self) -> dict[str, int]:
-        """Return the number of records in each state."""
+        """Return the number of records in each state (states without any are left out).
+
+        Cheap at any size (maintained counts, never a scan of the records):
+        the dashboard and every scrape call it. Finished records past their
+        expiry may still be counted until they are pruned.
+        """
 
     @abstractmethod
     def delete(self, job_id: str) -> None:
@@ -116,7 +148,10 @@ class Backend(ABC):
         """
 
     def prune(self, now: float | None = None) -> int:
-        """Delete expired records; returns how many. Backends that expire by themselves return 0."""
+        """Delete expired records and old worker records; returns how many job records.
+
+        Backends that expire records by themselves return 0.
+        """
         return 0
 
     # -- leases (limits and schedules) -------------------------------------
@@ -148,6 +183,25 @@ class Backend(ABC):
     @abstractmethod
     def leases(self, key: str) -> list[dict[str, Any]]:
         """The leases of ``key``: ``{"slot", "holder", "until"}`` each (``holder`` None when never held)."""
+
+    # -- live workers ------------------------------------------------------
+
+    @abstractmethod
+    def beat_worker(self, record: dict[str, Any]) -> None:
+        """Write a worker's heartbeat record, replacing its last one.
+
+        Args:
+            record: JSON data with at least ``name`` (the key) and
+                ``last_seen`` (unix seconds).
+        """
+
+    @abstractmethod
+    def workers(self, seen_since: float) -> list[dict[str, Any]]:
+        """Return the heartbeat records last seen at or after ``seen_since`` (unix seconds), by name."""
+
+    @abstractmethod
+    def forget_worker(self, name: str) -> None:
+        """Remove a worker's record (it stopped cleanly)."""
 
     def close(self) -> None:
         """Release connections. The backend reconnects if used again."""

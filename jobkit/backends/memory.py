@@ -13,7 +13,7 @@ import time
 from collections.abc import Collection
 from typing import Any
 
-from jobkit.backends.base import FREE_LEASE_KEEP_S, Backend
+from jobkit.backends.base import FORGET_WORKER_S, FREE_LEASE_KEEP_S, Backend
 from jobkit.job import FINISHED_STATES, RECORD_FIELDS
 
 _BROKER_FIELDS = ("broker_id", "priority", "queue")
@@ -31,6 +31,7 @@ class MemoryBackend(Backend):
         super().__init__(url, **options)
         self._records: dict[str, dict[str, Any]] = {}
         self._leases: dict[str, dict[int, tuple[str | None, float]]] = {}  # key -> slot -> (holder, until)
+        self._workers: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
 
     def add(self, record: dict[str, Any], *, report_created: bool = True) -> bool:
@@ -79,14 +80,30 @@ class MemoryBackend(Backend):
             return None if current is None else _copy(current)
 
     def find(
-        self, *, state: str | None = None, task: str | None = None, limit: int = 100
+        self, *, state: str | None = None, task: str | None = None, queue: str | None = None,
+        before: str | None = None, limit: int = 100,
     ) -> list[dict[str, Any]]:
+        now = time.time()
         with self._lock:
+            cursor = self._records.get(before) if before is not None else None
+            if before is not None and cursor is None:
+                return []
             rows = [r for r in self._records.values()
                     if (state is None or r["state"] == state) and (task is None or r["task"] == task)
-                    and not _expired(r, time.time())]
-        rows.sort(key=lambda r: r.get("created_at") or 0, reverse=True)
+                    and (queue is None or r["queue"] == queue) and not _expired(r, now)
+                    and (cursor is None or _order(r) < _order(cursor))]
+        rows.sort(key=_order, reverse=True)
         return [_copy(r) for r in rows[:limit]]
+
+    def finished_per_minute(self, since: float) -> dict[int, dict[str, int]]:
+        counts: dict[int, dict[str, int]] = {}
+        with self._lock:
+            for record in self._records.values():
+                finished = record.get("finished_at")
+                if finished is not None and finished >= since:
+                    per_state = counts.setdefault(int(finished // 60), {})
+                    per_state[record["state"]] = per_state.get(record["state"], 0) + 1
+        return counts
 
     def counts(self) -> dict[str, int]:
         now = time.time()
@@ -114,6 +131,8 @@ class MemoryBackend(Backend):
                 for slot in [n for n, (who, until) in slots.items()
                              if who is None and until <= now - FREE_LEASE_KEEP_S]:
                     del slots[slot]
+            for name in [n for n, w in self._workers.items() if w["last_seen"] < now - FORGET_WORKER_S]:
+                del self._workers[name]
         return len(dead)
 
     def acquire(self, key: str, holder: str, *, slots: int, now: float, until: float) -> float:
@@ -140,6 +159,18 @@ class MemoryBackend(Backend):
         return [{"slot": slot, "holder": who, "until": until}
                 for slot, (who, until) in sorted(leases.items())]
 
+    def beat_worker(self, record: dict[str, Any]) -> None:
+        with self._lock:
+            self._workers[record["name"]] = _copy(record)
+
+    def workers(self, seen_since: float) -> list[dict[str, Any]]:
+        with self._lock:
+            return [_copy(w) for _, w in sorted(self._workers.items()) if w["last_seen"] >= seen_since]
+
+    def forget_worker(self, name: str) -> None:
+        with self._lock:
+            self._workers.pop(name, None)
+
     def _live(self, job_id: str) -> dict[str, Any] | None:
         record = self._records.get(job_id)
         if record is not None and _expired(record, time.time()):
@@ -152,6 +183,11 @@ def _blank() -> dict[str, Any]:
     record: dict[str, Any] = dict.fromkeys(RECORD_FIELDS)
     record.update(state="queued", attempts=0, args=[], kwargs={})
     return record
+
+
+def _order(record: dict[str, Any]) -> tuple[float, str]:
+    """The listing order, newest first: creation time, then id (records created at once)."""
+    return (record.get("created_at") or 0, record["id"])
 
 
 def _expired(record: dict[str, Any], now: float) -> bool:

@@ -5,18 +5,53 @@ Database: the URI's path, else ``jobs``; collection ``jobs``. Unless the URI
 says otherwise, server selection and connection time out after 2 s, so a
 down server is reported quickly instead of hanging requests.
 
-Features: one document per job (``_id`` = job id); every write is a single
-upsert or conditional update; indexes on ``state``+``created_at`` and
-``task``+``created_at``; a TTL index on ``expires_at`` (stored as a BSON date)
+Features: one document per job (``_id`` = job id); every write of a record
+is a single upsert or conditional update; listings are newest first by ``created_at``
+then ``_id``, paged by keyset (``before``), served by indexes on
+``state``+``created_at``, ``task``+``created_at`` and ``created_at``; an
+index on ``finished_at``+``state`` serves the dashboard's throughput chart;
+a TTL index on ``expires_at`` (stored as a BSON date)
 expires finished jobs, and reads hide expired ones until MongoDB's TTL monitor
-removes them. ``args``, ``kwargs`` and ``result`` are stored as JSON text, so
-client keys such as ``$where`` or ``a.b`` are never read as operators or paths
-and integers of any size survive.
+removes them.
+
+Values: ``args``, ``kwargs`` and ``result`` are stored as native BSON, so a
+``hash_payload`` job's document holds ``"result": {"hash": …, "payload": …}``
+and ``db.jobs.find({"result.hash": …})`` finds it. What BSON cannot hold
+exactly, or MongoDB could read as an operator or a path, is stored as its
+JSON text in a one-key wrapper ``{"__jobkit_json__": "<json>"}`` at the
+smallest enclosing value, and read back unchanged:
+
+- integers outside BSON's int64 (below -2**63 or from 2**63 up);
+- a dict with a key that starts with ``$``, contains ``.`` or NUL, is empty,
+  or is ``__jobkit_json__`` itself (the whole dict is wrapped);
+- floats NaN and ±Infinity (not JSON; some MongoDB-wire servers refuse them);
+- strings (and keys) with lone surrogates, which UTF-8 cannot encode;
+- containers nested more than 64 levels inside the field (mongod refuses
+  documents nested over 100);
+- a scalar as the whole field (a result that is not a list or dict): records
+  written before native storage held each of these fields as a JSON text
+  string, so a string there is read as such a record's JSON text; and some
+  MongoDB-wire servers (nx-27017) turn a ``$set`` of a top-level ``true`` into
+  ``1`` and ``-0.0`` into ``0.0``. ``args`` (a list) and ``kwargs`` (a dict)
+  are always native.
+
+Counts by state live in ``job_counts``, moved by each write that changes a
+record's state (the write returns the state it replaced, then one ``$inc``
+moves the count), so :meth:`counts` reads a few hundred small documents at
+any size. Finished records are counted per state and hour of expiry, in
+documents that the same TTL mechanism removes when that hour is over: a
+finished record stays counted until the end of the hour it expires in. The
+count and the record are two writes: a process killed between them leaves
+a count off by one (never hidden: the records are the truth). A database
+made before the counts gets them built once, by the first process to open it.
+Worker heartbeats live in ``workers``, expired by a TTL index after
+:data:`~jobkit.backends.base.FORGET_WORKER_S`.
 """
 from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 import threading
 import time
@@ -28,11 +63,16 @@ import pymongo
 from pymongo import errors as mongo_errors
 from pymongo import uri_parser
 
-from jobkit.backends.base import FREE_LEASE_KEEP_S, Backend
+from jobkit.backends.base import FORGET_WORKER_S, FREE_LEASE_KEEP_S, Backend
+from jobkit.backends.mongo_counts import build_counts, move_count, write_counted
 from jobkit.errors import BackendError, BackendUnavailable, ConfigError
 from jobkit.job import FINISHED_STATES, RECORD_FIELDS
 
 _JSON_FIELDS = frozenset({"args", "kwargs", "result"})
+_WRAPPER = "__jobkit_json__"  # {_WRAPPER: json text}: a value stored as its JSON text
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+MAX_NATIVE_DEPTH = 64
+"""Containers nested deeper than this inside a field are stored wrapped (mongod's limit is 100)."""
 _BROKER_FIELDS = ("broker_id", "priority", "queue")
 _DOWN = (mongo_errors.ConnectionFailure, mongo_errors.ServerSelectionTimeoutError)
 _DEFAULT_OPTIONS = {"serverSelectionTimeoutMS": 2000, "connectTimeoutMS": 2000}
@@ -64,7 +104,6 @@ class MongoBackend(Backend):
                         self.url, **self._client_options)
                     try:
                         _create_indexes(client[self.database]["jobs"])
-                        _create_indexes(client[self.database]["leases"])
                     except BaseException:
                         client.close()  # or every failed call leaks a client and its threads
                         raise
@@ -96,20 +135,19 @@ class MongoBackend(Backend):
             update["$set"] = refresh
         with self._db() as jobs:
             result = jobs.update_one({"_id": doc["_id"]}, update, upsert=True)
+            if result.upserted_id is not None:
+                move_count(jobs, None, doc)
         return result.upserted_id is not None
 
     def claim(self, record: dict[str, Any]) -> dict[str, Any]:
         started = {"state": "running", "started_at": record["started_at"],
                    "worker": record.get("worker")}
         fresh = _to_doc({k: v for k, v in record.items() if k not in started})
-        fresh.pop("attempts", None)
-        try:  # update_one + find_one rather than find_one_and_update: wire servers differ there
-            with self._db() as jobs:
-                jobs.update_one(
-                    {"_id": record["id"], "state": {"$nin": sorted(FINISHED_STATES)}},
-                    {"$set": started, "$inc": {"attempts": 1}, "$setOnInsert": fresh}, upsert=True)
-        except mongo_errors.DuplicateKeyError:
-            pass  # finished: left as it was
+        fresh |= started | {"attempts": 1}
+        query = {"_id": record["id"], "state": {"$nin": sorted(FINISHED_STATES)}}
+        with self._db() as jobs:
+            # a finished record is left as it was
+            write_counted(jobs, query, {"$set": started, "$inc": {"attempts": 1}}, fresh)
         current = self.get(record["id"])
         if current is None:  # finished long ago and expired: start afresh
             self.delete(record["id"])
@@ -128,6 +166,11 @@ class MongoBackend(Backend):
         if unless:
             query["state"] = {"$nin": list(unless)}
         changes: dict[str, Any] = {"$set": _to_doc(fields)}
+        if "state" in fields or "expires_at" in fields:  # the count moves: know what it was
+            doc = None if insert is None else (
+                _to_doc({"state": "queued", "attempts": 0} | insert | fields) | {"_id": job_id})
+            with self._db() as jobs:
+                return write_counted(jobs, query, changes, doc)
         if insert is not None:
             extra = _to_doc({"state": "queued", "attempts": 0} | insert)
             changes["$setOnInsert"] = {k: v for k, v in extra.items()
@@ -145,25 +188,43 @@ class MongoBackend(Backend):
         return None if doc is None else _from_doc(doc)
 
     def find(
-        self, *, state: str | None = None, task: str | None = None, limit: int = 100
+        self, *, state: str | None = None, task: str | None = None, queue: str | None = None,
+        before: str | None = None, limit: int = 100,
     ) -> list[dict[str, Any]]:
-        query: dict[str, Any] = {}
-        if state is not None:
-            query["state"] = state
-        if task is not None:
-            query["task"] = task
+        query: dict[str, Any] = {k: v for k, v in (("state", state), ("task", task), ("queue", queue))
+                                 if v is not None}
         with self._db() as jobs:
+            if before is not None:  # keyset paging: after that record in (created_at, _id) order
+                cursor = jobs.find_one({"_id": before}, {"created_at": 1})
+                if cursor is None:
+                    return []
+                query["$or"] = [{"created_at": {"$lt": cursor.get("created_at")}},
+                                {"created_at": cursor.get("created_at"), "_id": {"$lt": before}}]
             docs = list(jobs.find(_live(query)).sort("created_at", pymongo.DESCENDING).limit(limit))
-        return [_from_doc(doc) for doc in docs]
+            if len(docs) == limit:  # records created at the same time as the last may lie past the limit
+                docs += jobs.find(_live({"$and": [query, {"created_at": docs[-1].get("created_at")}]}))
+        return [_from_doc(doc) for doc in _newest_first(docs)[:limit]]
+
+    def finished_per_minute(self, since: float) -> dict[int, dict[str, int]]:
+        counts: dict[int, dict[str, int]] = {}
+        with self._db() as jobs:  # the index on finished_at bounds the documents read
+            docs = jobs.find({"finished_at": {"$gte": since}}, {"_id": 0, "finished_at": 1, "state": 1})
+            for doc in docs:
+                per_state = counts.setdefault(int(doc["finished_at"] // 60), {})
+                per_state[doc["state"]] = per_state.get(doc["state"], 0) + 1
+        return counts
 
     def counts(self) -> dict[str, int]:
-        pipeline = [{"$match": _live({})}, {"$group": {"_id": "$state", "n": {"$sum": 1}}}]
+        pipeline = [{"$match": _live({})}, {"$group": {"_id": "$state", "n": {"$sum": "$n"}}}]
         with self._db() as jobs:
-            return {row["_id"]: row["n"] for row in jobs.aggregate(pipeline)}
+            rows = list(jobs.database["job_counts"].aggregate(pipeline))
+        return {row["_id"]: row["n"] for row in rows if row["_id"] is not None and row["n"] > 0}
 
     def delete(self, job_id: str) -> None:
         with self._db() as jobs:
-            jobs.delete_one({"_id": job_id})
+            before = jobs.find_one_and_delete({"_id": job_id}, projection={"state": 1, "expires_at": 1})
+            if before is not None:
+                move_count(jobs, before, None)
 
     def ping(self) -> None:
         with self._db() as jobs:
@@ -206,15 +267,33 @@ class MongoBackend(Backend):
             docs = list(leases.find({"key": key}).sort("slot", pymongo.ASCENDING))
         return [{"slot": doc["slot"], "holder": doc.get("holder"), "until": doc["until"]} for doc in docs]
 
+    def beat_worker(self, record: dict[str, Any]) -> None:
+        doc = {"last_seen": record["last_seen"], "forget_at": _date(record["last_seen"] + FORGET_WORKER_S),
+               "record": json.dumps(record, separators=(",", ":"))}
+        with self._db() as jobs:
+            jobs.database["workers"].update_one({"_id": record["name"]}, {"$set": doc}, upsert=True)
 
-def _create_indexes(collection: Any) -> None:
+    def workers(self, seen_since: float) -> list[dict[str, Any]]:
+        with self._db() as jobs:
+            docs = list(jobs.database["workers"].find({"last_seen": {"$gte": seen_since}}).sort("_id", 1))
+        return [json.loads(doc["record"]) for doc in docs]
+
+    def forget_worker(self, name: str) -> None:
+        with self._db() as jobs:
+            jobs.database["workers"].delete_one({"_id": name})
+
+
+def _create_indexes(jobs: Any) -> None:
     try:
-        if collection.name == "leases":
-            collection.create_index([("key", 1), ("until", 1)])
-            return
-        collection.create_index([("state", 1), ("created_at", 1)])
-        collection.create_index([("task", 1), ("created_at", 1)])
-        collection.create_index("expires_at", expireAfterSeconds=0)
+        jobs.create_index([("state", 1), ("created_at", 1)])
+        jobs.create_index([("task", 1), ("created_at", 1)])
+        jobs.create_index("created_at")
+        jobs.create_index([("finished_at", 1), ("state", 1)])
+        jobs.create_index("expires_at", expireAfterSeconds=0)
+        jobs.database["job_counts"].create_index("expires_at", expireAfterSeconds=0)
+        jobs.database["workers"].create_index("forget_at", expireAfterSeconds=0)
+        build_counts(jobs)
+        jobs.database["leases"].create_index([("key", 1), ("until", 1)])
     except _DOWN as exc:
         raise BackendUnavailable(f"MongoDB unreachable: {exc}") from None
     except mongo_errors.PyMongoError as exc:
@@ -230,6 +309,12 @@ def _make_leases(leases: Any, key: str, slots: list[int]) -> None:
     except mongo_errors.BulkWriteError as exc:
         if any(error.get("code") != 11000 for error in exc.details.get("writeErrors", [])):
             raise
+
+
+def _newest_first(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Documents once each, newest first: by ``created_at``, then ``_id`` (created at the same time)."""
+    unique = {doc["_id"]: doc for doc in docs}
+    return sorted(unique.values(), key=lambda d: (d.get("created_at") or 0, d["_id"]), reverse=True)
 
 
 def _live(query: dict[str, Any]) -> dict[str, Any]:
@@ -248,7 +333,7 @@ def _to_doc(record: dict[str, Any]) -> dict[str, Any]:
         if key == "id":
             doc["_id"] = value
         elif key in _JSON_FIELDS and value is not None:
-            doc[key] = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+            doc[key] = _field_to_bson(value)
         elif key == "expires_at" and value is not None:
             doc[key] = _date(value)
         else:
@@ -261,11 +346,80 @@ def _from_doc(doc: dict[str, Any]) -> dict[str, Any]:
     for key, value in doc.items():
         if key == "_id":
             record["id"] = value
-        elif key in _JSON_FIELDS and isinstance(value, str):
-            record[key] = json.loads(value)
+        elif key in _JSON_FIELDS and value is not None:
+            record[key] = _field_from_bson(value)
         elif key == "expires_at" and isinstance(value, dt.datetime):
             aware = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
             record[key] = aware.timestamp()
         elif key in record:
             record[key] = value
     return record
+
+
+def _field_to_bson(value: Any) -> Any:
+    """``value`` (args, kwargs or result) as stored: a scalar is wrapped, as bare text means JSON text."""
+    return _to_bson(value, 0) if isinstance(value, (dict, list, tuple)) else _wrap(value)
+
+
+def _field_from_bson(stored: Any) -> Any:
+    """The value a field holds: a string is the JSON text of a record written before native storage."""
+    return json.loads(stored) if isinstance(stored, str) else _from_bson(stored)
+
+
+def _to_bson(value: Any, depth: int) -> Any:
+    """``value`` as native BSON where that is exact and safe, else its JSON text in a wrapper.
+
+    ``depth`` counts the containers around ``value`` inside its field.
+    """
+    if isinstance(value, dict):
+        if depth >= MAX_NATIVE_DEPTH or not all(map(_safe_key, value)):
+            return _wrap(value)
+        return {key: _to_bson(item, depth + 1) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        if depth >= MAX_NATIVE_DEPTH:
+            return _wrap(value)
+        return [_to_bson(item, depth + 1) for item in value]
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return int(value) if _INT64_MIN <= value <= _INT64_MAX else _wrap(value)
+    if isinstance(value, float):
+        return float(value) if math.isfinite(value) else _wrap(value)
+    if isinstance(value, str) and _utf8(value):
+        return str(value)
+    return _wrap(value)  # lone surrogates; or not JSON at all, and json.dumps says why
+
+
+def _from_bson(stored: Any) -> Any:
+    """The JSON value of a stored native value: wrappers decoded, BSON's Int64 back to ``int``."""
+    if isinstance(stored, dict):
+        text = stored.get(_WRAPPER)
+        if len(stored) == 1 and isinstance(text, str):
+            return json.loads(text)
+        return {key: _from_bson(item) for key, item in stored.items()}
+    if isinstance(stored, list):
+        return [_from_bson(item) for item in stored]
+    if isinstance(stored, int) and not isinstance(stored, bool):
+        return int(stored)
+    return stored
+
+
+def _safe_key(key: Any) -> bool:
+    """True for a key MongoDB stores as it is and never reads as an operator or a path."""
+    return (isinstance(key, str) and key != "" and key != _WRAPPER and not key.startswith("$")
+            and "." not in key and "\0" not in key and _utf8(key))
+
+
+def _wrap(value: Any) -> dict[str, str]:
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    if not _utf8(text):
+        text = json.dumps(value, separators=(",", ":"))  # lone surrogates as \u escapes
+    return {_WRAPPER: text}
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

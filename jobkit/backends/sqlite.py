@@ -13,7 +13,14 @@ error are stored as JSON text; expired rows are pruned by :meth:`prune` and
 hidden from reads until then. Listings are newest first in the order the
 records were written (rowid); no index covers the task or the hot states
 (queued, running, succeeded), so an enqueue writes the row and its id, and a
-job's claim its row alone. Needs SQLite 3.35+ (``RETURNING``).
+job's claim its row alone; a job's finish adds entries to two indexes, by
+expiry and by ``finished_at`` (the dashboard's throughput chart). Paging goes
+by keyset (``before``: the rows after a job id's rowid), never by offset.
+Counts by state are kept in ``job_counts`` by triggers on ``jobs`` (every
+writer, the pruner included, keeps them right), so :meth:`counts` reads six
+rows at any size; they include finished records past their expiry until the
+next prune deletes them. Worker heartbeats live in ``workers``. Needs SQLite
+3.35+ (``RETURNING``).
 """
 from __future__ import annotations
 
@@ -30,7 +37,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from jobkit.backends.base import FREE_LEASE_KEEP_S, Backend
+from jobkit.backends.base import FORGET_WORKER_S, FREE_LEASE_KEEP_S, Backend
 from jobkit.errors import BackendError, BackendUnavailable, ConfigError
 from jobkit.job import FINISHED_STATES, RECORD_FIELDS
 from jobkit.message import compact_encoder
@@ -42,6 +49,9 @@ _ATTENTION_STATES = ("cancelled", "failed", "retrying")  # each has a partial in
 _ADD_DEFAULTS = {"state": "queued", "attempts": 0}
 #: (field, stored as JSON text, value when absent) for every column, in RECORD_FIELDS order
 _ADD_FIELDS = tuple((f, f in _JSON_FIELDS, _ADD_DEFAULTS.get(f)) for f in RECORD_FIELDS)
+_COUNT_NEW = ("INSERT INTO job_counts (state, n) VALUES (new.state, 1)"
+              " ON CONFLICT (state) DO UPDATE SET n = n + 1;")
+_COUNT_OLD = "UPDATE job_counts SET n = n - 1 WHERE state = old.state;"
 
 
 SQLITE_BUSY = 5
@@ -75,11 +85,13 @@ class _Connection:
     doubling to 1 ms, for up to ``timeout_s`` in all.
     """
 
-    __slots__ = ("conn", "timeout_s", "begin_pending")
+    __slots__ = ("conn", "timeout_s", "begin_pending", "lock", "closed")
 
     def __init__(self, conn: sqlite3.Connection, timeout_s: float) -> None:
         self.conn, self.timeout_s = conn, timeout_s
         self.begin_pending = False  # the next statement starts a write transaction first
+        self.lock = threading.RLock()  # held while in use: close() waits for it (see SQLiteBackend.close)
+        self.closed = False
 
     @property
     def in_transaction(self) -> bool:
@@ -113,7 +125,9 @@ class _Connection:
                     raise
 
     def close(self) -> None:
-        self.conn.close()
+        with self.lock:
+            self.closed = True
+            self.conn.close()
 
 
 class SQLiteBackend(Backend):
@@ -141,6 +155,8 @@ class SQLiteBackend(Backend):
         """CREATE TABLE IF NOT EXISTS leases (
             key TEXT NOT NULL, slot INTEGER NOT NULL, holder TEXT, until REAL NOT NULL,
             PRIMARY KEY (key, slot)) WITHOUT ROWID""",
+        # the throughput chart counts the jobs finished in the last hour from this index alone
+        "CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at, state) WHERE finished_at IS NOT NULL",
         # indexes of earlier schemas, each a cost to every write
         *(f"DROP INDEX IF EXISTS {name}" for name in (
             "jobs_created", "jobs_task_created", *(f"jobs_{state}" for state in _ATTENTION_STATES))),
@@ -159,6 +175,18 @@ class SQLiteBackend(Backend):
         " started_at = excluded.started_at, worker = excluded.worker"
         f" WHERE state NOT IN {_FINISHED} RETURNING {_COLUMNS}"
     )
+
+    #: Counts by state, kept by triggers; built once from the rows of a database made before them.
+    COUNTS_DDL = (
+        "CREATE TABLE job_counts (state TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID",
+        f"CREATE TRIGGER jobs_counted_insert AFTER INSERT ON jobs BEGIN {_COUNT_NEW} END",
+        "CREATE TRIGGER jobs_counted_update AFTER UPDATE OF state ON jobs"
+        f" WHEN old.state IS NOT new.state BEGIN {_COUNT_OLD} {_COUNT_NEW} END",
+        f"CREATE TRIGGER jobs_counted_delete AFTER DELETE ON jobs BEGIN {_COUNT_OLD} END",
+        "INSERT INTO job_counts (state, n) SELECT state, count(*) FROM jobs GROUP BY state",
+    )
+    WORKERS_DDL = ("CREATE TABLE IF NOT EXISTS workers ("
+                   "name TEXT PRIMARY KEY, last_seen REAL NOT NULL, record TEXT NOT NULL)")
 
     def __init__(self, url: str, **options: Any) -> None:
         super().__init__(url, **options)
@@ -215,7 +243,7 @@ class SQLiteBackend(Backend):
     def _set_up(self, conn: _Connection) -> None:
         """Switch to WAL and create the table (a connection waits while another process does)."""
         conn.execute("PRAGMA journal_mode=WAL")
-        for statement in self.DDL:
+        for statement in (*self.DDL, self.WORKERS_DDL):
             conn.execute(statement)
         columns = {row[1] for row in conn.execute("PRAGMA table_info(jobs)").fetchall()}
         for added in [f for f in RECORD_FIELDS if f not in columns]:  # a file of an earlier schema
@@ -224,18 +252,35 @@ class SQLiteBackend(Backend):
             except sqlite3.OperationalError as exc:
                 if "duplicate column" not in str(exc):  # another process added it meanwhile
                     raise
+        if not _has_table(conn, "job_counts"):
+            self._add_counts(conn)
+
+    def _add_counts(self, conn: _Connection) -> None:
+        """Create the counts and their triggers, and count the rows there are (one transaction)."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if not _has_table(conn, "job_counts"):  # another process may have done it meanwhile
+                for statement in self.COUNTS_DDL:
+                    conn.execute(statement)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
     @contextmanager
     def _db(self) -> Iterator[_Connection]:
         try:
             conn = self._conn()
-            yield conn
+            with conn.lock:
+                if conn.closed:  # closed by another thread since this one took it
+                    raise BackendUnavailable(f"sqlite {self.path}: the backend was closed")
+                yield conn
+                if time.monotonic() >= self._next_checkpoint and not conn.in_transaction:
+                    self._checkpoint(conn)
         except sqlite3.OperationalError as exc:
             raise BackendUnavailable(f"sqlite {self.path}: {exc}") from None
         except sqlite3.Error as exc:
             raise BackendError(f"sqlite {self.path}: {exc}") from None
-        if time.monotonic() >= self._next_checkpoint and not conn.in_transaction:
-            self._checkpoint(conn)
 
     def _checkpoint(self, conn: _Connection) -> None:
         """Copy the WAL into the database and start it afresh, waiting briefly for readers.
@@ -280,6 +325,11 @@ class SQLiteBackend(Backend):
                 db.execute("COMMIT")
 
     def close(self) -> None:
+        """Close every thread's connection, each once no thread is using it.
+
+        A thread that used a connection when it was closed gets a
+        :class:`BackendUnavailable` (never a crash); any later use reconnects.
+        """
         with self._all_lock:
             conns, self._all = self._all, []
         for conn in conns:
@@ -349,7 +399,8 @@ class SQLiteBackend(Backend):
         return None if row is None else _record(row)
 
     def find(
-        self, *, state: str | None = None, task: str | None = None, limit: int = 100
+        self, *, state: str | None = None, task: str | None = None, queue: str | None = None,
+        before: str | None = None, limit: int = 100,
     ) -> list[dict[str, Any]]:
         where, params = ["(expires_at IS NULL OR expires_at > ?)"], [time.time()]
         source = "jobs"
@@ -359,20 +410,32 @@ class SQLiteBackend(Backend):
         elif state is not None:
             where.append("state = ?")
             params.append(state)  # type: ignore[arg-type]
-        if task is not None:
-            where.append("task = ?")
-            params.append(task)  # type: ignore[arg-type]
+        for column, value in (("task", task), ("queue", queue)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)  # type: ignore[arg-type]
+        if before is not None:  # keyset paging: the rows after that one in rowid order
+            where.append("rowid < (SELECT rowid FROM jobs WHERE id = ?)")
+            params.append(before)  # type: ignore[arg-type]
         sql = (f"SELECT {_COLUMNS} FROM {source} WHERE {' AND '.join(where)}"
                " ORDER BY rowid DESC LIMIT ?")
         with self._db() as db:
             rows = db.execute(sql, [*params, limit]).fetchall()
         return [_record(row) for row in rows]
 
+    def finished_per_minute(self, since: float) -> dict[int, dict[str, int]]:
+        counts: dict[int, dict[str, int]] = {}
+        with self._db() as db:  # reads the index jobs_finished only
+            rows = db.execute(
+                "SELECT CAST(finished_at / 60 AS INTEGER) AS minute, state, count(*) FROM jobs"
+                " WHERE finished_at >= ? GROUP BY minute, state", (since,)).fetchall()
+        for minute, state, n in rows:
+            counts.setdefault(minute, {})[state] = n
+        return counts
+
     def counts(self) -> dict[str, int]:
         with self._db() as db:
-            rows = db.execute(
-                "SELECT state, count(*) FROM jobs WHERE expires_at IS NULL OR expires_at > ?"
-                " GROUP BY state", (time.time(),)).fetchall()
+            rows = db.execute("SELECT state, n FROM job_counts WHERE n > 0").fetchall()
         return {state: n for state, n in rows}
 
     def delete(self, job_id: str) -> None:
@@ -386,8 +449,9 @@ class SQLiteBackend(Backend):
     def prune(self, now: float | None = None) -> int:
         now = time.time() if now is None else now
         with self._db() as db:
-            cur = db.execute("DELETE FROM jobs WHERE expires_at <= ?", (now,))
+            db.execute("DELETE FROM workers WHERE last_seen < ?", (now - FORGET_WORKER_S,))
             db.execute("DELETE FROM leases WHERE holder IS NULL AND until <= ?", (now - FREE_LEASE_KEEP_S,))
+            cur = db.execute("DELETE FROM jobs WHERE expires_at <= ?", (now,))
         return cur.rowcount
 
     # -- leases --------------------------------------------------------------
@@ -428,8 +492,29 @@ class SQLiteBackend(Backend):
                               (key,)).fetchall()
         return [{"slot": slot, "holder": holder, "until": until} for slot, holder, until in rows]
 
+    def beat_worker(self, record: dict[str, Any]) -> None:
+        with self._db() as db:
+            db.execute("INSERT INTO workers (name, last_seen, record) VALUES (?, ?, ?) ON CONFLICT (name)"
+                       " DO UPDATE SET last_seen = excluded.last_seen, record = excluded.record",
+                       (record["name"], record["last_seen"], _encode(record)))
+
+    def workers(self, seen_since: float) -> list[dict[str, Any]]:
+        with self._db() as db:
+            rows = db.execute("SELECT record FROM workers WHERE last_seen >= ? ORDER BY name",
+                              (seen_since,)).fetchall()
+        return [json.loads(text) for text, in rows]
+
+    def forget_worker(self, name: str) -> None:
+        with self._db() as db:
+            db.execute("DELETE FROM workers WHERE name = ?", (name,))
+
 
 _encode = compact_encoder(allow_nan=True)
+
+
+def _has_table(conn: _Connection, name: str) -> bool:
+    found = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
+    return found.fetchone() is not None
 
 
 def _json(value: Any) -> str:

@@ -1,4 +1,4 @@
-"""F7 and F9 of RELIABILITY.md at the HTTP edge: broker or backend down, 503 and nothing half-done;
+"""F7 and F9 of docs/fault-tests.md at the HTTP edge: broker or backend down, 503 and nothing half-done;
 beanstalkd stalled: a keyed repeat always leads to exactly one job."""
 from __future__ import annotations
 

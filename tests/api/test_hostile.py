@@ -1,4 +1,4 @@
-"""RELIABILITY.md's hostile-input list, one test each: a JSON 4xx, nothing enqueued, still serving.
+"""The hostile-input list of docs/fault-tests.md, one test each: a JSON 4xx, nothing enqueued, still serving.
 
 The cases that need a real HTTP server (a lying Content-Length, a chunked
 body on the wire) are repeated against waitress in ``test_api_server.py``.

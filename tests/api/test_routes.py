@@ -258,10 +258,14 @@ def test_queues_are_the_broker_counts(client: falcon.testing.TestClient) -> None
     assert (counts["ready"], counts["delayed"], counts["total"]) == (1, 1, 2)
 
 
-def test_workers_shows_busy_workers_and_waiting_connections(client: falcon.testing.TestClient,
-                                                           jobkit_app: App) -> None:
-    job_id = post(client, "/v1/tasks/echo", 1).json["id"]
-    jobkit_app.backend.claim({"id": job_id, "worker": "host:42", "started_at": time.time()})
+def test_workers_lists_live_workers_and_waiting_connections(client: falcon.testing.TestClient,
+                                                            jobkit_app: App) -> None:
+    now = time.time()
+    live = {"name": "host:42", "host": "host", "pid": 42, "pool": None, "queues": ["math"],
+            "concurrency": 2, "busy": 1, "jobs": ["j1"], "started_at": now - 60, "last_seen": now,
+            "jobs_done": 7, "jobs_failed": 2}
+    jobkit_app.backend.beat_worker(live)
+    jobkit_app.backend.beat_worker(live | {"name": "host:43", "last_seen": now - 60})  # gone quiet
     consumer = jobkit_app.broker.consumer(["math"])
     waiter = threading.Thread(target=consumer.reserve, args=(2,))
     waiter.start()
@@ -271,7 +275,7 @@ def test_workers_shows_busy_workers_and_waiting_connections(client: falcon.testi
             assert time.monotonic() < deadline, "the waiting connection never showed"
             time.sleep(0.01)
         body = client.simulate_get("/v1/workers").json
-        assert body["workers"] == [{"name": "host:42", "running": 1, "jobs": [job_id]}]
+        assert body["workers"] == [live | {"running": 1}]
     finally:
         consumer.interrupt()
         waiter.join()
