@@ -155,6 +155,8 @@ class SQLiteBackend(Backend):
         """CREATE TABLE IF NOT EXISTS leases (
             key TEXT NOT NULL, slot INTEGER NOT NULL, holder TEXT, until REAL NOT NULL,
             PRIMARY KEY (key, slot)) WITHOUT ROWID""",
+        # a free lease of a key found at once among thousands held (a rate of "5000/s")
+        "CREATE INDEX IF NOT EXISTS leases_ending ON leases (key, until)",
         # the throughput chart counts the jobs finished in the last hour from this index alone
         "CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at, state) WHERE finished_at IS NOT NULL",
         # indexes of earlier schemas, each a cost to every write
