@@ -13,8 +13,8 @@ with a delay (``JOBKIT_UNKNOWN_TASK_DELAY``, 5 s) with its record still
 ``unknown task 'x'`` once the broker counts ``max_retries`` +
 ``JOBKIT_UNKNOWN_TASK_RELEASES`` (12) releases of it (the job's own retries
 are not held against it; 0 buries at first sight). The count lives in the
-broker (``stats-job`` ``releases``), so a restarted worker keeps counting
-where the last one stopped. See docs/guarantees.md.
+broker (:meth:`Consumer.releases`), so a restarted worker keeps counting
+where the last one stopped; a broker that cannot count has it buried at once. See docs/guarantees.md.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from jobkit.brokers.base import DEFAULT_PRIORITY, Consumer, Delivery
 from jobkit.config import Settings
-from jobkit.errors import BackendError, BrokerError, PayloadError, PoisonMessage, Retry
+from jobkit.errors import BackendError, PayloadError, PoisonMessage, Retry
 from jobkit.limits import Limits
 from jobkit.logs import job_context, job_fields
 from jobkit.message import Envelope, dumps
@@ -194,8 +194,8 @@ class Runner:
 
         The rule is in the module docstring; the record stays ``queued`` meanwhile.
         """
-        releases = self._releases(delivery)
         limit = env.max_retries + self.unknown_task_releases
+        releases = self._releases(consumer, delivery, limit)
         if releases >= limit:
             self._poison(consumer, delivery, env.id, f"unknown task {env.task!r}", env)
             return
@@ -205,13 +205,10 @@ class Runner:
         consumer.release(delivery, priority=env.priority,
                          delay_s=int(max(0, self.unknown_task_delay_s) + 0.999))
 
-    def _releases(self, delivery: Delivery) -> int:
-        """How often the broker has released a message (0 when it cannot say)."""
-        try:
-            peeked = self.app.broker.peek(delivery.broker_id)
-        except BrokerError:
-            peeked = None
-        return int(peeked.stats.get("releases") or 0) if peeked is not None else 0
+    def _releases(self, consumer: Consumer, delivery: Delivery, limit: int) -> int:
+        """How often the broker has released a message; ``limit`` when it cannot say (bury it now)."""
+        releases = consumer.releases(delivery)
+        return limit if releases is None else releases
 
     def _claim(self, env: Envelope) -> dict[str, Any]:
         return self.app.backend.claim(env.record() | {"worker": self.worker_name,
@@ -226,7 +223,7 @@ class Runner:
         elif state == "failed":
             consumer.bury(delivery, priority=env.priority)  # a dead letter stays one
         elif attempts > lost_worker_limit(env.max_retries) and (
-                lost := self._lost_starts(delivery, attempts)) >= lost_worker_limit(env.max_retries):
+                lost := consumer.lost_deliveries(delivery)) >= lost_worker_limit(env.max_retries):
             error = {"type": "WorkerLost", "traceback": "", "message": f"reserved {attempts} times, "
                      f"{lost} of them without an outcome: its worker died each time"}
             self._store_then(consumer, delivery, env, "failed", Outcome(False, error=error), attempts)
@@ -242,15 +239,6 @@ class Runner:
         except BackendError:
             _release_for_outage(consumer, delivery, env)
             raise
-
-    def _lost_starts(self, delivery: Delivery, attempts: int) -> int:
-        """How many earlier starts of a job ended without any outcome (its worker died).
-
-        The record counts every start; the broker counts releases, which end a
-        start too (a retry, or an outcome that could not be stored). Asked only
-        when the record's count is past the limit.
-        """
-        return max(0, attempts - 1 - self._releases(delivery))
 
     def _poison(self, consumer: Consumer, delivery: Delivery, job_id: str | None,
                 reason: str, env: Envelope | None) -> None:

@@ -77,8 +77,9 @@ def _seed_paths() -> dict[str, Any]:
         "A job as the seed showed it", {"200": _json(status, "stats-job or the stored document"),
                                         **_errors("404", "503")},
         tag="seed", params=[_JOB_ID],
-        description="`/{job_id}/` too. While beanstalkd holds the job: its stats-job with "
-                    "`timeLeft`. Succeeded: `{\"_id\", **result}` (dict results) or "
+        description="`/{job_id}/` too. While the broker holds the job (where it can look jobs "
+                    "up; else the record answers): its stats-job with `timeLeft`. Succeeded: "
+                    "`{\"_id\", **result}` (dict results) or "
                     "`{\"_id\", \"result\"}`. Otherwise `{\"_id\", \"state\", \"error\"?}`.")
     return {
         "/": {"post": _op(
@@ -107,7 +108,8 @@ def _job_paths() -> dict[str, Any]:
         },
         "/v1/jobs/{job_id}": {
             "get": _op("A job's record and live broker stats", {
-                "200": _json(record, "the record; `broker` is beanstalkd's stats-job, or null"),
+                "200": _json(record, "the record; `broker`: the broker's stats-job while it holds "
+                                     "the job (and can peek), else null"),
                 **_errors("404", "503")}, params=[_JOB_ID]),
             "delete": _op("Cancel a job", {
                 "200": _json(record, "cancelled: deleted from the broker, or flagged if running"),
@@ -186,10 +188,14 @@ def _dashboard_paths() -> dict[str, Any]:
 def _schemas() -> dict[str, Any]:
     error = {"type": "object", "required": ["title"],
              "properties": {"title": {"type": "string"}, "description": {"type": "string"}}}
-    stats = {key: {"type": "string" if key in ("tube", "state") else "integer"} for key in STATS_JOB_KEYS}
+    stats: dict[str, Any] = {key: {"type": "string" if key in ("tube", "state") else "integer"}
+                             for key in STATS_JOB_KEYS}
+    stats["id"] = {"type": ["integer", "string"], "description": "the broker's own id for the message"}
     seed = {("timeLeft" if k == "time-left" else k): v for k, v in stats.items()}
     record = {key: _ANY for key in RECORD_FIELDS} | {
         "state": {"type": "string", "enum": _STATES}, "error": _ref("schemas", "JobError"),
+        "broker_id": {"type": ["string", "null"],
+                      "description": "the broker's opaque id for the job's latest message"},
         "broker": {"oneOf": [_ref("schemas", "StatsJob"), {"type": "null"}]},
         "waiting": {"type": ["object", "null"], "description": "queued, waiting in the broker on a limit: "
                     "`limit` (rate_limit or concurrency_limit), `until` (unix seconds), `times`"}}

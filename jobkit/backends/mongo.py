@@ -348,6 +348,8 @@ def _from_doc(doc: dict[str, Any]) -> dict[str, Any]:
             record["id"] = value
         elif key in _JSON_FIELDS and value is not None:
             record[key] = _field_from_bson(value)
+        elif key == "broker_id" and isinstance(value, int):  # written before ids were strings
+            record[key] = str(value)
         elif key == "expires_at" and isinstance(value, dt.datetime):
             aware = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
             record[key] = aware.timestamp()

@@ -136,7 +136,7 @@ class SQLiteBackend(Backend):
     DDL = (
         """CREATE TABLE IF NOT EXISTS jobs (
             id TEXT PRIMARY KEY, task TEXT, args TEXT, kwargs TEXT, queue TEXT,
-            state TEXT NOT NULL, broker_id INTEGER, priority INTEGER,
+            state TEXT NOT NULL, broker_id TEXT, priority INTEGER,
             attempts INTEGER NOT NULL DEFAULT 0, result TEXT, error TEXT,
             created_at REAL, started_at REAL, finished_at REAL, expires_at REAL,
             worker TEXT, idempotency_key TEXT, waiting TEXT)""",
@@ -245,15 +245,10 @@ class SQLiteBackend(Backend):
     def _set_up(self, conn: _Connection) -> None:
         """Switch to WAL and create the table (a connection waits while another process does)."""
         conn.execute("PRAGMA journal_mode=WAL")
+        self._add_new_fields(conn)
+        self._upgrade_broker_ids(conn)
         for statement in (*self.DDL, self.WORKERS_DDL):
             conn.execute(statement)
-        columns = {row[1] for row in conn.execute("PRAGMA table_info(jobs)").fetchall()}
-        for added in [f for f in RECORD_FIELDS if f not in columns]:  # a file of an earlier schema
-            try:
-                conn.execute(f"ALTER TABLE jobs ADD COLUMN {added} TEXT")
-            except sqlite3.OperationalError as exc:
-                if "duplicate column" not in str(exc):  # another process added it meanwhile
-                    raise
         if not _has_table(conn, "job_counts"):
             self._add_counts(conn)
 
@@ -268,6 +263,40 @@ class SQLiteBackend(Backend):
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+
+    @staticmethod
+    def _add_new_fields(conn: _Connection) -> None:
+        """Give a file of an earlier schema the record fields added since (``waiting``), as columns."""
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(jobs)").fetchall()}
+        for added in [f for f in RECORD_FIELDS if columns and f not in columns]:
+            try:
+                conn.execute(f"ALTER TABLE jobs ADD COLUMN {added} TEXT")
+            except sqlite3.OperationalError as exc:
+                if "duplicate column" not in str(exc):  # another process added it meanwhile
+                    raise
+
+    def _upgrade_broker_ids(self, conn: _Connection) -> None:
+        """Give a file made when broker ids were numbers a TEXT ``broker_id`` column.
+
+        An INTEGER column turns an opaque id that looks like a number into one
+        (``"007"`` reads back as 7, ``"12e4"`` as 120000), and SQLite cannot
+        change a column's type: the table is copied once, rowids (the listing
+        order) and all, in one transaction. The indexes are made again by :attr:`DDL`.
+        """
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            types = {row[1]: row[2] for row in conn.execute("PRAGMA table_info(jobs)")}
+            if types.get("broker_id", "TEXT").upper() != "TEXT":
+                conn.execute(self.DDL[0].replace(" jobs (", " jobs_upgrade (", 1))
+                values = _COLUMNS.replace("broker_id", "CAST(broker_id AS TEXT)")
+                conn.execute(f"INSERT INTO jobs_upgrade (rowid, {_COLUMNS}) SELECT rowid, {values} FROM jobs")
+                conn.execute("DROP TABLE jobs")
+                conn.execute("ALTER TABLE jobs_upgrade RENAME TO jobs")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
 
     @contextmanager
     def _db(self) -> Iterator[_Connection]:
@@ -530,7 +559,9 @@ def _out(field: str, value: Any) -> Any:
 
 
 def _record(row: tuple[Any, ...], known: dict[str, tuple[str, Any]] | None = None) -> dict[str, Any]:
-    """A record from a row; a field whose text is ``known[field][0]`` takes ``known[field][1]``."""
+    """A record from a row; a field whose text is ``known[field][0]`` takes ``known[field][1]``.
+
+    """
     record = dict(zip(RECORD_FIELDS, row, strict=True))
     for field in _JSON_FIELDS:
         text = record[field]
