@@ -9,18 +9,17 @@ message instead of a kick, no queue counts).
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
+from jobkit import workflows
 from jobkit.backends import Backend, backend_from_url
 from jobkit.backends.base import LIVE_FOR_S
 from jobkit.brokers import Broker, broker_from_url
 from jobkit.brokers.base import DELAY, DELETE, KICK, PEEK, STATS
-from jobkit.brokers.beanstalk import MAX_U32
 from jobkit.config import Settings
 from jobkit.errors import (
     BackendError,
@@ -38,7 +37,10 @@ from jobkit.errors import (
 from jobkit.job import Job, JobState, JobStatus
 from jobkit.message import Envelope, new_job_id
 from jobkit.schedules import Schedule
-from jobkit.task import Task, TaskOptions, check_priority, check_queue, check_ttr
+from jobkit.task import Task, TaskOptions, check_delay, check_priority, check_queue, check_ttr
+
+if TYPE_CHECKING:
+    from jobkit.canvas import Signature
 
 log = logging.getLogger("jobkit")
 P = ParamSpec("P")
@@ -264,24 +266,46 @@ class App:
             BackendUnavailable: the job could not be recorded; it was taken back.
             Unsupported: ``delay`` > 0 and the broker cannot delay (nothing is recorded).
         """
-        task = self.get_task(task_name)
-        opts = task.options
-        delay_s = _check_delay(delay)
+        delay_s = check_delay(delay)
         if delay_s > 0 and not self.broker.can(DELAY):
             raise Unsupported(f"the broker at {self.broker.url.split('://')[0]}:// cannot delay a job")
-        ttr_s = check_ttr(opts.ttr if ttr is None else ttr)
+        env = self.envelope(task_name, args, kwargs, queue=queue, priority=priority, ttr=ttr,
+                            job_id=None if idempotency_key is None else key_job_id(idempotency_key))
+        return self._enqueue(env, delay_s, idempotency_key)
+
+    def send_many(self, signatures: Iterable[Signature]) -> list[Job]:
+        """Enqueue many jobs at once: one backend transaction, pipelined broker puts.
+
+        All or nothing: every job is checked before any is sent, and an error
+        names the item (``jobs[3]: no task named 'x'``). See
+        :func:`jobkit.workflows.send_many`.
+        """
+        return workflows.send_many(self, signatures)
+
+    def envelope(self, task_name: str, args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = None,
+                 *, queue: str | None = None, priority: int | None = None, ttr: int | None = None,
+                 job_id: str | None = None) -> Envelope:
+        """The checked message of a job of a registered task, the task's options filling the gaps.
+
+        Raises:
+            TaskNotFound: no such task.
+            PayloadError: args is not a list, kwargs not an object.
+            ConfigError: an option is out of range.
+        """
+        task = self.get_task(task_name)
+        opts = task.options
         if kwargs is not None and not isinstance(kwargs, Mapping):
             raise PayloadError("kwargs must be an object")
         if isinstance(args, (str, bytes, Mapping)) or not isinstance(args, Iterable):
             raise PayloadError("args must be a list or tuple of arguments")
-        env = Envelope(
-            id=new_job_id() if idempotency_key is None else key_job_id(idempotency_key),
+        return Envelope(
+            id=new_job_id() if job_id is None else job_id,
             task=task.name, args=list(args), kwargs=dict(kwargs or {}),
             queue=self.broker.check_queue(check_queue(opts.queue if queue is None else queue)),
             priority=check_priority(opts.priority if priority is None else priority),
-            ttr=ttr_s, max_retries=opts.max_retries, enqueued_at=time.time(),
+            ttr=check_ttr(opts.ttr if ttr is None else ttr), max_retries=opts.max_retries,
+            enqueued_at=time.time(),
         )
-        return self._enqueue(env, delay_s, idempotency_key)
 
     def _enqueue(self, env: Envelope, delay_s: int, key: str | None, *, again: bool = True) -> Job:
         body = env.encode()
@@ -429,6 +453,7 @@ class App:
             unless=("succeeded", "cancelled"))
         if not changed:
             raise InvalidState(f"job {job_id} finished before it could be cancelled")
+        workflows.cancelled(self.backend, status.record)  # the rest of its workflow fails
         return self.status(job_id)
 
     def _delete_waiting(self, status: JobStatus) -> None:
@@ -552,19 +577,6 @@ def key_job_id(idempotency_key: str) -> str:
     if not isinstance(idempotency_key, str) or not 0 < len(idempotency_key) <= 255:
         raise ConfigError("an idempotency key is 1 to 255 characters")
     return uuid.uuid5(_KEY_SPACE, idempotency_key).hex
-
-
-def _check_delay(delay: Any) -> int:
-    """Return ``delay`` as the whole seconds sent to the broker (rounded up), else raise ConfigError.
-
-    The range is checked after rounding: 4294967295.5 s would round up to 2**32, past beanstalkd's.
-    """
-    if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not delay >= 0:
-        raise ConfigError(f"delay must be a number of seconds >= 0, not {delay!r}")
-    delay_s = math.ceil(delay) if isinstance(delay, float) and delay != math.inf else delay
-    if not delay_s <= MAX_U32:
-        raise ConfigError(f"delay must be at most {MAX_U32} seconds once rounded up, not {delay!r}")
-    return int(delay_s)
 
 
 def _answers(ping: Callable[[], None]) -> str:

@@ -24,9 +24,10 @@ import traceback
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from jobkit import workflows
 from jobkit.brokers.base import DEFAULT_PRIORITY, Consumer, Delivery
 from jobkit.config import Settings
-from jobkit.errors import BackendError, PayloadError, PoisonMessage, Retry
+from jobkit.errors import BackendError, BrokerError, PayloadError, PoisonMessage, Retry
 from jobkit.limits import Limits
 from jobkit.logs import job_context, job_fields
 from jobkit.message import Envelope, dumps
@@ -66,6 +67,7 @@ class Attempt:
     touched: float = 0.0  # monotonic time of the last touch (or the start)
     done: bool = False  # the slot took the outcome
     abandoned: bool = False  # the heartbeat or shutdown took the job away from the slot
+    workflow: dict[str, Any] | None = None  # the record's workflow state, when it is part of one
 
     def __post_init__(self) -> None:
         self.touched = self.started
@@ -218,18 +220,39 @@ class Runner:
                record: dict[str, Any]) -> Attempt | None:
         """The attempt to run for a claimed job, or None when its record says it must not run."""
         state, attempts = record["state"], record.get("attempts") or 0
+        flow = record.get("workflow")
         if state in ("succeeded", "cancelled"):
-            consumer.delete(delivery)  # its outcome is stored: a redelivery, not new work
+            if self._replayed(consumer, delivery, env, record):
+                consumer.delete(delivery)  # its outcome is stored: a redelivery, not new work
         elif state == "failed":
-            consumer.bury(delivery, priority=env.priority)  # a dead letter stays one
+            if self._replayed(consumer, delivery, env, record):
+                consumer.bury(delivery, priority=env.priority)  # a dead letter stays one
         elif attempts > lost_worker_limit(env.max_retries) and (
                 lost := consumer.lost_deliveries(delivery)) >= lost_worker_limit(env.max_retries):
             error = {"type": "WorkerLost", "traceback": "", "message": f"reserved {attempts} times, "
                      f"{lost} of them without an outcome: its worker died each time"}
-            self._store_then(consumer, delivery, env, "failed", Outcome(False, error=error), attempts)
+            self._store_then(consumer, delivery, env, "failed", Outcome(False, error=error), attempts, flow)
         elif self._within_limits(consumer, delivery, env, task, record):
-            return Attempt(delivery, env, task, attempts)
+            return Attempt(delivery, env, task, attempts, workflow=flow)
         return None
+
+    def _replayed(self, consumer: Consumer, delivery: Delivery, env: Envelope,
+                  record: dict[str, Any]) -> bool:
+        """Redo a finished workflow job's effect on its workflow before its message goes.
+
+        Its worker may have died after storing the outcome and before putting
+        the jobs it made due (see :mod:`jobkit.workflows`). False when that
+        could not be done now: the message was released, to come back later.
+        """
+        if not record.get("workflow"):
+            return True
+        try:
+            workflows.dispatch(self.app, workflows.replay(self.app.backend, record))
+        except (BackendError, BrokerError) as exc:
+            log.warning("job %s: workflow not moved on yet (%s); back to the broker", env.id, exc)
+            _release_for_outage(consumer, delivery, env)
+            return False
+        return True
 
     def _within_limits(self, consumer: Consumer, delivery: Delivery, env: Envelope,
                        task: Task[Any, Any], record: dict[str, Any]) -> bool:
@@ -308,6 +331,7 @@ class Runner:
         try:
             with self.app.backend.batch():
                 stored = self._store(attempt.envelope, state, outcome, attempt.attempts)
+                due = self._advance(attempt.envelope, attempt.workflow, state, outcome, stored)
                 record = self._claim(decoded[0]) if decoded is not None else None
         except BackendError:
             _outcome_lost(consumer, attempt.delivery, attempt.envelope)
@@ -315,8 +339,9 @@ class Runner:
                 _release_for_outage(consumer, ahead, decoded[0])
             raise
         self._count(attempt, state, outcome, stored)
-        self._then(consumer, attempt.delivery, attempt.envelope, state, outcome, attempt.attempts,
-                   stored)
+        if self._dispatched(consumer, attempt.delivery, attempt.envelope, due):
+            self._then(consumer, attempt.delivery, attempt.envelope, state, outcome, attempt.attempts,
+                       stored)
         self.limits.release(attempt.task, attempt.envelope, attempt.attempts)
         if ahead is None or decoded is None or record is None:
             return None
@@ -344,13 +369,35 @@ class Runner:
                                        insert=env.record() | {"attempts": attempts}, **result)
 
     def _store_then(self, consumer: Consumer, delivery: Delivery, env: Envelope, state: str,
-                    outcome: Outcome, attempts: int) -> None:
+                    outcome: Outcome, attempts: int, flow: dict[str, Any] | None = None) -> None:
         try:
-            stored = self._store(env, state, outcome, attempts)
+            with self.app.backend.batch():
+                stored = self._store(env, state, outcome, attempts)
+                self._advance(env, flow, state, outcome, stored)
         except BackendError:
             _outcome_lost(consumer, delivery, env)
             raise
         self._then(consumer, delivery, env, state, outcome, attempts, stored)
+
+    def _advance(self, env: Envelope, flow: dict[str, Any] | None, state: str, outcome: Outcome,
+                 stored: bool) -> list[dict[str, Any]]:
+        """Move the job's workflow on, in the write that stores its outcome; the jobs made due."""
+        if flow is None or not stored:  # not stored: cancelled, and the cancel failed its downstream
+            return []
+        return workflows.after_outcome(self.app.backend, env, flow, state, outcome.result, outcome.error)
+
+    def _dispatched(self, consumer: Consumer, delivery: Delivery, env: Envelope,
+                    due: list[dict[str, Any]]) -> bool:
+        """Put the jobs an outcome made due; False when the broker would not (message released)."""
+        if not due:
+            return True
+        try:
+            workflows.dispatch(self.app, due)
+        except BrokerError as exc:
+            log.warning("job %s: next workflow step not sent (%s); back to the broker", env.id, exc)
+            _release_for_outage(consumer, delivery, env)
+            return False
+        return True
 
     def _then(self, consumer: Consumer, delivery: Delivery, env: Envelope, state: str,
               outcome: Outcome, attempts: int, stored: bool) -> None:

@@ -37,12 +37,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from jobkit.backends.base import FORGET_WORKER_S, FREE_LEASE_KEEP_S, Backend
+from jobkit.backends.base import FORGET_WORKER_S, FREE_LEASE_KEEP_S, Backend, take_input
 from jobkit.errors import BackendError, BackendUnavailable, ConfigError
 from jobkit.job import FINISHED_STATES, RECORD_FIELDS
 from jobkit.message import compact_encoder
 
-_JSON_FIELDS = frozenset({"args", "kwargs", "result", "error", "waiting"})
+_JSON_FIELDS = frozenset({"args", "kwargs", "result", "error", "children", "workflow", "waiting"})
 _COLUMNS = ", ".join(RECORD_FIELDS)
 _FINISHED = "('" + "','".join(sorted(FINISHED_STATES)) + "')"
 _ATTENTION_STATES = ("cancelled", "failed", "retrying")  # each has a partial index
@@ -108,6 +108,13 @@ class _Connection:
                 raise
         return self._wait_and_execute(sql, params)
 
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> sqlite3.Cursor:
+        """Run ``sql`` for every row; only inside a write transaction (no lock to wait for)."""
+        if self.begin_pending:
+            self.begin_pending = False
+            self.execute("BEGIN IMMEDIATE")
+        return self.conn.executemany(sql, rows)
+
     def _wait_and_execute(self, sql: str, params: Sequence[Any]) -> sqlite3.Cursor:
         deadline, nap = time.monotonic() + self.timeout_s, FIRST_NAP_S
         spins = SPINS if threading.active_count() <= SPIN_THREADS else 0
@@ -139,7 +146,8 @@ class SQLiteBackend(Backend):
             state TEXT NOT NULL, broker_id TEXT, priority INTEGER,
             attempts INTEGER NOT NULL DEFAULT 0, result TEXT, error TEXT,
             created_at REAL, started_at REAL, finished_at REAL, expires_at REAL,
-            worker TEXT, idempotency_key TEXT, waiting TEXT)""",
+            worker TEXT, idempotency_key TEXT, parent TEXT, root TEXT, children TEXT,
+            workflow TEXT, waiting TEXT)""",
         # perf: each index is one more b-tree every enqueue writes, so the row order stands
         # for creation order: listings walk the table newest first by rowid (the order the
         # records were written, within milliseconds of their creation), filtering by task
@@ -245,7 +253,7 @@ class SQLiteBackend(Backend):
     def _set_up(self, conn: _Connection) -> None:
         """Switch to WAL and create the table (a connection waits while another process does)."""
         conn.execute("PRAGMA journal_mode=WAL")
-        self._add_new_fields(conn)
+        _add_missing_columns(conn)  # first: the broker-id upgrade copies every column
         self._upgrade_broker_ids(conn)
         for statement in (*self.DDL, self.WORKERS_DDL):
             conn.execute(statement)
@@ -263,17 +271,6 @@ class SQLiteBackend(Backend):
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
-
-    @staticmethod
-    def _add_new_fields(conn: _Connection) -> None:
-        """Give a file of an earlier schema the record fields added since (``waiting``), as columns."""
-        columns = {row[1] for row in conn.execute("PRAGMA table_info(jobs)").fetchall()}
-        for added in [f for f in RECORD_FIELDS if columns and f not in columns]:
-            try:
-                conn.execute(f"ALTER TABLE jobs ADD COLUMN {added} TEXT")
-            except sqlite3.OperationalError as exc:
-                if "duplicate column" not in str(exc):  # another process added it meanwhile
-                    raise
 
     def _upgrade_broker_ids(self, conn: _Connection) -> None:
         """Give a file made when broker ids were numbers a TEXT ``broker_id`` column.
@@ -355,6 +352,22 @@ class SQLiteBackend(Backend):
             if db.in_transaction:
                 db.execute("COMMIT")
 
+    @contextmanager
+    def _transaction(self) -> Iterator[_Connection]:
+        """The connection, inside a write transaction: the caller's :meth:`batch`, else one of its own."""
+        with self._db() as db:
+            if db.in_transaction or db.begin_pending:
+                yield db
+                return
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
     def close(self) -> None:
         """Close every thread's connection, each once no thread is using it.
 
@@ -382,6 +395,24 @@ class SQLiteBackend(Backend):
             db.execute(self.REFRESH, (record.get("broker_id"), record.get("priority"),
                                       record.get("queue"), record["id"]))
         return False
+
+    def add_many(self, records: Sequence[dict[str, Any]]) -> None:
+        rows = [[v if v is None or not as_json else _encode(v)
+                 for f, as_json, default in _ADD_FIELDS for v in (r.get(f, default),)] for r in records]
+        with self._transaction() as db:
+            db.executemany(self.UPSERT, rows)
+
+    def feed(self, job_id: str, slot: int, value: str, *, by: str) -> dict[str, Any] | None:
+        with self._transaction() as db:
+            row = db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                return None
+            record = _record(row)
+            changed, hand_over = take_input(record, slot, value, by)
+            if changed:
+                db.execute("UPDATE jobs SET workflow = ?, parent = ? WHERE id = ?",
+                           (_encode(record["workflow"]), record["parent"], job_id))
+        return record if hand_over else None
 
     def claim(self, record: dict[str, Any]) -> dict[str, Any]:
         r = record
@@ -570,6 +601,20 @@ def _record(row: tuple[Any, ...], known: dict[str, tuple[str, Any]] | None = Non
         sent = known.get(field) if known else None
         record[field] = sent[1] if sent is not None and sent[0] == text else json.loads(text)
     return record
+
+
+def _add_missing_columns(conn: _Connection) -> None:
+    """Give a table made by an earlier jobkit the columns added since (all nullable)."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(jobs)").fetchall()}
+    if not have:
+        return  # no table yet: DDL makes it whole
+    for name in RECORD_FIELDS:
+        if name not in have:
+            try:
+                conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} TEXT")
+            except sqlite3.OperationalError as exc:
+                if "duplicate column" not in str(exc):  # another process added it meanwhile
+                    raise
 
 
 @functools.lru_cache(maxsize=256)
