@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from jobkit import App
-from jobkit.embedded import Beanstalkd
+from jobkit.embedded import Beanstalkd, free_port
 from tests import limitapp
 from tests.faultkit import lines
 from tests.helpers import eventually
-from tests.processes import JobkitProcess, clean_env, jobkit
+from tests.processes import ROOT, JobkitProcess, clean_env, jobkit
 
 pytestmark = pytest.mark.e2e
 BEAT_FOR_S = 60
@@ -80,3 +80,17 @@ def test_a_worker_with_beat_sends_and_runs_the_ticks(app: App, tmp_path: Path,
     processes[0].stop()
     assert processes[0].proc.returncode == 0
     assert len(tick_keys(app)) >= 2
+
+
+@pytest.mark.parametrize("broker", ["memory", "beanstalk"])
+def test_up_runs_the_schedules(broker: str, beanstalk: Beanstalkd, tmp_path: Path,
+                               processes: list[JobkitProcess]) -> None:
+    """``jobkit up``: in-process workers and beat (memory broker), or worker processes with --beat."""
+    runs = tmp_path / "ticks"
+    url = "memory://" if broker == "memory" else beanstalk.url
+    env = clean_env(PYTHONPATH=str(ROOT), LIMITS_TICK_LOG=str(runs), JOBKIT_APP="tests.limitapp:app",
+                    JOBKIT_BROKER_URL=url, JOBKIT_BACKEND_URL=f"sqlite:///{tmp_path / 'jobs.db'}")
+    processes.append(JobkitProcess("up", "--port", str(free_port()), "--workers", "1",
+                                   log=tmp_path / "up.log", env=env, cwd=tmp_path))
+    eventually(lambda: len(lines(runs)) >= 2, timeout_s=30, what=f"two ticks run ({tmp_path / 'up.log'})")
+    assert "and the beat" in processes[0].output()
