@@ -36,6 +36,7 @@ from jobkit.errors import (
 )
 from jobkit.job import Job, JobState, JobStatus
 from jobkit.message import Envelope, new_job_id
+from jobkit.schedules import Schedule
 from jobkit.task import Task, TaskOptions, check_delay, check_priority, check_queue, check_ttr
 
 if TYPE_CHECKING:
@@ -69,6 +70,7 @@ class App:
     ) -> None:
         self.name = name
         self.tasks: dict[str, Task[Any, Any]] = {}
+        self.schedules: dict[str, Schedule] = {}
         self._broker_spec = broker
         self._backend_spec = backend
         self._settings = settings
@@ -169,6 +171,52 @@ class App:
             return task
 
         return register(fn) if fn is not None else register
+
+    @overload
+    def periodic(self, fn: Callable[P, R], /, *, cron: str | None = None, every: int | None = None,
+                 tz: str = "UTC", args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = None,
+                 name: str | None = None, **options: Any) -> Task[P, R]: ...
+
+    @overload
+    def periodic(self, fn: None = None, /, *, cron: str | None = None, every: int | None = None,
+                 tz: str = "UTC", args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = None,
+                 name: str | None = None, **options: Any) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+    def periodic(self, fn: Callable[P, R] | None = None, /, *, cron: str | None = None,
+                 every: int | None = None, tz: str = "UTC", args: Iterable[Any] = (),
+                 kwargs: Mapping[str, Any] | None = None, name: str | None = None,
+                 **options: Any) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
+        """Register a task that runs by itself: ``@app.periodic(cron="*/5 * * * *")`` or ``every=30``.
+
+        Args:
+            cron: a cron expression, read in ``tz`` (5 fields, or 6 with seconds last).
+            every: or a period in whole seconds (ticks on multiples of it since the epoch).
+            tz: the IANA time zone of ``cron`` (default UTC).
+            args: positional arguments of every tick's job.
+            kwargs: keyword arguments of every tick's job.
+            name: the task's (and schedule's) name; default: the function's.
+            options: task options, as for :meth:`task`.
+
+        ``jobkit beat`` (or ``worker --beat``, or ``up``) sends the ticks.
+
+        Raises:
+            ConfigError: a bad schedule or option, or the name is taken.
+        """
+        def register(func: Callable[P, R]) -> Task[P, R]:
+            task_name = name or func.__name__
+            schedule = Schedule(task_name, task_name, cron=cron, every=every, tz=tz,
+                                args=tuple(args), kwargs=dict(kwargs or {}))
+            task = self.task(name=task_name, **options)(func)
+            self.schedules[schedule.name] = schedule
+            return task
+
+        return register(fn) if fn is not None else register
+
+    def list_schedules(self) -> list[dict[str, Any]]:
+        """Every schedule with its ``last_run`` and ``next_run`` (ISO 8601 UTC), by name."""
+        from jobkit.schedules import status
+
+        return [status(self.backend, self.schedules[n]) for n in sorted(self.schedules)]
 
     def get_task(self, name: str) -> Task[Any, Any]:
         """Return the registered task called ``name``.

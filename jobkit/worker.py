@@ -285,6 +285,7 @@ class Heartbeat:
                 with slot.lock:
                     if self.touches and slot.attempt is attempt and not (attempt.done or attempt.abandoned):
                         slot.consumer.touch(attempt.delivery)
+                self.worker.runner.limits.renew(attempt.task, attempt.envelope, attempt.attempts)
                 attempt.touched = now
             wake = min(wake, attempt.next_due)
         return max(0.05, wake - now)
