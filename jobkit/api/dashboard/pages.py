@@ -153,10 +153,14 @@ def _facts(record: dict[str, Any], in_broker: dict[str, Any] | None) -> Safe:
 
 
 def _waiting(record: dict[str, Any]) -> str | None:
-    """A queued job's wait on a rate or concurrency limit (see jobkit.limits), else None."""
+    """A queued job's wait on a rate or concurrency limit (see jobkit.limits), or on an
+    unconfirmed put (see ``App._repeat``), else None."""
     waiting = record.get("waiting")
     if record.get("state") != JobState.QUEUED.value or not isinstance(waiting, dict):
         return None
+    if waiting.get("on") == "put":
+        return (f"the broker never confirmed its put (since {when(waiting.get('since'))} UTC):"
+                " a repeat with its idempotency key puts it again")
     until = when(waiting.get("until"))
     return f"its {waiting.get('limit')}, until {until} UTC ({waiting.get('times')} times)"
 
