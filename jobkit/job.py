@@ -43,7 +43,7 @@ FINISHED_STATES = frozenset({"succeeded", "failed", "cancelled"})
 RECORD_FIELDS = (
     "id", "task", "args", "kwargs", "queue", "state", "broker_id", "priority", "attempts",
     "result", "error", "created_at", "started_at", "finished_at", "expires_at", "worker",
-    "idempotency_key", "parent", "root", "children", "workflow", "progress",
+    "idempotency_key", "parent", "root", "children", "workflow", "waiting", "progress",
 )
 #: The fields of a record that place it in a workflow (see :mod:`jobkit.workflows`):
 #: ``root`` is the workflow's first job, ``parent`` the job whose outcome made this one

@@ -31,6 +31,7 @@ from jobkit.brokers.base import DEFAULT_PRIORITY, Consumer, Delivery
 from jobkit.config import Settings
 from jobkit.context import JobContext
 from jobkit.errors import BackendError, BrokerError, PayloadError, PoisonMessage, Retry
+from jobkit.limits import Limits
 from jobkit.logs import job_context, job_fields
 from jobkit.message import Envelope, dumps
 from jobkit.metrics import JobStats
@@ -165,6 +166,7 @@ class Runner:
                  unknown_task_delay_s: float = Settings.unknown_task_delay) -> None:
         self.app = app
         self.worker_name = worker_name
+        self.limits = Limits(app)
         self.stats = JobStats() if stats is None else stats
         self.unknown_task_releases = unknown_task_releases
         self.unknown_task_delay_s = unknown_task_delay_s
@@ -244,7 +246,7 @@ class Runner:
             error = {"type": "WorkerLost", "traceback": "", "message": f"reserved {attempts} times, "
                      f"{lost} of them without an outcome: its worker died each time"}
             self._store_then(consumer, delivery, env, "failed", Outcome(False, error=error), attempts, flow)
-        else:
+        elif self._within_limits(consumer, delivery, env, task, record):
             return Attempt(delivery, env, task, attempts, workflow=flow)
         return None
 
@@ -265,6 +267,15 @@ class Runner:
             _release_for_outage(consumer, delivery, env)
             return False
         return True
+
+    def _within_limits(self, consumer: Consumer, delivery: Delivery, env: Envelope,
+                       task: Task[Any, Any], record: dict[str, Any]) -> bool:
+        """Take the job's rate and concurrency leases, else send it back to wait (see jobkit.limits)."""
+        try:
+            return self.limits.admit(consumer, delivery, env, task, record)
+        except BackendError:
+            _release_for_outage(consumer, delivery, env)
+            raise
 
     def _poison(self, consumer: Consumer, delivery: Delivery, job_id: str | None,
                 reason: str, env: Envelope | None) -> None:
@@ -369,6 +380,7 @@ class Runner:
         if self._dispatched(consumer, attempt.delivery, attempt.envelope, due):
             self._then(consumer, attempt.delivery, attempt.envelope, state, outcome, attempt.attempts,
                        stored)
+        self.limits.release(attempt.task, attempt.envelope, attempt.attempts)
         if ahead is None or decoded is None or record is None:
             return None
         return self._admit(consumer, ahead, *decoded, record)
@@ -461,6 +473,7 @@ class Runner:
         except BackendError:
             log.warning("job %s released, but its record still says running", env.id)
         consumer.release(attempt.delivery, priority=env.priority, delay_s=0)
+        self.limits.release(attempt.task, env, attempt.attempts)
 
 
 

@@ -19,6 +19,7 @@ from jobkit.brokers.base import DEFAULT_PRIORITY, DEFAULT_TTR, MAX_PRIORITY, MIN
 from jobkit.brokers.beanstalk import MAX_U32, queue_name_problem
 from jobkit.canvas import Signature, eta_delay
 from jobkit.errors import ConfigError, PayloadError
+from jobkit.limits import check_concurrency, parse_rate
 from jobkit.message import NAME_RE
 
 if TYPE_CHECKING:
@@ -44,6 +45,11 @@ class TaskOptions:
         retry_backoff_max: the cap on a retry's delay.
         retry_on: exception types that earn a retry; others fail at once.
         time_limit: seconds one attempt may run; None for no limit.
+        rate_limit: ``"N/s"``, ``"N/m"`` or ``"N/h"``: at most N starts in any
+            such period, over all workers together (see :mod:`jobkit.limits`).
+        concurrency_limit: at most this many jobs running at once, over all workers.
+        concurrency_key: the name of an argument: the concurrency limit then
+            holds per value of that argument.
     """
 
     queue: str = "default"
@@ -54,6 +60,9 @@ class TaskOptions:
     retry_backoff_max: float = 600.0
     retry_on: tuple[type[BaseException], ...] = field(default=(Exception,))
     time_limit: float | None = None
+    rate_limit: str | None = None
+    concurrency_limit: int | None = None
+    concurrency_key: str | None = None
 
     def __post_init__(self) -> None:
         check_queue(self.queue)
@@ -65,6 +74,8 @@ class TaskOptions:
             raise ConfigError("retry_backoff and retry_backoff_max must be >= 0 seconds")
         if self.time_limit is not None and self.time_limit <= 0:
             raise ConfigError(f"time_limit must be > 0 seconds, not {self.time_limit!r}")
+        if self.rate_limit is not None:
+            parse_rate(self.rate_limit)
 
     def backoff(self, retry: int) -> int:
         """Seconds to wait before retry number ``retry`` (1-based): exponential,
@@ -121,6 +132,7 @@ class Task(Generic[P, R]):
     def __init__(self, app: App, fn: Callable[P, Any], name: str, options: TaskOptions) -> None:
         if not NAME_RE.match(name):
             raise ConfigError(f"invalid task name {name!r}")
+        check_concurrency(options.concurrency_limit, options.concurrency_key, fn)
         self.app = app
         self.fn: Callable[P, Any] = fn
         self.name = name

@@ -316,6 +316,7 @@ class Heartbeat:
                 with slot.lock:
                     if self.touches and slot.attempt is attempt and not (attempt.done or attempt.abandoned):
                         slot.consumer.touch(attempt.delivery)
+                self.worker.runner.limits.renew(attempt.task, attempt.envelope, attempt.attempts)
                 attempt.touched = now
             self._write_progress(attempt)
             wake = min(wake, attempt.next_due)

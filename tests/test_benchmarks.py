@@ -24,6 +24,7 @@ TINY = {
     "load": ["--clients", "4", "--seconds", "1"],
     "dashboard": ["--records", "1000", "--rounds", "3"],
     "counts": ["--records", "2000", "--seconds", "0.5"],
+    "limits": ["-n", "50", "--rounds", "1"],
     "redis": ["-n", "20", "--rounds", "1"],
     "rabbitmq": ["-n", "20", "--rounds", "1"],
     "batch": ["-n", "200", "--turn", "100", "--per-request", "50"],

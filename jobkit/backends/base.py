@@ -22,6 +22,10 @@ from jobkit.errors import JobNotFound, JobTimeout
 from jobkit.job import FINISHED_STATES
 
 DEFAULT_RESULT_TTL = 7 * 24 * 3600.0
+#: Seconds a free lease that nobody holds is kept before :meth:`Backend.prune` deletes it
+#: (concurrency keys come and go); far more than any clock skew, so that a deleted lease
+#: (made again free on next use) was free for every caller.
+FREE_LEASE_KEEP_S = 3600.0
 BEAT_EVERY_S = 5.0  # how often a worker rewrites its heartbeat record
 LIVE_FOR_S = 3 * BEAT_EVERY_S  # a worker not seen for longer is not listed (it died, or hangs)
 FORGET_WORKER_S = 3600.0  # a record not rewritten for this long is deleted by prune()
@@ -178,6 +182,36 @@ class Backend(ABC):
         Backends that expire records by themselves return 0.
         """
         return 0
+
+    # -- leases (limits and schedules) -------------------------------------
+
+    @abstractmethod
+    def acquire(self, key: str, holder: str, *, slots: int, now: float, until: float) -> float:
+        """Take one of the ``slots`` leases of ``key`` free at ``now``, for ``holder``, up to ``until``.
+
+        A lease is free when it ended at or before ``now``. Atomic across
+        every process and machine sharing the backend: two callers never take
+        the same lease. Leases are made on first use (each starts free).
+
+        Returns:
+            0.0 when a lease was taken; else the seconds from ``now`` until the
+            first of the ``slots`` leases ends (> 0).
+        """
+
+    @abstractmethod
+    def hold(self, key: str, holder: str, *, until: float | None) -> bool:
+        """Renew ``holder``'s lease of ``key`` up to ``until``; with None, free it now.
+
+        A freed lease ends at the backend's clock (``time.time()``) when it is
+        freed, and forgets its holder.
+
+        Returns:
+            False when ``holder`` holds no lease of ``key`` (its lease ended and another took it).
+        """
+
+    @abstractmethod
+    def leases(self, key: str) -> list[dict[str, Any]]:
+        """The leases of ``key``: ``{"slot", "holder", "until"}`` each (``holder`` None when never held)."""
 
     # -- live workers ------------------------------------------------------
 

@@ -63,7 +63,7 @@ import pymongo
 from pymongo import errors as mongo_errors
 from pymongo import uri_parser
 
-from jobkit.backends.base import FORGET_WORKER_S, Backend
+from jobkit.backends.base import FORGET_WORKER_S, FREE_LEASE_KEEP_S, Backend
 from jobkit.backends.mongo_counts import build_counts, move_count, write_counted
 from jobkit.errors import BackendError, BackendUnavailable, ConfigError
 from jobkit.job import FINISHED_STATES, RECORD_FIELDS
@@ -271,9 +271,40 @@ class MongoBackend(Backend):
 
     def prune(self, now: float | None = None) -> int:
         """Delete expired records now (MongoDB's TTL monitor does it within a minute anyway)."""
-        cutoff = _date(time.time() if now is None else now)
+        now = time.time() if now is None else now
         with self._db() as jobs:
-            return int(jobs.delete_many({"expires_at": {"$lte": cutoff}}).deleted_count)
+            jobs.database["leases"].delete_many({"holder": None, "until": {"$lte": now - FREE_LEASE_KEEP_S}})
+            return int(jobs.delete_many({"expires_at": {"$lte": _date(now)}}).deleted_count)
+
+    # -- leases: one document per (key, slot) in ``leases``; times are plain numbers --------------
+
+    @contextmanager
+    def _leases(self) -> Iterator[Any]:
+        with self._db() as jobs:
+            yield jobs.database["leases"]
+
+    def acquire(self, key: str, holder: str, *, slots: int, now: float, until: float) -> float:
+        mine = {"key": key, "slot": {"$lt": slots}}
+        with self._leases() as leases:
+            while True:  # update_one changes one matching document atomically: the first free lease
+                taken = leases.update_one(mine | {"until": {"$lte": now}},
+                                          {"$set": {"holder": holder, "until": until}})
+                if taken.matched_count:
+                    return 0.0
+                ends = {doc["slot"]: doc["until"] for doc in leases.find(mine, {"slot": 1, "until": 1})}
+                if len(ends) >= slots:
+                    return max(float(min(ends.values())) - now, 1e-6)
+                _make_leases(leases, key, [slot for slot in range(slots) if slot not in ends])
+
+    def hold(self, key: str, holder: str, *, until: float | None) -> bool:
+        change = {"until": until} if until is not None else {"holder": None, "until": time.time()}
+        with self._leases() as leases:
+            return bool(leases.update_many({"key": key, "holder": holder}, {"$set": change}).matched_count)
+
+    def leases(self, key: str) -> list[dict[str, Any]]:
+        with self._leases() as leases:
+            docs = list(leases.find({"key": key}).sort("slot", pymongo.ASCENDING))
+        return [{"slot": doc["slot"], "holder": doc.get("holder"), "until": doc["until"]} for doc in docs]
 
     def beat_worker(self, record: dict[str, Any]) -> None:
         doc = {"last_seen": record["last_seen"], "forget_at": _date(record["last_seen"] + FORGET_WORKER_S),
@@ -301,10 +332,22 @@ def _create_indexes(jobs: Any) -> None:
         jobs.database["job_counts"].create_index("expires_at", expireAfterSeconds=0)
         jobs.database["workers"].create_index("forget_at", expireAfterSeconds=0)
         build_counts(jobs)
+        jobs.database["leases"].create_index([("key", 1), ("until", 1)])
     except _DOWN as exc:
         raise BackendUnavailable(f"MongoDB unreachable: {exc}") from None
     except mongo_errors.PyMongoError as exc:
         raise BackendError(f"MongoDB: cannot create indexes: {exc}") from None
+
+
+def _make_leases(leases: Any, key: str, slots: list[int]) -> None:
+    """Insert the free leases ``slots`` of ``key``; those another process made meanwhile stay as they are."""
+    docs = [{"_id": f"{slot}:{key}", "key": key, "slot": slot, "holder": None, "until": 0.0}
+            for slot in slots]
+    try:
+        leases.insert_many(docs, ordered=False)
+    except mongo_errors.BulkWriteError as exc:
+        if any(error.get("code") != 11000 for error in exc.details.get("writeErrors", [])):
+            raise
 
 
 def _newest_first(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
