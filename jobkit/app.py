@@ -12,8 +12,8 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast, overload
 
 from jobkit import workflows
 from jobkit.backends import Backend, backend_from_url
@@ -37,7 +37,17 @@ from jobkit.errors import (
 from jobkit.job import Job, JobState, JobStatus
 from jobkit.message import Envelope, new_job_id
 from jobkit.schedules import Schedule
-from jobkit.task import Task, TaskOptions, check_delay, check_priority, check_queue, check_ttr
+from jobkit.task import (
+    AsyncTask,
+    Task,
+    TaskDecorator,
+    TaskOptions,
+    check_delay,
+    check_priority,
+    check_queue,
+    check_ttr,
+    make_task,
+)
 
 if TYPE_CHECKING:
     from jobkit.canvas import Signature
@@ -140,17 +150,20 @@ class App:
     # -- tasks -------------------------------------------------------------
 
     @overload
+    def task(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> AsyncTask[P, R]: ...
+
+    @overload
     def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
 
     @overload
-    def task(self, fn: None = None, /, *, name: str | None = None,
-             **options: Any) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+    def task(self, fn: None = None, /, *, name: str | None = None, **options: Any) -> TaskDecorator: ...
 
-    def task(self, fn: Callable[P, R] | None = None, /, *, name: str | None = None,
-             **options: Any) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
+    def task(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
+             **options: Any) -> Task[Any, Any] | TaskDecorator:
         """Register a function as a task: ``@app.task`` or ``@app.task(name=…, queue=…)``.
 
         Options are the fields of :class:`~jobkit.task.TaskOptions`. Never connects.
+        An ``async def`` function becomes an :class:`~jobkit.task.AsyncTask`.
 
         Raises:
             ConfigError: an option is invalid, or the name is taken by another function.
@@ -162,15 +175,15 @@ class App:
         except TypeError as exc:
             raise ConfigError(f"bad task option: {exc}") from None
 
-        def register(func: Callable[P, R]) -> Task[P, R]:
-            task = Task(self, func, name or func.__name__, opts)
+        def register(func: Callable[..., Any]) -> Task[Any, Any]:
+            task = make_task(self, func, name or func.__name__, opts)
             old = self.tasks.get(task.name)
             if old is not None and old.fn is not func:
                 raise ConfigError(f"task name {task.name!r} is already registered")
             self.tasks[task.name] = task
             return task
 
-        return register(fn) if fn is not None else register
+        return register(fn) if fn is not None else cast(TaskDecorator, register)
 
     @overload
     def periodic(self, fn: Callable[P, R], /, *, cron: str | None = None, every: int | None = None,
@@ -242,7 +255,7 @@ class App:
         delay: float = 0,
         ttr: int | None = None,
         idempotency_key: str | None = None,
-    ) -> Job:
+    ) -> Job[Any]:
         """Enqueue a job of a registered task (see :meth:`Task.apply_async`).
 
         The returned job's ``created`` is False when ``idempotency_key``
@@ -273,7 +286,7 @@ class App:
                             job_id=None if idempotency_key is None else key_job_id(idempotency_key))
         return self._enqueue(env, delay_s, idempotency_key)
 
-    def send_many(self, signatures: Iterable[Signature]) -> list[Job]:
+    def send_many(self, signatures: Iterable[Signature]) -> list[Job[Any]]:
         """Enqueue many jobs at once: one backend transaction, pipelined broker puts.
 
         All or nothing: every job is checked before any is sent, and an error
@@ -307,7 +320,7 @@ class App:
             enqueued_at=time.time(),
         )
 
-    def _enqueue(self, env: Envelope, delay_s: int, key: str | None, *, again: bool = True) -> Job:
+    def _enqueue(self, env: Envelope, delay_s: int, key: str | None, *, again: bool = True) -> Job[Any]:
         body = env.encode()
         record = env.record() | {"idempotency_key": key}
         if key is not None and not self.backend.add(record):
@@ -343,7 +356,7 @@ class App:
         except BackendError:  # unmarked, it is put again once older than PUT_SETTLED_S
             log.warning("job %s: its put went unconfirmed and could not be marked so", job_id)
 
-    def _repeat(self, first: dict[str, Any] | None, env: Envelope, delay_s: int) -> Job:
+    def _repeat(self, first: dict[str, Any] | None, env: Envelope, delay_s: int) -> Job[Any]:
         """Answer a repeated idempotency key with the first job, and make sure that job exists.
 
         A record still ``queued`` without a broker id is one whose put is in
@@ -378,7 +391,7 @@ class App:
         except BrokerError:
             log.error("job %s: could not be recorded nor taken back from the broker", job_id)
 
-    def job(self, job_id: str) -> Job:
+    def job(self, job_id: str) -> Job[Any]:
         """Return a handle on the job ``job_id`` (does not check that it exists)."""
         return Job(self, job_id)
 

@@ -29,6 +29,7 @@ TINY = {
     "rabbitmq": ["-n", "20", "--rounds", "1"],
     "batch": ["-n", "200", "--turn", "100", "--per-request", "50"],
     "map": ["-n", "50", "--chunk", "25"],
+    "asyncpool": ["-n", "50", "--sleepers", "20", "--sleep", "0.2", "--rounds", "1"],
 }
 
 

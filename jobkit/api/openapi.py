@@ -250,7 +250,10 @@ def _schemas() -> dict[str, Any]:
                       "description": "the broker's opaque id for the job's latest message"},
         "broker": {"oneOf": [_ref("schemas", "StatsJob"), {"type": "null"}]},
         "waiting": {"type": ["object", "null"], "description": "queued, waiting in the broker on a limit: "
-                    "`limit` (rate_limit or concurrency_limit), `until` (unix seconds), `times`"}}
+                    "`limit` (rate_limit or concurrency_limit), `until` (unix seconds), `times`"},
+        "progress": {"type": ["object", "null"], "description": "the latest progress the task reported",
+                     "properties": {"fraction": {"type": "number", "minimum": 0, "maximum": 1},
+                                    "meta": {"type": "object"}}}}
     counts = ("ready", "reserved", "delayed", "buried", "urgent", "total", "waiting")
     return {
         "Error": error,

@@ -235,6 +235,28 @@ class Backend(ABC):
     def close(self) -> None:
         """Release connections. The backend reconnects if used again."""
 
+    def cancelled(self, job_ids: Collection[str]) -> set[str]:
+        """Return those of ``job_ids`` whose record says ``cancelled``.
+
+        A worker's heartbeat asks this about all of its running jobs at once,
+        twice a second: implementations answer with one query.
+        """
+        found: set[str] = set()
+        for job_id in job_ids:
+            record = self.get(job_id)
+            if record is not None and record["state"] == "cancelled":
+                found.add(job_id)
+        return found
+
+    def progress(self, job_id: str, fraction: float, meta: dict[str, Any]) -> bool:
+        """Store a running job's progress, ``{"fraction", "meta"}``, unless it is finished.
+
+        Returns:
+            True when it was written.
+        """
+        return self.update(job_id, {"progress": {"fraction": fraction, "meta": meta}},
+                           unless=tuple(FINISHED_STATES))
+
     def batch(self) -> contextlib.AbstractContextManager[None]:
         """Group this thread's writes inside the block into one transaction, where the backend can.
 

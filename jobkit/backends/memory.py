@@ -122,6 +122,11 @@ class MemoryBackend(Backend):
                     counts[record["state"]] = counts.get(record["state"], 0) + 1
         return counts
 
+    def cancelled(self, job_ids: Collection[str]) -> set[str]:
+        with self._lock:
+            return {job_id for job_id in job_ids
+                    if (record := self._live(job_id)) is not None and record["state"] == "cancelled"}
+
     def delete(self, job_id: str) -> None:
         with self._lock:
             self._records.pop(job_id, None)

@@ -14,7 +14,7 @@ a TTL index on ``expires_at`` (stored as a BSON date)
 expires finished jobs, and reads hide expired ones until MongoDB's TTL monitor
 removes them.
 
-Values: ``args``, ``kwargs`` and ``result`` are stored as native BSON, so a
+Values: ``args``, ``kwargs``, ``result`` and ``progress`` are stored as native BSON, so a
 ``hash_payload`` job's document holds ``"result": {"hash": …, "payload": …}``
 and ``db.jobs.find({"result.hash": …})`` finds it. What BSON cannot hold
 exactly, or MongoDB could read as an operator or a path, is stored as its
@@ -68,7 +68,7 @@ from jobkit.backends.mongo_counts import build_counts, move_count, write_counted
 from jobkit.errors import BackendError, BackendUnavailable, ConfigError
 from jobkit.job import FINISHED_STATES, RECORD_FIELDS
 
-_JSON_FIELDS = frozenset({"args", "kwargs", "result"})
+_JSON_FIELDS = frozenset({"args", "kwargs", "result", "progress"})
 _WRAPPER = "__jobkit_json__"  # {_WRAPPER: json text}: a value stored as its JSON text
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 MAX_NATIVE_DEPTH = 64
@@ -251,6 +251,13 @@ class MongoBackend(Backend):
         with self._db() as jobs:
             rows = list(jobs.database["job_counts"].aggregate(pipeline))
         return {row["_id"]: row["n"] for row in rows if row["_id"] is not None and row["n"] > 0}
+
+    def cancelled(self, job_ids: Collection[str]) -> set[str]:
+        if not job_ids:
+            return set()
+        with self._db() as jobs:
+            docs = jobs.find({"_id": {"$in": list(job_ids)}, "state": "cancelled"}, {"_id": 1})
+            return {doc["_id"] for doc in docs}
 
     def delete(self, job_id: str) -> None:
         with self._db() as jobs:

@@ -8,8 +8,8 @@ survives a killed process; ``full`` also survives power loss, slower),
 Features: WAL journal, so any number of worker processes and API processes
 may share one file; one connection per thread; every write is a single
 upsert statement (atomic), except that a worker stores one job's outcome and
-claims its next job in one transaction (:meth:`batch`); args, kwargs, result and
-error are stored as JSON text; expired rows are pruned by :meth:`prune` and
+claims its next job in one transaction (:meth:`batch`); args, kwargs, result,
+error and progress are stored as JSON text; expired rows are pruned by :meth:`prune` and
 hidden from reads until then. Listings are newest first in the order the
 records were written (rowid); no index covers the task or the hot states
 (queued, running, succeeded), so an enqueue writes the row and its id, and a
@@ -42,7 +42,8 @@ from jobkit.errors import BackendError, BackendUnavailable, ConfigError
 from jobkit.job import FINISHED_STATES, RECORD_FIELDS
 from jobkit.message import compact_encoder
 
-_JSON_FIELDS = frozenset({"args", "kwargs", "result", "error", "children", "workflow", "waiting"})
+_JSON_FIELDS = frozenset({"args", "kwargs", "result", "error", "children", "workflow", "waiting",
+                          "progress"})
 _COLUMNS = ", ".join(RECORD_FIELDS)
 _FINISHED = "('" + "','".join(sorted(FINISHED_STATES)) + "')"
 _ATTENTION_STATES = ("cancelled", "failed", "retrying")  # each has a partial index
@@ -147,7 +148,7 @@ class SQLiteBackend(Backend):
             attempts INTEGER NOT NULL DEFAULT 0, result TEXT, error TEXT,
             created_at REAL, started_at REAL, finished_at REAL, expires_at REAL,
             worker TEXT, idempotency_key TEXT, parent TEXT, root TEXT, children TEXT,
-            workflow TEXT, waiting TEXT)""",
+            workflow TEXT, waiting TEXT, progress TEXT)""",
         # perf: each index is one more b-tree every enqueue writes, so the row order stands
         # for creation order: listings walk the table newest first by rowid (the order the
         # records were written, within milliseconds of their creation), filtering by task
@@ -499,6 +500,15 @@ class SQLiteBackend(Backend):
         with self._db() as db:
             rows = db.execute("SELECT state, n FROM job_counts WHERE n > 0").fetchall()
         return {state: n for state, n in rows}
+
+    def cancelled(self, job_ids: Collection[str]) -> set[str]:
+        ids = list(job_ids)
+        if not ids:
+            return set()
+        with self._db() as db:
+            rows = db.execute(f"SELECT id FROM jobs WHERE id IN ({', '.join('?' * len(ids))})"
+                              " AND state = 'cancelled'", ids).fetchall()
+        return {row[0] for row in rows}
 
     def delete(self, job_id: str) -> None:
         with self._db() as db:
