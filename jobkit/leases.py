@@ -10,8 +10,8 @@ the broker alone to notice a lost worker; the record does:
   (now + ``lease_s``; ``JOBKIT_LEASE``, 30 s by default).
 - **Renewal**: the holder's heartbeat extends the leases of the jobs it runs
   every ``lease_s / 3``, and rewrites its worker record as often.
-- **Reconcile**: on the same beat, a live worker that takes the backend lock
-  :data:`LOCK` (one at a time) reads the records whose lease ran out. A job
+- **Reconcile**: on the same beat, a live worker that holds the backend lease
+  :data:`LOCK` (one worker at a time: :meth:`Backend.acquire`) reads the records whose lease ran out. A job
   still ``running`` under a worker with no heartbeat for ``lease_s`` gets a
   fresh message (same job id, from the record), then its record is taken
   back: ``queued``, no holder, ``superseded`` = the broker id of the copy the
@@ -72,8 +72,10 @@ class Reconciler:
         """Look once; return how many jobs were re-enqueued (0 when another reconciler holds the lock)."""
         now = time.time() if now is None else now
         backend = self.app.backend
-        if not backend.try_lock(LOCK, self.name, now + self.lease_s, now):
-            return 0
+        until = now + self.lease_s
+        if not (backend.hold(LOCK, self.name, until=until)
+                or backend.acquire(LOCK, self.name, slots=1, now=now, until=until) == 0.0):
+            return 0  # another worker reconciles
         expired = backend.expired_leases(now, BATCH)
         if not expired:
             return 0

@@ -18,16 +18,21 @@ where the last one stopped; a broker that cannot count has it buried at once. Se
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import traceback
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from jobkit import workflows
+from jobkit.aio import call_async
 from jobkit.brokers.base import DEFAULT_PRIORITY, Consumer, Delivery
 from jobkit.config import Settings
-from jobkit.errors import BackendError, PayloadError, PoisonMessage, Retry
+from jobkit.context import JobContext
+from jobkit.errors import BackendError, BrokerError, PayloadError, PoisonMessage, Retry
 from jobkit.leases import stale_copy
+from jobkit.limits import Limits
 from jobkit.logs import job_context, job_fields
 from jobkit.message import Envelope, dumps
 from jobkit.metrics import JobStats
@@ -40,6 +45,10 @@ log = logging.getLogger("jobkit.worker")
 TRACEBACK_LIMIT = 16_384  # characters of traceback kept in a record
 OUTAGE_DELAY_S = 5  # how long a job waits in the broker when its outcome could not be stored
 MESSAGE_LIMIT = 4_096  # characters of an error message kept in a record
+CANCEL_CHECK_S = 0.5  # how often the heartbeat reads whether running jobs were cancelled
+#: an async task stops itself at its time limit (asyncio.timeout); the heartbeat stops
+#: it by force only this much later, when its event loop is stuck
+ASYNC_LIMIT_SLACK_S = 1.0
 
 
 @dataclass
@@ -56,7 +65,8 @@ class Outcome:
 
 @dataclass
 class Attempt:
-    """A job a slot is running; the heartbeat touches it and enforces its time limit."""
+    """A job a slot is running; the heartbeat touches it, looks for its cancellation,
+    writes its progress and enforces its time limit."""
 
     delivery: Delivery
     envelope: Envelope
@@ -64,18 +74,23 @@ class Attempt:
     attempts: int
     started: float = field(default_factory=time.monotonic)
     touched: float = 0.0  # monotonic time of the last touch (or the start)
+    checked: float = 0.0  # monotonic time the heartbeat last read whether it was cancelled
+    force_at: float | None = None  # cancelled: when it is stopped by force unless it ended
     done: bool = False  # the slot took the outcome
     abandoned: bool = False  # the heartbeat or shutdown took the job away from the slot
+    workflow: dict[str, Any] | None = None  # the record's workflow state, when it is part of one
+    context: JobContext = field(init=False)
 
     def __post_init__(self) -> None:
-        self.touched = self.started
+        self.touched = self.checked = self.started
+        self.context = JobContext(self.envelope.id, self.attempts)
 
     @property
     def next_due(self) -> float:
         """When the heartbeat must next look at this attempt (monotonic seconds)."""
-        limit_at = self.limit_at
-        touch_at = self.touched + self.touch_every_s
-        return touch_at if limit_at is None else min(touch_at, limit_at)
+        due = [self.touched + self.touch_every_s, self.checked + CANCEL_CHECK_S]
+        due += [at for at in (self.limit_at, self.force_at) if at is not None]
+        return min(due)
 
     @property
     def touch_every_s(self) -> float:
@@ -84,7 +99,9 @@ class Attempt:
     @property
     def limit_at(self) -> float | None:
         limit = self.task.options.time_limit
-        return None if limit is None else self.started + limit
+        if limit is None:
+            return None
+        return self.started + limit + (ASYNC_LIMIT_SLACK_S if self.task.is_async else 0.0)
 
 
 def lost_worker_limit(max_retries: int) -> int:
@@ -152,6 +169,7 @@ class Runner:
         self.app = app
         self.lease_s = lease_s
         self.worker_name = worker_name
+        self.limits = Limits(app)
         self.stats = JobStats() if stats is None else stats
         self.unknown_task_releases = unknown_task_releases
         self.unknown_task_delay_s = unknown_task_delay_s
@@ -222,18 +240,50 @@ class Runner:
                record: dict[str, Any]) -> Attempt | None:
         """The attempt to run for a claimed job, or None when its record says it must not run."""
         state, attempts = record["state"], record.get("attempts") or 0
-        if state in ("succeeded", "cancelled") or stale_copy(record, delivery.broker_id):
-            consumer.delete(delivery)  # its outcome is stored, or a fresh copy replaced it: not new work
+        flow = record.get("workflow")
+        if stale_copy(record, delivery.broker_id):
+            consumer.delete(delivery)  # a fresh copy replaced it (see jobkit.leases): not new work
+        elif state in ("succeeded", "cancelled"):
+            if self._replayed(consumer, delivery, env, record):
+                consumer.delete(delivery)  # its outcome is stored: a redelivery, not new work
         elif state == "failed":
-            consumer.bury(delivery, priority=env.priority)  # a dead letter stays one
+            if self._replayed(consumer, delivery, env, record):
+                consumer.bury(delivery, priority=env.priority)  # a dead letter stays one
         elif attempts > lost_worker_limit(env.max_retries) and (
                 lost := consumer.lost_deliveries(delivery)) >= lost_worker_limit(env.max_retries):
             error = {"type": "WorkerLost", "traceback": "", "message": f"reserved {attempts} times, "
                      f"{lost} of them without an outcome: its worker died each time"}
-            self._store_then(consumer, delivery, env, "failed", Outcome(False, error=error), attempts)
-        else:
-            return Attempt(delivery, env, task, attempts)
+            self._store_then(consumer, delivery, env, "failed", Outcome(False, error=error), attempts, flow)
+        elif self._within_limits(consumer, delivery, env, task, record):
+            return Attempt(delivery, env, task, attempts, workflow=flow)
         return None
+
+    def _replayed(self, consumer: Consumer, delivery: Delivery, env: Envelope,
+                  record: dict[str, Any]) -> bool:
+        """Redo a finished workflow job's effect on its workflow before its message goes.
+
+        Its worker may have died after storing the outcome and before putting
+        the jobs it made due (see :mod:`jobkit.workflows`). False when that
+        could not be done now: the message was released, to come back later.
+        """
+        if not record.get("workflow"):
+            return True
+        try:
+            workflows.dispatch(self.app, workflows.replay(self.app.backend, record))
+        except (BackendError, BrokerError) as exc:
+            log.warning("job %s: workflow not moved on yet (%s); back to the broker", env.id, exc)
+            _release_for_outage(consumer, delivery, env)
+            return False
+        return True
+
+    def _within_limits(self, consumer: Consumer, delivery: Delivery, env: Envelope,
+                       task: Task[Any, Any], record: dict[str, Any]) -> bool:
+        """Take the job's rate and concurrency leases, else send it back to wait (see jobkit.limits)."""
+        try:
+            return self.limits.admit(consumer, delivery, env, task, record)
+        except BackendError:
+            _release_for_outage(consumer, delivery, env)
+            raise
 
     def _poison(self, consumer: Consumer, delivery: Delivery, job_id: str | None,
                 reason: str, env: Envelope | None) -> None:
@@ -253,32 +303,55 @@ class Runner:
     # -- running -----------------------------------------------------------
 
     def execute(self, attempt: Attempt) -> Outcome:
-        """Call the task, its log lines tagged with the job (see :mod:`jobkit.logs`); never raises."""
-        env = attempt.envelope
-        first = attempt.attempts == 1 and env.enqueued_at
-        self.stats.started(env.task, time.time() - env.enqueued_at if first else None)
-        began = time.monotonic()
+        """Call the task as the current job, its log lines tagged with the job (see
+        :mod:`jobkit.logs`); an ``async def`` task on a loop of its own. Never raises."""
+        began = self._started(attempt)
         try:
-            with job_context(job_fields(env.id, env.task, attempt.attempts, self.worker_name)):
+            with job_context(self._log_fields(attempt)), attempt.context.running():
                 outcome = self._call(attempt)
         finally:
             self.stats.returned()
         outcome.duration_s = time.monotonic() - began
         return outcome
 
+    async def execute_async(self, attempt: Attempt) -> Outcome:
+        """:meth:`execute` on the running event loop (a sync task runs in its executor); never raises."""
+        env = attempt.envelope
+        began = self._started(attempt)
+        try:
+            with job_context(self._log_fields(attempt)), attempt.context.running():
+                try:
+                    outcome = succeeded(await call_async(attempt.context, attempt.task, env.args,
+                                                         env.kwargs))
+                except BaseException as exc:  # noqa: BLE001 - a task's failure is data here
+                    outcome = failed(attempt, exc)
+        finally:
+            self.stats.returned()
+        outcome.duration_s = time.monotonic() - began
+        return outcome
+
+    def _started(self, attempt: Attempt) -> float:
+        """Count the start (see :mod:`jobkit.metrics`); returns when it was (monotonic seconds)."""
+        env = attempt.envelope
+        first = attempt.attempts == 1 and env.enqueued_at
+        self.stats.started(env.task, time.time() - env.enqueued_at if first else None)
+        return time.monotonic()
+
+    def _log_fields(self, attempt: Attempt) -> Any:
+        env = attempt.envelope
+        return job_fields(env.id, env.task, attempt.attempts, self.worker_name)
+
     @staticmethod
     def _call(attempt: Attempt) -> Outcome:
-        env, opts = attempt.envelope, attempt.task.options
+        env = attempt.envelope
         try:
-            result = attempt.task.fn(*env.args, **env.kwargs)
-            dumps(result)  # a result that cannot be stored is a failure now, not later
-            return Outcome(True, result=result)
-        except Retry as exc:
-            return Outcome(False, error=describe(exc, False), retry=True, retry_delay_s=exc.delay)
-        except PayloadError as exc:
-            return Outcome(False, error=describe(exc, False) | {"message": f"result: {exc}"})
+            if attempt.task.is_async:
+                result = asyncio.run(call_async(attempt.context, attempt.task, env.args, env.kwargs))
+            else:
+                result = attempt.task.fn(*env.args, **env.kwargs)
         except BaseException as exc:  # noqa: BLE001 - a task's failure is data here
-            return Outcome(False, error=describe(exc), retry=isinstance(exc, opts.retry_on))
+            return failed(attempt, exc)
+        return succeeded(result)
 
     # -- after running -----------------------------------------------------
 
@@ -302,7 +375,9 @@ class Runner:
         state = self._state_after(attempt, outcome)
         try:
             with self.app.backend.batch():
+                self.write_progress(attempt)
                 stored = self._store(attempt.envelope, state, outcome, attempt.attempts)
+                due = self._advance(attempt.envelope, attempt.workflow, state, outcome, stored)
                 record = self._claim(decoded[0], ahead) if decoded is not None and ahead else None
         except BackendError:
             _outcome_lost(consumer, attempt.delivery, attempt.envelope)
@@ -315,11 +390,18 @@ class Runner:
                         "after this worker's lease ran out (a duplicate run)", attempt.envelope.id,
                         attempt.attempts, extra=job_fields(attempt.envelope.id, attempt.envelope.task,
                                                            attempt.attempts, self.worker_name))
-        self._then(consumer, attempt.delivery, attempt.envelope, state, outcome, attempt.attempts,
-                   stored)
+        if self._dispatched(consumer, attempt.delivery, attempt.envelope, due):
+            self._then(consumer, attempt.delivery, attempt.envelope, state, outcome, attempt.attempts,
+                       stored)
+        self.limits.release(attempt.task, attempt.envelope, attempt.attempts)
         if ahead is None or decoded is None or record is None:
             return None
         return self._admit(consumer, ahead, *decoded, record)
+
+    def write_progress(self, attempt: Attempt) -> None:
+        """Store the progress the task reported since it was last stored, if any."""
+        job_id, backend = attempt.envelope.id, self.app.backend
+        attempt.context.write_progress(lambda fraction, meta: backend.progress(job_id, fraction, meta))
 
     def _count(self, attempt: Attempt, state: str, outcome: Outcome, stored: bool) -> None:
         """Count a stored outcome (see :mod:`jobkit.metrics`); a stopped attempt ran until now."""
@@ -343,13 +425,35 @@ class Runner:
                                        held_by=(self.worker_name, attempts), **result)
 
     def _store_then(self, consumer: Consumer, delivery: Delivery, env: Envelope, state: str,
-                    outcome: Outcome, attempts: int) -> None:
+                    outcome: Outcome, attempts: int, flow: dict[str, Any] | None = None) -> None:
         try:
-            stored = self._store(env, state, outcome, attempts)
+            with self.app.backend.batch():
+                stored = self._store(env, state, outcome, attempts)
+                self._advance(env, flow, state, outcome, stored)
         except BackendError:
             _outcome_lost(consumer, delivery, env)
             raise
         self._then(consumer, delivery, env, state, outcome, attempts, stored)
+
+    def _advance(self, env: Envelope, flow: dict[str, Any] | None, state: str, outcome: Outcome,
+                 stored: bool) -> list[dict[str, Any]]:
+        """Move the job's workflow on, in the write that stores its outcome; the jobs made due."""
+        if flow is None or not stored:  # not stored: cancelled, and the cancel failed its downstream
+            return []
+        return workflows.after_outcome(self.app.backend, env, flow, state, outcome.result, outcome.error)
+
+    def _dispatched(self, consumer: Consumer, delivery: Delivery, env: Envelope,
+                    due: list[dict[str, Any]]) -> bool:
+        """Put the jobs an outcome made due; False when the broker would not (message released)."""
+        if not due:
+            return True
+        try:
+            workflows.dispatch(self.app, due)
+        except BrokerError as exc:
+            log.warning("job %s: next workflow step not sent (%s); back to the broker", env.id, exc)
+            _release_for_outage(consumer, delivery, env)
+            return False
+        return True
 
     def _then(self, consumer: Consumer, delivery: Delivery, env: Envelope, state: str,
               outcome: Outcome, attempts: int, stored: bool) -> None:
@@ -383,7 +487,24 @@ class Runner:
         except BackendError:
             log.warning("job %s released, but its record still says running", env.id)
         consumer.release(attempt.delivery, priority=env.priority, delay_s=0)
+        self.limits.release(attempt.task, env, attempt.attempts)
 
+
+
+def succeeded(result: Any) -> Outcome:
+    """The outcome of a task that returned ``result``: a failure when it cannot be stored."""
+    try:
+        dumps(result)  # a result that cannot be stored is a failure now, not later
+    except PayloadError as exc:
+        return Outcome(False, error=describe(exc, False) | {"message": f"result: {exc}"})
+    return Outcome(True, result=result)
+
+
+def failed(attempt: Attempt, exc: BaseException) -> Outcome:
+    """The outcome of a task that raised ``exc``: retried when its options say so."""
+    if isinstance(exc, Retry):
+        return Outcome(False, error=describe(exc, False), retry=True, retry_delay_s=exc.delay)
+    return Outcome(False, error=describe(exc), retry=isinstance(exc, attempt.task.options.retry_on))
 
 
 def _release_for_outage(consumer: Consumer, delivery: Delivery, env: Envelope) -> None:

@@ -92,7 +92,8 @@ class Host:
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     dead: bool = False
 
-    def spawn(self, argv: Sequence[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def spawn(self, argv: Sequence[str], log: Path,
+              env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         """Start ``argv`` inside this host, output to ``log``."""
         out = open(log, "ab")
         proc = subprocess.Popen(["ip", "netns", "exec", self.namespace, *argv], cwd=ROOT,
@@ -144,7 +145,8 @@ class Network:
     def add_host(self, name: str) -> Host:
         """Create host ``name``: a namespace with loopback and ``eth0`` on the bridge."""
         index = len(self.hosts) + 1
-        host = Host(name, f"{PREFIX}{self.tag}-{name}", f"{self.subnet}.{index}", f"{PREFIX}{self.tag}v{index}")
+        host = Host(name, f"{PREFIX}{self.tag}-{name}", f"{self.subnet}.{index}",
+                    f"{PREFIX}{self.tag}v{index}")
         self.hosts[name] = host
         inner = f"{PREFIX}{self.tag}i{index}"
         run("ip", "netns", "add", host.namespace)

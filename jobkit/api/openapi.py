@@ -137,6 +137,11 @@ def _other_paths() -> dict[str, Any]:
         "/v1/tasks/{name}": {"post": _op(
             "Enqueue a task with the body as its one argument", _enqueue_responses(), body=_ANY,
             params=[_path_param("name", {"type": "string"}, "a registered task"), _IDEMPOTENCY])},
+        "/v1/schedules": {"get": _op("Periodic tasks with their last and next run", {
+            "200": _json({"type": "object", "properties": {
+                "schedules": {"type": "array", "items": _ref("schemas", "Schedule")}}}, "schedules"),
+            **_errors("503")}, description="Times are ISO 8601 in UTC; `last_run` is the last tick "
+                                           "any scheduler enqueued (null: never).")},
         "/v1/queues": {"get": _op("Per-queue broker counts", {"200": _json({"type": "object", "properties": {
             "queues": {"type": "object", "additionalProperties": _ref("schemas", "QueueCounts")}}},
             "counts by queue"), **_errors("503")})},
@@ -180,6 +185,58 @@ def _dashboard_paths() -> dict[str, Any]:
     return paths
 
 
+def _workflow_paths() -> dict[str, Any]:
+    created = _errors("400", "404", "413", "415", "422", "503")
+    return {
+        "/v1/jobs/batch": {"post": _op(
+            "Enqueue many jobs at once", {
+                "202": _json(_ref("schemas", "BatchAccepted"), "every job accepted; ids in the order sent"),
+                **created}, body=_ref("schemas", "BatchRequest"),
+            description="1 to 1000 jobs (and the body within JOBKIT_MAX_BODY): one backend transaction, "
+                        "pipelined broker puts. All or nothing: one bad job rejects the batch, the "
+                        "message starting `jobs[<index>]:`, and nothing is enqueued.")},
+        "/v1/workflows": {"post": _op(
+            "Enqueue a chain, group or chord", {
+                "202": _json(_ref("schemas", "WorkflowAccepted"),
+                             "accepted: `id` of the job with the workflow's result (a chain's last "
+                             "job, a chord's callback; `Location` points to it), or `ids` of a group's jobs"),
+                **created}, body=_ref("schemas", "Workflow"),
+            description="Each result is passed first in the next job's args (unless `immutable`); a "
+                        "chord's callback gets the list of its header's results, once. At most 1000 "
+                        "jobs, nested at most 16 levels; all or nothing, errors say where "
+                        "(`workflow.chain[1]: ...`).")},
+    }
+
+
+def _workflow_schemas() -> dict[str, Any]:
+    step = _ref("schemas", "WorkflowStep")
+    steps = {"type": "array", "minItems": 1, "items": step}
+    job = {"type": "object", "required": ["task"], "properties": {
+        "task": {"type": "string"}, "args": {"type": "array"}, "kwargs": {"type": "object"},
+        "queue": {"type": "string"}, "priority": {"type": "integer", "minimum": 0, "maximum": 2**32 - 1},
+        "delay": {"type": "number", "minimum": 0}, "ttr": {"type": "integer", "minimum": 1},
+        "immutable": {"type": "boolean", "description": "the previous result is not passed to it"},
+        "options": {"type": "object", "description": "the options above, as in a signature's JSON form"}}}
+    chain = {"type": "object", "required": ["chain"], "additionalProperties": False,
+             "properties": {"chain": steps}}
+    group = {"type": "object", "required": ["group"], "additionalProperties": False,
+             "properties": {"group": steps}}
+    chord = {"type": "object", "required": ["chord"], "additionalProperties": False, "properties": {
+        "chord": {"type": "object", "required": ["header", "body"], "additionalProperties": False,
+                  "properties": {"header": steps, "body": step}}}}
+    return {
+        "BatchRequest": {"type": "object", "required": ["jobs"], "additionalProperties": False,
+                         "properties": {"jobs": {"type": "array", "minItems": 1, "maxItems": 1000,
+                                                 "items": _ref("schemas", "JobRequest")}}},
+        "BatchAccepted": {"type": "object", "required": ["ids"], "properties": {
+            "ids": {"type": "array", "items": {"type": "string"}}}},
+        "Workflow": {"oneOf": [chain, group, chord]},
+        "WorkflowStep": {"oneOf": [job, chain, group, chord]},
+        "WorkflowAccepted": {"type": "object", "properties": {
+            "id": {"type": "string"}, "ids": {"type": "array", "items": {"type": "string"}}}},
+    }
+
+
 def _schemas() -> dict[str, Any]:
     error = {"type": "object", "required": ["title"],
              "properties": {"title": {"type": "string"}, "description": {"type": "string"}}}
@@ -191,7 +248,12 @@ def _schemas() -> dict[str, Any]:
         "state": {"type": "string", "enum": _STATES}, "error": _ref("schemas", "JobError"),
         "broker_id": {"type": ["string", "null"],
                       "description": "the broker's opaque id for the job's latest message"},
-        "broker": {"oneOf": [_ref("schemas", "StatsJob"), {"type": "null"}]}}
+        "broker": {"oneOf": [_ref("schemas", "StatsJob"), {"type": "null"}]},
+        "waiting": {"type": ["object", "null"], "description": "queued, waiting in the broker on a limit: "
+                    "`limit` (rate_limit or concurrency_limit), `until` (unix seconds), `times`"},
+        "progress": {"type": ["object", "null"], "description": "the latest progress the task reported",
+                     "properties": {"fraction": {"type": "number", "minimum": 0, "maximum": 1},
+                                    "meta": {"type": "object"}}}}
     counts = ("ready", "reserved", "delayed", "buried", "urgent", "total", "waiting")
     return {
         "Error": error,
@@ -212,9 +274,21 @@ def _schemas() -> dict[str, Any]:
         "Outcome": {"type": "object", "required": ["id", "state"], "properties": {
             "id": {"type": "string"}, "state": {"type": "string", "enum": _STATES}, "result": _ANY,
             "error": _ref("schemas", "JobError")}},
-        "Task": {"type": "object", "properties": {"name": {"type": "string"}, "queue": {"type": "string"},
-                                                  "priority": {"type": "integer"}, "ttr": {"type": "integer"},
-                                                  "max_retries": {"type": "integer"}}},
+        "Task": {"type": "object", "properties": {
+            "name": {"type": "string"}, "queue": {"type": "string"}, "priority": {"type": "integer"},
+            "ttr": {"type": "integer"}, "max_retries": {"type": "integer"},
+            "rate_limit": {"type": ["string", "null"],
+                           "description": "N/s, N/m or N/h, all workers together"},
+            "concurrency_limit": {"type": ["integer", "null"]},
+            "concurrency_key": {"type": ["string", "null"], "description": "the limit holds per value of "
+                                                                           "this argument"},
+            "schedule": {"oneOf": [_ref("schemas", "Schedule"), {"type": "null"}]}}},
+        "Schedule": {"type": "object", "required": ["name", "task"], "properties": {
+            "name": {"type": "string"}, "task": {"type": "string"},
+            "cron": {"type": ["string", "null"]}, "every": {"type": ["integer", "null"]},
+            "tz": {"type": "string"}, "args": {"type": "array"}, "kwargs": {"type": "object"},
+            "last_run": {"type": ["string", "null"], "format": "date-time"},
+            "next_run": {"type": "string", "format": "date-time"}}},
         "QueueCounts": {"type": "object", "properties": {k: {"type": "integer"} for k in counts}},
         "Workers": {"type": "object", "properties": {
             "workers": {"type": "array", "items": _ref("schemas", "Worker")},
@@ -262,7 +336,7 @@ def document(version: str, auth: bool) -> dict[str, Any]:
         version: jobkit's version, shown as the API's version.
         auth: whether a bearer token is required (every route but ``/healthz``).
     """
-    components: dict[str, Any] = {"schemas": _schemas(), "responses": _responses(),
+    components: dict[str, Any] = {"schemas": _schemas() | _workflow_schemas(), "responses": _responses(),
                                   "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}}
     return {
         "openapi": "3.1.0",
@@ -271,7 +345,7 @@ def document(version: str, auth: bool) -> dict[str, Any]:
                                 "UTF-8) up to JOBKIT_MAX_BODY bytes; every error body is "
                                 '{"title", "description"}. A trailing slash is accepted on every path. '
                                 "HEAD answers on every GET route: the same status and headers, no body."},
-        "paths": _seed_paths() | _job_paths() | _other_paths() | _dashboard_paths(),
+        "paths": _seed_paths() | _job_paths() | _workflow_paths() | _other_paths() | _dashboard_paths(),
         "components": components,
         "security": [{"bearer": []}] if auth else [],
     }

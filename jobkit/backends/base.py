@@ -15,13 +15,17 @@ from __future__ import annotations
 import contextlib
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from jobkit.errors import JobNotFound, JobTimeout
 from jobkit.job import FINISHED_STATES
 
 DEFAULT_RESULT_TTL = 7 * 24 * 3600.0
+#: Seconds a free lease that nobody holds is kept before :meth:`Backend.prune` deletes it
+#: (concurrency keys come and go); far more than any clock skew, so that a deleted lease
+#: (made again free on next use) was free for every caller.
+FREE_LEASE_KEEP_S = 3600.0
 BEAT_EVERY_S = 5.0  # how often a worker rewrites its heartbeat record
 LIVE_FOR_S = 3 * BEAT_EVERY_S  # a worker not seen for longer is not listed (it died, or hangs)
 FORGET_WORKER_S = 3600.0  # a record not rewritten for this long is deleted by prune()
@@ -143,12 +147,71 @@ class Backend(ABC):
             BackendUnavailable: it does not.
         """
 
+    @abstractmethod
+    def feed(self, job_id: str, slot: int, value: str, *, by: str) -> dict[str, Any] | None:
+        """Give a waiting workflow job the result of one of the jobs it waits for.
+
+        One atomic write (see :func:`take_input`): the result goes into slot
+        ``slot`` of the record's ``workflow.inputs`` and its ``pending`` count
+        drops by one, unless that slot is filled already (a repeat changes
+        nothing); the write that fills the last slot marks the job due, by
+        ``by``. Only a ``queued`` record is fed: a failed or cancelled one stays so.
+
+        Args:
+            job_id: the waiting job.
+            slot: the index of ``by`` among the jobs it waits for.
+            value: the result, as JSON text.
+            by: the job whose result it is.
+
+        Returns:
+            The record when ``by`` made it due and it is not in the broker
+            yet (no ``broker_id``): the caller puts it. Else None.
+        """
+
+    def add_many(self, records: Sequence[dict[str, Any]]) -> None:
+        """:meth:`add` every record, in one transaction where the backend has them.
+
+        A batch enqueue writes all its records at once: one commit, one round trip.
+        """
+        for record in records:
+            self.add(record, report_created=False)
+
     def prune(self, now: float | None = None) -> int:
         """Delete expired records and old worker records; returns how many job records.
 
         Backends that expire records by themselves return 0.
         """
         return 0
+
+    # -- leases (limits and schedules) -------------------------------------
+
+    @abstractmethod
+    def acquire(self, key: str, holder: str, *, slots: int, now: float, until: float) -> float:
+        """Take one of the ``slots`` leases of ``key`` free at ``now``, for ``holder``, up to ``until``.
+
+        A lease is free when it ended at or before ``now``. Atomic across
+        every process and machine sharing the backend: two callers never take
+        the same lease. Leases are made on first use (each starts free).
+
+        Returns:
+            0.0 when a lease was taken; else the seconds from ``now`` until the
+            first of the ``slots`` leases ends (> 0).
+        """
+
+    @abstractmethod
+    def hold(self, key: str, holder: str, *, until: float | None) -> bool:
+        """Renew ``holder``'s lease of ``key`` up to ``until``; with None, free it now.
+
+        A freed lease ends at the backend's clock (``time.time()``) when it is
+        freed, and forgets its holder.
+
+        Returns:
+            False when ``holder`` holds no lease of ``key`` (its lease ended and another took it).
+        """
+
+    @abstractmethod
+    def leases(self, key: str) -> list[dict[str, Any]]:
+        """The leases of ``key``: ``{"slot", "holder", "until"}`` each (``holder`` None when never held)."""
 
     # -- live workers ------------------------------------------------------
 
@@ -191,19 +254,30 @@ class Backend(ABC):
         Reads an index over ``lease_until``: only records with a lease are looked at.
         """
 
-    @abstractmethod
-    def try_lock(self, name: str, holder: str, until: float, now: float) -> bool:
-        """Take or extend the lock ``name`` for ``holder`` until ``until`` (unix seconds).
-
-        Atomic: it succeeds when the lock is free, expired (before ``now``)
-        or already ``holder``'s.
-
-        Returns:
-            True when ``holder`` holds the lock now.
-        """
-
     def close(self) -> None:
         """Release connections. The backend reconnects if used again."""
+
+    def cancelled(self, job_ids: Collection[str]) -> set[str]:
+        """Return those of ``job_ids`` whose record says ``cancelled``.
+
+        A worker's heartbeat asks this about all of its running jobs at once,
+        twice a second: implementations answer with one query.
+        """
+        found: set[str] = set()
+        for job_id in job_ids:
+            record = self.get(job_id)
+            if record is not None and record["state"] == "cancelled":
+                found.add(job_id)
+        return found
+
+    def progress(self, job_id: str, fraction: float, meta: dict[str, Any]) -> bool:
+        """Store a running job's progress, ``{"fraction", "meta"}``, unless it is finished.
+
+        Returns:
+            True when it was written.
+        """
+        return self.update(job_id, {"progress": {"fraction": fraction, "meta": meta}},
+                           unless=tuple(FINISHED_STATES))
 
     def batch(self) -> contextlib.AbstractContextManager[None]:
         """Group this thread's writes inside the block into one transaction, where the backend can.
@@ -272,3 +346,24 @@ class Backend(ABC):
                 raise JobTimeout(f"job {job_id} not finished after {timeout} s (state {record['state']})")
             time.sleep(pause if left is None else min(pause, left))
             pause = min(pause * 2, 0.2)
+
+
+def take_input(record: dict[str, Any], slot: int, value: str, by: str) -> tuple[bool, bool]:
+    """Apply :meth:`Backend.feed` to a record in place: the rule every backend follows.
+
+    Returns:
+        ``(changed, hand_over)``: whether the record must be written, and
+        whether the caller must put the job into the broker.
+    """
+    flow = record.get("workflow")
+    if record.get("state") != "queued" or not isinstance(flow, dict):
+        return False, False
+    inputs, changed = flow.setdefault("inputs", {}), False
+    if str(slot) not in inputs:
+        inputs[str(slot)] = value
+        flow["pending"] = flow.get("pending", 0) - 1
+        changed = True
+    if flow["pending"] <= 0 and flow.get("due_by") is None:
+        flow["due_by"] = record["parent"] = by
+        changed = True
+    return changed, flow.get("due_by") == by and record.get("broker_id") is None

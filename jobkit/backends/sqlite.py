@@ -8,8 +8,8 @@ survives a killed process; ``full`` also survives power loss, slower),
 Features: WAL journal, so any number of worker processes and API processes
 may share one file; one connection per thread; every write is a single
 upsert statement (atomic), except that a worker stores one job's outcome and
-claims its next job in one transaction (:meth:`batch`); args, kwargs, result and
-error are stored as JSON text; expired rows are pruned by :meth:`prune` and
+claims its next job in one transaction (:meth:`batch`); args, kwargs, result,
+error and progress are stored as JSON text; expired rows are pruned by :meth:`prune` and
 hidden from reads until then. Listings are newest first in the order the
 records were written (rowid); no index covers the task or the hot states
 (queued, running, succeeded), so an enqueue writes the row and its id, and a
@@ -37,14 +37,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from jobkit.backends.base import FORGET_WORKER_S, Backend
+from jobkit.backends.base import FORGET_WORKER_S, FREE_LEASE_KEEP_S, Backend, take_input
 from jobkit.errors import BackendError, BackendUnavailable, ConfigError
 from jobkit.job import FINISHED_STATES, RECORD_FIELDS
 from jobkit.message import compact_encoder
 
-_JSON_FIELDS = frozenset({"args", "kwargs", "result", "error"})
+_JSON_FIELDS = frozenset({"args", "kwargs", "result", "error", "children", "workflow", "waiting",
+                          "progress"})
 _COLUMNS = ", ".join(RECORD_FIELDS)
 _FINISHED = "('" + "','".join(sorted(FINISHED_STATES)) + "')"
+_COLUMN_TYPES = {"lease_until": "REAL"}  # of the columns added after the first schema; else TEXT
 _ATTENTION_STATES = ("cancelled", "failed", "retrying")  # each has a partial index
 _ADD_DEFAULTS = {"state": "queued", "attempts": 0}
 #: (field, stored as JSON text, value when absent) for every column, in RECORD_FIELDS order
@@ -108,6 +110,13 @@ class _Connection:
                 raise
         return self._wait_and_execute(sql, params)
 
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> sqlite3.Cursor:
+        """Run ``sql`` for every row; only inside a write transaction (no lock to wait for)."""
+        if self.begin_pending:
+            self.begin_pending = False
+            self.execute("BEGIN IMMEDIATE")
+        return self.conn.executemany(sql, rows)
+
     def _wait_and_execute(self, sql: str, params: Sequence[Any]) -> sqlite3.Cursor:
         deadline, nap = time.monotonic() + self.timeout_s, FIRST_NAP_S
         spins = SPINS if threading.active_count() <= SPIN_THREADS else 0
@@ -139,7 +148,8 @@ class SQLiteBackend(Backend):
             state TEXT NOT NULL, broker_id TEXT, priority INTEGER,
             attempts INTEGER NOT NULL DEFAULT 0, result TEXT, error TEXT,
             created_at REAL, started_at REAL, finished_at REAL, expires_at REAL,
-            worker TEXT, idempotency_key TEXT, lease_until REAL, superseded TEXT)""",
+            worker TEXT, idempotency_key TEXT, parent TEXT, root TEXT, children TEXT,
+            workflow TEXT, waiting TEXT, progress TEXT, lease_until REAL, superseded TEXT)""",
         # perf: each index is one more b-tree every enqueue writes, so the row order stands
         # for creation order: listings walk the table newest first by rowid (the order the
         # records were written, within milliseconds of their creation), filtering by task
@@ -151,6 +161,12 @@ class SQLiteBackend(Backend):
           for state in _ATTENTION_STATES),
         # only finished records expire: queued and running ones stay out of this index
         "CREATE INDEX IF NOT EXISTS jobs_expiring ON jobs (expires_at) WHERE expires_at IS NOT NULL",
+        # leases of limits and schedules (see Backend.acquire): one row per (key, slot)
+        """CREATE TABLE IF NOT EXISTS leases (
+            key TEXT NOT NULL, slot INTEGER NOT NULL, holder TEXT, until REAL NOT NULL,
+            PRIMARY KEY (key, slot)) WITHOUT ROWID""",
+        # a free lease of a key found at once among thousands held (a rate of "5000/s")
+        "CREATE INDEX IF NOT EXISTS leases_ending ON leases (key, until)",
         # the throughput chart counts the jobs finished in the last hour from this index alone
         "CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at, state) WHERE finished_at IS NOT NULL",
         # the reconciler looks here for expired leases (a claim adds the entry, an outcome drops it)
@@ -187,13 +203,6 @@ class SQLiteBackend(Backend):
     )
     WORKERS_DDL = ("CREATE TABLE IF NOT EXISTS workers ("
                    "name TEXT PRIMARY KEY, last_seen REAL NOT NULL, record TEXT NOT NULL)")
-    LOCKS_DDL = ("CREATE TABLE IF NOT EXISTS locks ("
-                 "name TEXT PRIMARY KEY, holder TEXT NOT NULL, until REAL NOT NULL) WITHOUT ROWID")
-    TRY_LOCK = ("INSERT INTO locks (name, holder, until) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE"
-                " SET holder = excluded.holder, until = excluded.until"
-                " WHERE until < ? OR holder = excluded.holder")
-    #: columns added after the first schema: (name, type)
-    LATER_COLUMNS = (("lease_until", "REAL"), ("superseded", "TEXT"))
 
     def __init__(self, url: str, **options: Any) -> None:
         super().__init__(url, **options)
@@ -250,10 +259,9 @@ class SQLiteBackend(Backend):
     def _set_up(self, conn: _Connection) -> None:
         """Switch to WAL and create the table (a connection waits while another process does)."""
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(self.DDL[0])
-        self._add_later_columns(conn)
+        _add_missing_columns(conn)  # first: the broker-id upgrade copies every column
         self._upgrade_broker_ids(conn)
-        for statement in (*self.DDL, self.WORKERS_DDL, self.LOCKS_DDL):
+        for statement in (*self.DDL, self.WORKERS_DDL):
             conn.execute(statement)
         if not _has_table(conn, "job_counts"):
             self._add_counts(conn)
@@ -269,17 +277,6 @@ class SQLiteBackend(Backend):
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
-
-    def _add_later_columns(self, conn: _Connection) -> None:
-        """Give a file made before the leases their columns (another process may race: harmless)."""
-        have = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
-        for name, kind in self.LATER_COLUMNS:
-            if name not in have:
-                try:
-                    conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
-                except sqlite3.OperationalError as exc:
-                    if "duplicate column" not in str(exc):
-                        raise
 
     def _upgrade_broker_ids(self, conn: _Connection) -> None:
         """Give a file made when broker ids were numbers a TEXT ``broker_id`` column.
@@ -361,6 +358,22 @@ class SQLiteBackend(Backend):
             if db.in_transaction:
                 db.execute("COMMIT")
 
+    @contextmanager
+    def _transaction(self) -> Iterator[_Connection]:
+        """The connection, inside a write transaction: the caller's :meth:`batch`, else one of its own."""
+        with self._db() as db:
+            if db.in_transaction or db.begin_pending:
+                yield db
+                return
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
     def close(self) -> None:
         """Close every thread's connection, each once no thread is using it.
 
@@ -388,6 +401,24 @@ class SQLiteBackend(Backend):
             db.execute(self.REFRESH, (record.get("broker_id"), record.get("priority"),
                                       record.get("queue"), record["id"]))
         return False
+
+    def add_many(self, records: Sequence[dict[str, Any]]) -> None:
+        rows = [[v if v is None or not as_json else _encode(v)
+                 for f, as_json, default in _ADD_FIELDS for v in (r.get(f, default),)] for r in records]
+        with self._transaction() as db:
+            db.executemany(self.UPSERT, rows)
+
+    def feed(self, job_id: str, slot: int, value: str, *, by: str) -> dict[str, Any] | None:
+        with self._transaction() as db:
+            row = db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                return None
+            record = _record(row)
+            changed, hand_over = take_input(record, slot, value, by)
+            if changed:
+                db.execute("UPDATE jobs SET workflow = ?, parent = ? WHERE id = ?",
+                           (_encode(record["workflow"]), record["parent"], job_id))
+        return record if hand_over else None
 
     def claim(self, record: dict[str, Any]) -> dict[str, Any]:
         r = record
@@ -443,10 +474,6 @@ class SQLiteBackend(Backend):
                               " ORDER BY lease_until LIMIT ?", (now, limit)).fetchall()
         return [_record(row) for row in rows]
 
-    def try_lock(self, name: str, holder: str, until: float, now: float) -> bool:
-        with self._db() as db:
-            return db.execute(self.TRY_LOCK, (name, holder, until, now)).rowcount > 0
-
     def get(self, job_id: str) -> dict[str, Any] | None:
         with self._db() as db:
             row = db.execute(
@@ -494,6 +521,15 @@ class SQLiteBackend(Backend):
             rows = db.execute("SELECT state, n FROM job_counts WHERE n > 0").fetchall()
         return {state: n for state, n in rows}
 
+    def cancelled(self, job_ids: Collection[str]) -> set[str]:
+        ids = list(job_ids)
+        if not ids:
+            return set()
+        with self._db() as db:
+            rows = db.execute(f"SELECT id FROM jobs WHERE id IN ({', '.join('?' * len(ids))})"
+                              " AND state = 'cancelled'", ids).fetchall()
+        return {row[0] for row in rows}
+
     def delete(self, job_id: str) -> None:
         with self._db() as db:
             db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
@@ -506,8 +542,47 @@ class SQLiteBackend(Backend):
         now = time.time() if now is None else now
         with self._db() as db:
             db.execute("DELETE FROM workers WHERE last_seen < ?", (now - FORGET_WORKER_S,))
+            db.execute("DELETE FROM leases WHERE holder IS NULL AND until <= ?", (now - FREE_LEASE_KEEP_S,))
             cur = db.execute("DELETE FROM jobs WHERE expires_at <= ?", (now,))
         return cur.rowcount
+
+    # -- leases --------------------------------------------------------------
+
+    #: one statement, so atomic: the first free lease (ended by ``now``) becomes the holder's
+    TAKE_LEASE = ("UPDATE leases SET holder = ?, until = ? WHERE key = ? AND slot = ("
+                  "SELECT slot FROM leases WHERE key = ? AND slot < ? AND until <= ? LIMIT 1)")
+
+    MAKE_LEASES = ("INSERT OR IGNORE INTO leases (key, slot, holder, until) WITH RECURSIVE"
+                   " n(slot) AS (SELECT 0 UNION ALL SELECT slot + 1 FROM n WHERE slot + 1 < ?)"
+                   " SELECT ?, slot, NULL, 0 FROM n")
+
+    def acquire(self, key: str, holder: str, *, slots: int, now: float, until: float) -> float:
+        with self._db() as db:
+            while True:
+                if db.execute(self.TAKE_LEASE, (holder, until, key, key, slots, now)).rowcount:
+                    return 0.0
+                made, first_end = db.execute(
+                    "SELECT count(*), min(until) FROM leases WHERE key = ? AND slot < ?",
+                    (key, slots)).fetchone()
+                if made >= slots:
+                    return max(float(first_end) - now, 1e-6)
+                db.execute(self.MAKE_LEASES, (slots, key))  # the key's first use: its leases, free
+
+    def hold(self, key: str, holder: str, *, until: float | None) -> bool:
+        with self._db() as db:
+            if until is None:
+                cur = db.execute("UPDATE leases SET holder = NULL, until = ? WHERE key = ? AND holder = ?",
+                                 (time.time(), key, holder))
+            else:
+                cur = db.execute("UPDATE leases SET until = ? WHERE key = ? AND holder = ?",
+                                 (until, key, holder))
+        return cur.rowcount > 0
+
+    def leases(self, key: str) -> list[dict[str, Any]]:
+        with self._db() as db:
+            rows = db.execute("SELECT slot, holder, until FROM leases WHERE key = ? ORDER BY slot",
+                              (key,)).fetchall()
+        return [{"slot": slot, "holder": holder, "until": until} for slot, holder, until in rows]
 
     def beat_worker(self, record: dict[str, Any]) -> None:
         with self._db() as db:
@@ -556,6 +631,20 @@ def _record(row: tuple[Any, ...], known: dict[str, tuple[str, Any]] | None = Non
         sent = known.get(field) if known else None
         record[field] = sent[1] if sent is not None and sent[0] == text else json.loads(text)
     return record
+
+
+def _add_missing_columns(conn: _Connection) -> None:
+    """Give a table made by an earlier jobkit the columns added since (all nullable)."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(jobs)").fetchall()}
+    if not have:
+        return  # no table yet: DDL makes it whole
+    for name in RECORD_FIELDS:
+        if name not in have:
+            try:
+                conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} {_COLUMN_TYPES.get(name, 'TEXT')}")
+            except sqlite3.OperationalError as exc:
+                if "duplicate column" not in str(exc):  # another process added it meanwhile
+                    raise
 
 
 @functools.lru_cache(maxsize=256)

@@ -97,6 +97,17 @@ class Peeked:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Outgoing:
+    """A message to put, with how the broker holds it (see :meth:`Broker.put`)."""
+
+    body: bytes
+    queue: str
+    priority: int
+    delay_s: int
+    ttr_s: int
+
+
 class Consumer(ABC):
     """One connection that reserves messages and settles them.
 
@@ -203,6 +214,30 @@ class Broker(ABC):
             BrokerUnavailable: the broker is down or draining; the message is not stored.
             PayloadTooLarge: the body is larger than the broker accepts.
         """
+
+    def put_many(self, messages: Sequence[Outgoing]) -> list[str]:
+        """Store several messages; return their broker ids, in order.
+
+        All or nothing, as far as the broker allows: when one put fails, the
+        messages already put are deleted again (best effort), then the error
+        is raised. Brokers that can pipeline puts override this loop.
+
+        Raises:
+            BrokerUnavailable, PayloadTooLarge: as :meth:`put`.
+        """
+        ids: list[str] = []
+        try:
+            for m in messages:
+                ids.append(self.put(m.body, queue=m.queue, priority=m.priority,
+                                    delay_s=m.delay_s, ttr_s=m.ttr_s))
+        except Exception:
+            for broker_id in ids:
+                try:
+                    self.delete(broker_id)
+                except Exception:  # noqa: BLE001 - best effort: the first error is the one to raise
+                    break
+            raise
+        return ids
 
     @abstractmethod
     def consumer(self, queues: Sequence[str]) -> Consumer:
