@@ -287,3 +287,70 @@ def network_or_skip(workdir: Path, faults: LinkFaults | None = None) -> Iterator
         left = net.close()
     if left:
         pytest.fail(f"the test network left {', '.join(left)}")
+
+
+class Deployment:
+    """The issue's hosts on a :class:`Network`: ``broker-1..3`` (a beanstalkd cluster with
+    binlogs), ``db`` (MongoDB), ``api``, and worker hosts (process pools) started on demand.
+
+    Args:
+        net: the network to build on.
+        worker_hosts: names of the worker hosts to create (none runs a worker yet).
+        lease_s: ``JOBKIT_LEASE`` of the workers and the API.
+    """
+
+    BROKERS = ("broker-1", "broker-2", "broker-3")
+
+    def __init__(self, net: Network, worker_hosts: Sequence[str] = ("worker-a", "worker-b"),
+                 lease_s: float = 3.0) -> None:
+        self.net, self.lease_s = net, lease_s
+        for name in (*self.BROKERS, "db", "api", *worker_hosts):
+            net.add_host(name)
+        for name in self.BROKERS:
+            net.start_beanstalkd(net.hosts[name])
+        net.start_mongo(net.hosts["db"])
+        self.workers: dict[str, list[subprocess.Popen[bytes]]] = {}
+
+    @property
+    def broker_url(self) -> str:
+        hosts = (self.net.hosts[b].address for b in self.BROKERS)
+        return "beanstalk://" + ",".join(f"{address}:{BEANSTALK_PORT}" for address in hosts)
+
+    @property
+    def backend_url(self) -> str:
+        return f"mongodb://{self.net.hosts['db'].address}:{MONGO_PORT}/jobs"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.net.hosts['api'].address}:{API_PORT}"
+
+    def env(self) -> dict[str, str]:
+        return clean_env(JOBKIT_LEASE=str(self.lease_s))
+
+    def start_workers(self, host: str, queue: str, processes: int = 2) -> subprocess.Popen[bytes]:
+        """``jobkit worker --pool process -c N`` in ``host``: a supervisor and N one-slot children."""
+        argv = [sys.executable, "-m", "jobkit", "worker", "-A", "tests.taskapp:app",
+                "--broker", self.broker_url, "--backend", self.backend_url, "-q", queue,
+                "-c", str(processes), "--pool", "process", "--grace", "5"]
+        proc = self.net.hosts[host].spawn(argv, self.net.log(host), env=self.env())
+        self.workers.setdefault(host, []).append(proc)
+        return proc
+
+    def start_api(self) -> None:
+        host = self.net.hosts["api"]
+        host.spawn([sys.executable, "-m", "jobkit", "api", "-A", "tests.taskapp:app",
+                    "--broker", self.broker_url, "--backend", self.backend_url,
+                    "--host", host.address, "--port", str(API_PORT), "--threads", "8"],
+                   self.net.log("api"), env=self.env())
+        self.net.wait_for(host, API_PORT)
+
+    def restart_broker(self, name: str) -> None:
+        """Bring a killed broker host back: link up, beanstalkd on its binlog, its proxy."""
+        self.net.start_beanstalkd(self.net.revive(name))
+
+    def host_of(self, pid: int) -> str | None:
+        """The host a process runs in (by its pid, as worker names carry it)."""
+        for host in self.net.hosts.values():
+            if pid in host.pids():
+                return host.name
+        return None

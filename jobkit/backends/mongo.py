@@ -3,7 +3,10 @@
 URL: any pymongo URI, ``mongodb://user:pass@host:27017/dbname?authSource=admin``.
 Database: the URI's path, else ``jobs``; collection ``jobs``. Unless the URI
 says otherwise, server selection and connection time out after 2 s, so a
-down server is reported quickly instead of hanging requests.
+down server is reported quickly instead of hanging requests, and an answer
+is awaited 10 s at most (``socketTimeoutMS``): a server cut off by a silent
+network partition would otherwise hold the caller until TCP gives up, many
+minutes later.
 
 Features: one document per job (``_id`` = job id); every write of a record
 is a single upsert or conditional update; listings are newest first by ``created_at``
@@ -75,7 +78,7 @@ MAX_NATIVE_DEPTH = 64
 """Containers nested deeper than this inside a field are stored wrapped (mongod's limit is 100)."""
 _BROKER_FIELDS = ("broker_id", "priority", "queue")
 _DOWN = (mongo_errors.ConnectionFailure, mongo_errors.ServerSelectionTimeoutError)
-_DEFAULT_OPTIONS = {"serverSelectionTimeoutMS": 2000, "connectTimeoutMS": 2000}
+_DEFAULT_OPTIONS = {"serverSelectionTimeoutMS": 2000, "connectTimeoutMS": 2000, "socketTimeoutMS": 10000}
 
 
 class MongoBackend(Backend):
