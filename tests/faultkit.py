@@ -85,8 +85,9 @@ class TcpProxy:
     """
 
     def __init__(self, target: tuple[str, int], faults: LinkFaults | None = None,
-                 listen: tuple[str, int] = ("127.0.0.1", 0)) -> None:
+                 listen: tuple[str, int] = ("127.0.0.1", 0), report: bool = False) -> None:
         self.target = target
+        self.report = report  # print a line per connection and per fault (a proxy process's log)
         self.faults = faults or LinkFaults()
         self.random = random.Random(self.faults.seed)
         self.port = listen[1] or free_port(listen[0])
@@ -113,6 +114,8 @@ class TcpProxy:
             with self.lock:
                 self.pairs.append(link.pair)
                 self.accepted += 1
+            if self.report:
+                print("proxy: connection", flush=True)
             for src, dst in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(link, src, dst), daemon=True).start()
 
@@ -155,6 +158,8 @@ class TcpProxy:
                     self.stalled += 1
                 else:
                     self.resets += 1
+            if self.report:
+                print(f"proxy: {fate}", flush=True)
         if fate == "stall":
             deadline = time.monotonic() + self.faults.stall_s
             while not self.closed and time.monotonic() < deadline:
@@ -224,7 +229,7 @@ def serve_proxy(argv: list[str] | None = None) -> None:
     parser.add_argument("--stall-seconds", type=float, default=5.0)
     args = parser.parse_args(argv)
     faults = LinkFaults(args.delay, args.stall, args.reset, args.stall_seconds)
-    proxy = TcpProxy(_address(args.target), faults, listen=_address(args.listen))
+    proxy = TcpProxy(_address(args.target), faults, listen=_address(args.listen), report=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         while True:

@@ -210,6 +210,16 @@ class Network:
             time.sleep(0.05)
         raise TimeoutError(f"{host.name}:{port} did not answer in {timeout_s} s (see {self.workdir})")
 
+    def link_report(self) -> dict[str, int]:
+        """Connections through the proxies so far, and how many were stalled or reset (from their logs)."""
+        counts = {"connection": 0, "stall": 0, "reset": 0}
+        for path in self.workdir.glob("*-proxy.log"):
+            for line in path.read_text(errors="replace").splitlines():
+                kind = line.removeprefix("proxy: ")
+                if kind in counts:
+                    counts[kind] += 1
+        return counts
+
     # -- faults ------------------------------------------------------------
 
     def partition(self, name: str) -> None:
@@ -304,6 +314,7 @@ class Deployment:
     def __init__(self, net: Network, worker_hosts: Sequence[str] = ("worker-a", "worker-b"),
                  lease_s: float = 3.0) -> None:
         self.net, self.lease_s = net, lease_s
+        self.database = "jobs"  # of the backend URL; a benchmark may take a fresh one per round
         for name in (*self.BROKERS, "db", "api", *worker_hosts):
             net.add_host(name)
         for name in self.BROKERS:
@@ -318,7 +329,7 @@ class Deployment:
 
     @property
     def backend_url(self) -> str:
-        return f"mongodb://{self.net.hosts['db'].address}:{MONGO_PORT}/jobs"
+        return f"mongodb://{self.net.hosts['db'].address}:{MONGO_PORT}/{self.database}"
 
     @property
     def api_url(self) -> str:

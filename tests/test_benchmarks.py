@@ -30,6 +30,7 @@ TINY = {
     "batch": ["-n", "200", "--turn", "100", "--per-request", "50"],
     "map": ["-n", "50", "--chunk", "25"],
     "asyncpool": ["-n", "50", "--sleepers", "20", "--sleep", "0.2", "--rounds", "1"],
+    "scaling": ["-n", "40"],
 }
 
 
