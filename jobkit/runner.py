@@ -15,6 +15,11 @@ with a delay (``JOBKIT_UNKNOWN_TASK_DELAY``, 5 s) with its record still
 are not held against it; 0 buries at first sight). The count lives in the
 broker (:meth:`Consumer.releases`), so a restarted worker keeps counting
 where the last one stopped; a broker that cannot count has it buried at once. See docs/guarantees.md.
+
+A claim makes this worker the job's holder with a lease (see
+:mod:`jobkit.leases`): an outcome is stored only while the worker still
+holds the job at that attempt, and a copy that a reconciler replaced is
+deleted without running.
 """
 from __future__ import annotations
 
