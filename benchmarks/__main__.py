@@ -6,7 +6,8 @@ import sys
 
 from benchmarks.common import ROOT, clean_env
 
-NAMES = ("enqueue", "e2e", "latency", "idle", "http", "load", "dashboard", "counts")
+NAMES = ("enqueue", "e2e", "latency", "idle", "http", "load", "dashboard", "counts", "redis", "rabbitmq",
+         "batch", "map")
 
 
 def main() -> int:

@@ -1,18 +1,25 @@
-"""App: the task registry and the wiring of broker and backend."""
+"""App: the task registry, the wiring of broker and backend, and every read of them.
+
+The API, the dashboard and the metrics read jobs, queues and health through
+the App, never through its broker or backend: the App knows which optional
+capabilities the broker has (:mod:`jobkit.brokers.base`) and answers without
+the ones it lacks (a job's record instead of the broker's stats, a new
+message instead of a kick, no queue counts).
+"""
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
+from jobkit import workflows
 from jobkit.backends import Backend, backend_from_url
 from jobkit.backends.base import LIVE_FOR_S
 from jobkit.brokers import Broker, broker_from_url
-from jobkit.brokers.beanstalk import MAX_U32
+from jobkit.brokers.base import DELAY, DELETE, KICK, PEEK, STATS
 from jobkit.config import Settings
 from jobkit.errors import (
     BackendError,
@@ -20,13 +27,19 @@ from jobkit.errors import (
     BrokerUnconfirmed,
     ConfigError,
     InvalidState,
+    JobkitError,
+    JobNotFound,
     PayloadError,
     PoisonMessage,
     TaskNotFound,
+    Unsupported,
 )
 from jobkit.job import Job, JobState, JobStatus
 from jobkit.message import Envelope, new_job_id
-from jobkit.task import Task, TaskOptions, check_priority, check_queue, check_ttr
+from jobkit.task import Task, TaskOptions, check_delay, check_priority, check_queue, check_ttr
+
+if TYPE_CHECKING:
+    from jobkit.canvas import Signature
 
 log = logging.getLogger("jobkit")
 P = ParamSpec("P")
@@ -203,23 +216,48 @@ class App:
                 the job may still run. With ``idempotency_key`` its record is
                 kept; sending again with the same key makes sure it exists.
             BackendUnavailable: the job could not be recorded; it was taken back.
+            Unsupported: ``delay`` > 0 and the broker cannot delay (nothing is recorded).
+        """
+        delay_s = check_delay(delay)
+        if delay_s > 0 and not self.broker.can(DELAY):
+            raise Unsupported(f"the broker at {self.broker.url.split('://')[0]}:// cannot delay a job")
+        env = self.envelope(task_name, args, kwargs, queue=queue, priority=priority, ttr=ttr,
+                            job_id=None if idempotency_key is None else key_job_id(idempotency_key))
+        return self._enqueue(env, delay_s, idempotency_key)
+
+    def send_many(self, signatures: Iterable[Signature]) -> list[Job]:
+        """Enqueue many jobs at once: one backend transaction, pipelined broker puts.
+
+        All or nothing: every job is checked before any is sent, and an error
+        names the item (``jobs[3]: no task named 'x'``). See
+        :func:`jobkit.workflows.send_many`.
+        """
+        return workflows.send_many(self, signatures)
+
+    def envelope(self, task_name: str, args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = None,
+                 *, queue: str | None = None, priority: int | None = None, ttr: int | None = None,
+                 job_id: str | None = None) -> Envelope:
+        """The checked message of a job of a registered task, the task's options filling the gaps.
+
+        Raises:
+            TaskNotFound: no such task.
+            PayloadError: args is not a list, kwargs not an object.
+            ConfigError: an option is out of range.
         """
         task = self.get_task(task_name)
         opts = task.options
-        delay_s = _check_delay(delay)
-        ttr_s = check_ttr(opts.ttr if ttr is None else ttr)
         if kwargs is not None and not isinstance(kwargs, Mapping):
             raise PayloadError("kwargs must be an object")
         if isinstance(args, (str, bytes, Mapping)) or not isinstance(args, Iterable):
             raise PayloadError("args must be a list or tuple of arguments")
-        env = Envelope(
-            id=new_job_id() if idempotency_key is None else key_job_id(idempotency_key),
+        return Envelope(
+            id=new_job_id() if job_id is None else job_id,
             task=task.name, args=list(args), kwargs=dict(kwargs or {}),
-            queue=check_queue(opts.queue if queue is None else queue),
+            queue=self.broker.check_queue(check_queue(opts.queue if queue is None else queue)),
             priority=check_priority(opts.priority if priority is None else priority),
-            ttr=ttr_s, max_retries=opts.max_retries, enqueued_at=time.time(),
+            ttr=check_ttr(opts.ttr if ttr is None else ttr), max_retries=opts.max_retries,
+            enqueued_at=time.time(),
         )
-        return self._enqueue(env, delay_s, idempotency_key)
 
     def _enqueue(self, env: Envelope, delay_s: int, key: str | None, *, again: bool = True) -> Job:
         body = env.encode()
@@ -237,7 +275,7 @@ class App:
             raise
         return Job(self, env.id)
 
-    def _put(self, env: Envelope, body: bytes, delay_s: int, *, keyed: bool) -> int:
+    def _put(self, env: Envelope, body: bytes, delay_s: int, *, keyed: bool) -> str:
         """Put the message; remove a keyed record written before only when the broker surely refused it."""
         try:
             return self.broker.put(body, queue=env.queue, priority=env.priority,
@@ -272,7 +310,11 @@ class App:
         except BackendError:
             log.error("job %s: broker refused it and its record could not be removed", job_id)
 
-    def _take_back(self, broker_id: int, job_id: str) -> None:
+    def _take_back(self, broker_id: str, job_id: str) -> None:
+        if not self.broker.can(DELETE):
+            log.error("job %s: could not be recorded, and the broker cannot take it back:"
+                      " a worker will run it and record it then", job_id)
+            return
         try:
             self.broker.delete(broker_id)
         except BrokerError:
@@ -282,17 +324,61 @@ class App:
         """Return a handle on the job ``job_id`` (does not check that it exists)."""
         return Job(self, job_id)
 
+    # -- reads -------------------------------------------------------------
+
     def status(self, job_id: str) -> JobStatus:
-        """Return the job's record. Raises JobNotFound when there is none."""
-        return Job(self, job_id).status()
+        """Return the job's record.
 
-    def locate(self, job_id: str, broker_id: int | None) -> dict[str, Any] | None:
-        """Return beanstalkd's ``stats-job`` for the job while the broker holds it, else None.
-
-        The message is peeked to make sure ``broker_id`` still names this job
-        (broker ids restart with a broker that has no binlog).
+        Raises:
+            JobNotFound: no record exists for this id.
+            BackendUnavailable: the result backend cannot be reached.
         """
-        if broker_id is None:
+        record = self.backend.get(job_id)
+        if record is None:
+            raise JobNotFound(job_id)
+        return JobStatus.from_record(record)
+
+    def wait(self, job_id: str, timeout_s: float | None) -> JobStatus:
+        """Wait up to ``timeout_s`` seconds (None: for ever) for the job to finish; return its record.
+
+        Raises:
+            JobTimeout: it did not finish in time.
+            JobNotFound: no record exists for this id.
+        """
+        return JobStatus.from_record(self.backend.wait(job_id, timeout_s))
+
+    def jobs(self, *, state: str | None = None, task: str | None = None, queue: str | None = None,
+             before: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Records, newest first, filtered by ``state``, ``task`` and ``queue``, after the job
+        ``before`` (the last of a page) when given."""
+        return self.backend.find(state=state, task=task, queue=queue, before=before, limit=limit)
+
+    def counts(self) -> dict[str, int]:
+        """How many records are in each state."""
+        return self.backend.counts()
+
+    def finished_per_minute(self, since: float) -> dict[int, dict[str, int]]:
+        """Jobs finished since ``since`` (unix seconds), by minute and state."""
+        return self.backend.finished_per_minute(since)
+
+    def queues(self) -> dict[str, dict[str, int]]:
+        """Per-queue broker counts (:data:`~jobkit.brokers.base.QUEUE_STATS_KEYS`); ``{}`` when
+        the broker cannot count (capability ``STATS``)."""
+        return self.broker.stats() if self.broker.can(STATS) else {}
+
+    def ping(self) -> dict[str, str]:
+        """``{"broker": …, "backend": …}``, each ``"ok"`` when it answers, else ``"unavailable"``."""
+        return {"broker": _answers(self.broker.ping), "backend": _answers(self.backend.ping)}
+
+    def locate(self, job_id: str, broker_id: str | None) -> dict[str, Any] | None:
+        """Return the broker's ``stats-job`` fields for the job while it holds it, else None.
+
+        None too when the broker cannot look a message up (capability
+        ``PEEK``): callers answer from the record then. The message is peeked
+        to make sure ``broker_id`` still names this job (beanstalkd's ids
+        restart with a server that has no binlog).
+        """
+        if broker_id is None or not self.broker.can(PEEK):
             return None
         peeked = self.broker.peek(broker_id)
         if peeked is None or _job_id_of(peeked.body) != job_id:
@@ -311,9 +397,7 @@ class App:
         status = self.status(job_id)
         if status.state in (JobState.SUCCEEDED, JobState.CANCELLED):
             raise InvalidState(f"job {job_id} is {status.state.value}: nothing to cancel")
-        broker_id = status.record.get("broker_id")
-        if self.locate(job_id, broker_id) is not None and broker_id is not None:
-            self.broker.delete(broker_id)  # fails harmlessly when a worker holds it
+        self._delete_waiting(status)
         now = time.time()
         changed = self.backend.update(
             job_id, {"state": "cancelled", "finished_at": now,
@@ -321,7 +405,18 @@ class App:
             unless=("succeeded", "cancelled"))
         if not changed:
             raise InvalidState(f"job {job_id} finished before it could be cancelled")
+        workflows.cancelled(self.backend, status.record)  # the rest of its workflow fails
         return self.status(job_id)
+
+    def _delete_waiting(self, status: JobStatus) -> None:
+        """Delete a cancelled job's message where the broker can (it fails harmlessly when a
+        worker holds it); else the message stays, and the worker that gets it drops it unrun."""
+        broker_id = status.broker_id
+        if broker_id is None or not self.broker.can(DELETE):
+            return
+        if self.broker.can(PEEK) and self.locate(status.id, broker_id) is None:
+            return  # gone, or the id names another job now
+        self.broker.delete(broker_id)
 
     def retry(self, job_id: str) -> JobStatus:
         """Run a failed or cancelled job again: kick it when it is buried, else enqueue it anew.
@@ -347,9 +442,11 @@ class App:
         return self.status(job_id)
 
     def _requeue(self, rec: dict[str, Any]) -> None:
-        stats = self.locate(rec["id"], rec.get("broker_id"))
-        if stats is not None and stats["state"] == "buried" and self.broker.kick(rec["broker_id"]):
-            return
+        """Kick the job's dead letter where the broker can, else put a new message from the record."""
+        if self.broker.can(KICK):
+            stats = self.locate(rec["id"], rec.get("broker_id"))
+            if stats is not None and stats["state"] == "buried" and self.broker.kick(rec["broker_id"]):
+                return
         env = self._envelope_of(rec)  # a message no worker can run stays buried
         broker_id = self.broker.put(env.encode(), queue=env.queue, priority=env.priority,
                                     delay_s=0, ttr_s=env.ttr)
@@ -373,13 +470,24 @@ class App:
     def kick(self, *, queue: str | None = None, job_id: str | None = None, limit: int = 10_000) -> int:
         """Bring dead letters back: one job by id, or the buried jobs of one queue or of all.
 
+        A broker that cannot kick, peek its dead letters or count them has
+        the failed jobs' records enqueued anew instead (:meth:`retry`).
+
         Returns:
             How many jobs were made ready again.
         """
         if job_id is not None:
             self.retry(job_id)
             return 1
-        queues = [check_queue(queue)] if queue is not None else [
+        if queue is not None:
+            queue = self.broker.check_queue(check_queue(queue))
+        if not all(self.broker.can(needed) for needed in (KICK, PEEK, STATS)):
+            return self._retry_failed(queue, limit)
+        return self._kick_buried(queue, limit)
+
+    def _kick_buried(self, queue: str | None, limit: int) -> int:
+        """Kick up to ``limit`` buried messages of ``queue`` (None: of every queue)."""
+        queues = [queue] if queue is not None else [
             q for q, counts in self.broker.stats().items() if counts["buried"]]
         kicked = 0
         for name in queues:
@@ -399,9 +507,21 @@ class App:
         """Every live worker's heartbeat record (seen within the last ``LIVE_FOR_S`` seconds), by name."""
         return self.backend.workers(time.time() - LIVE_FOR_S)
 
+    def _retry_failed(self, queue: str | None, limit: int) -> int:
+        """Enqueue anew up to ``limit`` failed jobs of ``queue`` (None: of every queue)."""
+        retried = 0
+        for record in self.jobs(state=JobState.FAILED.value, queue=queue, limit=limit):
+            try:
+                self.retry(record["id"])
+            except (InvalidState, TaskNotFound, JobNotFound):
+                continue  # retried meanwhile, or no worker here could run it
+            retried += 1
+        return retried
+
     def stats(self) -> dict[str, Any]:
-        """Return ``{"queues": per-queue broker counts, "jobs": record counts by state}``."""
-        return {"queues": self.broker.stats(), "jobs": self.backend.counts()}
+        """Return ``{"queues": per-queue broker counts (``{}`` without ``STATS``), "jobs": record
+        counts by state}``."""
+        return {"queues": self.queues(), "jobs": self.counts()}
 
 
 def key_job_id(idempotency_key: str) -> str:
@@ -411,17 +531,12 @@ def key_job_id(idempotency_key: str) -> str:
     return uuid.uuid5(_KEY_SPACE, idempotency_key).hex
 
 
-def _check_delay(delay: Any) -> int:
-    """Return ``delay`` as the whole seconds sent to the broker (rounded up), else raise ConfigError.
-
-    The range is checked after rounding: 4294967295.5 s would round up to 2**32, past beanstalkd's.
-    """
-    if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not delay >= 0:
-        raise ConfigError(f"delay must be a number of seconds >= 0, not {delay!r}")
-    delay_s = math.ceil(delay) if isinstance(delay, float) and delay != math.inf else delay
-    if not delay_s <= MAX_U32:
-        raise ConfigError(f"delay must be at most {MAX_U32} seconds once rounded up, not {delay!r}")
-    return int(delay_s)
+def _answers(ping: Callable[[], None]) -> str:
+    try:
+        ping()
+    except JobkitError:
+        return "unavailable"
+    return "ok"
 
 
 def _job_id_of(body: bytes) -> str | None:

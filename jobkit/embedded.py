@@ -243,8 +243,9 @@ def up(settings: Settings, app: App, args: argparse.Namespace) -> int:
     Raises:
         ConfigError: another ``up`` runs in this directory, or a port is taken.
     """
-    from jobkit.api.server import serve
+    from jobkit.api.server import serve, stop_on_signals
 
+    stop_on_signals()  # a signal at any point from here stops up cleanly (the ExitStack unwinds)
     env = read_env(env_file=args.env_file or ".env")
     settings = settings.replace(api_host=args.api_host or env.get("JOBKIT_API_HOST") or "127.0.0.1")
     _check_can_listen(settings.api_host, settings.api_port)  # before starting anything

@@ -64,6 +64,10 @@ class BrokerUnconfirmed(BrokerUnavailable):
     """
 
 
+class Unsupported(BrokerError):
+    """Raised when a broker is asked for a capability it does not have (see ``Broker.capabilities``)."""
+
+
 class BackendError(JobkitError):
     """Raised when the result backend refuses or fails an operation."""
 

@@ -1,7 +1,8 @@
 """Job handles, job states and the job record.
 
 A record is one dict per job id with the fields of :data:`RECORD_FIELDS`;
-every backend reads and writes records in this shape (times in unix seconds).
+every backend reads and writes records in this shape (times in unix seconds;
+``broker_id`` is the broker's opaque id as a string, or None).
 """
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import enum
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from jobkit.errors import JobCancelled, JobFailed, JobNotFound
+from jobkit.errors import JobCancelled, JobFailed
 
 if TYPE_CHECKING:
     from jobkit.app import App
@@ -40,8 +41,12 @@ FINISHED_STATES = frozenset({"succeeded", "failed", "cancelled"})
 RECORD_FIELDS = (
     "id", "task", "args", "kwargs", "queue", "state", "broker_id", "priority", "attempts",
     "result", "error", "created_at", "started_at", "finished_at", "expires_at", "worker",
-    "idempotency_key",
+    "idempotency_key", "parent", "root", "children", "workflow",
 )
+#: The fields of a record that place it in a workflow (see :mod:`jobkit.workflows`):
+#: ``root`` is the workflow's first job, ``parent`` the job whose outcome made this one
+#: due, ``children`` the jobs its outcome feeds, ``workflow`` the state of the fan-in.
+WORKFLOW_FIELDS = ("parent", "root", "children", "workflow")
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,12 @@ class JobStatus:
         """The task's registered name."""
         return self.record.get("task")
 
+    @property
+    def broker_id(self) -> str | None:
+        """The broker's id for the job's latest message (opaque text), or None."""
+        broker_id = self.record.get("broker_id")
+        return None if broker_id is None else str(broker_id)
+
 
 class Job:
     """A handle on one job, by id. Cheap to create; reads go to the result backend.
@@ -107,10 +118,7 @@ class Job:
             JobNotFound: no record exists for this id.
             BackendUnavailable: the result backend cannot be reached.
         """
-        record = self.app.backend.get(self.id)
-        if record is None:
-            raise JobNotFound(self.id)
-        return JobStatus.from_record(record)
+        return self.app.status(self.id)
 
     def get(self, timeout: float | None = 10.0) -> Any:
         """Wait for the job's outcome and return its result.
@@ -124,13 +132,12 @@ class Job:
             JobTimeout: no outcome within ``timeout`` seconds.
             JobNotFound: no record exists for this id.
         """
-        record = self.app.backend.wait(self.id, timeout)
-        state = record["state"]
-        if state == JobState.SUCCEEDED:
-            return record.get("result")
-        if state == JobState.CANCELLED:
+        status = self.app.wait(self.id, timeout)
+        if status.state is JobState.SUCCEEDED:
+            return status.result
+        if status.state is JobState.CANCELLED:
             raise JobCancelled(self.id)
-        raise JobFailed(self.id, record.get("error"))
+        raise JobFailed(self.id, status.error)
 
     def cancel(self) -> JobStatus:
         """Cancel the job: see :meth:`jobkit.App.cancel`."""

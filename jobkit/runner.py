@@ -13,8 +13,8 @@ with a delay (``JOBKIT_UNKNOWN_TASK_DELAY``, 5 s) with its record still
 ``unknown task 'x'`` once the broker counts ``max_retries`` +
 ``JOBKIT_UNKNOWN_TASK_RELEASES`` (12) releases of it (the job's own retries
 are not held against it; 0 buries at first sight). The count lives in the
-broker (``stats-job`` ``releases``), so a restarted worker keeps counting
-where the last one stopped. See docs/guarantees.md.
+broker (:meth:`Consumer.releases`), so a restarted worker keeps counting
+where the last one stopped; a broker that cannot count has it buried at once. See docs/guarantees.md.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from jobkit import workflows
 from jobkit.brokers.base import DEFAULT_PRIORITY, Consumer, Delivery
 from jobkit.config import Settings
 from jobkit.errors import BackendError, BrokerError, PayloadError, PoisonMessage, Retry
@@ -65,6 +66,7 @@ class Attempt:
     touched: float = 0.0  # monotonic time of the last touch (or the start)
     done: bool = False  # the slot took the outcome
     abandoned: bool = False  # the heartbeat or shutdown took the job away from the slot
+    workflow: dict[str, Any] | None = None  # the record's workflow state, when it is part of one
 
     def __post_init__(self) -> None:
         self.touched = self.started
@@ -192,8 +194,8 @@ class Runner:
 
         The rule is in the module docstring; the record stays ``queued`` meanwhile.
         """
-        releases = self._releases(delivery)
         limit = env.max_retries + self.unknown_task_releases
+        releases = self._releases(consumer, delivery, limit)
         if releases >= limit:
             self._poison(consumer, delivery, env.id, f"unknown task {env.task!r}", env)
             return
@@ -203,13 +205,10 @@ class Runner:
         consumer.release(delivery, priority=env.priority,
                          delay_s=int(max(0, self.unknown_task_delay_s) + 0.999))
 
-    def _releases(self, delivery: Delivery) -> int:
-        """How often the broker has released a message (0 when it cannot say)."""
-        try:
-            peeked = self.app.broker.peek(delivery.broker_id)
-        except BrokerError:
-            peeked = None
-        return int(peeked.stats.get("releases") or 0) if peeked is not None else 0
+    def _releases(self, consumer: Consumer, delivery: Delivery, limit: int) -> int:
+        """How often the broker has released a message; ``limit`` when it cannot say (bury it now)."""
+        releases = consumer.releases(delivery)
+        return limit if releases is None else releases
 
     def _claim(self, env: Envelope) -> dict[str, Any]:
         return self.app.backend.claim(env.record() | {"worker": self.worker_name,
@@ -219,27 +218,39 @@ class Runner:
                record: dict[str, Any]) -> Attempt | None:
         """The attempt to run for a claimed job, or None when its record says it must not run."""
         state, attempts = record["state"], record.get("attempts") or 0
+        flow = record.get("workflow")
         if state in ("succeeded", "cancelled"):
-            consumer.delete(delivery)  # its outcome is stored: a redelivery, not new work
+            if self._replayed(consumer, delivery, env, record):
+                consumer.delete(delivery)  # its outcome is stored: a redelivery, not new work
         elif state == "failed":
-            consumer.bury(delivery, priority=env.priority)  # a dead letter stays one
+            if self._replayed(consumer, delivery, env, record):
+                consumer.bury(delivery, priority=env.priority)  # a dead letter stays one
         elif attempts > lost_worker_limit(env.max_retries) and (
-                lost := self._lost_starts(delivery, attempts)) >= lost_worker_limit(env.max_retries):
+                lost := consumer.lost_deliveries(delivery)) >= lost_worker_limit(env.max_retries):
             error = {"type": "WorkerLost", "traceback": "", "message": f"reserved {attempts} times, "
                      f"{lost} of them without an outcome: its worker died each time"}
-            self._store_then(consumer, delivery, env, "failed", Outcome(False, error=error), attempts)
+            self._store_then(consumer, delivery, env, "failed", Outcome(False, error=error), attempts, flow)
         else:
-            return Attempt(delivery, env, task, attempts)
+            return Attempt(delivery, env, task, attempts, workflow=flow)
         return None
 
-    def _lost_starts(self, delivery: Delivery, attempts: int) -> int:
-        """How many earlier starts of a job ended without any outcome (its worker died).
+    def _replayed(self, consumer: Consumer, delivery: Delivery, env: Envelope,
+                  record: dict[str, Any]) -> bool:
+        """Redo a finished workflow job's effect on its workflow before its message goes.
 
-        The record counts every start; the broker counts releases, which end a
-        start too (a retry, or an outcome that could not be stored). Asked only
-        when the record's count is past the limit.
+        Its worker may have died after storing the outcome and before putting
+        the jobs it made due (see :mod:`jobkit.workflows`). False when that
+        could not be done now: the message was released, to come back later.
         """
-        return max(0, attempts - 1 - self._releases(delivery))
+        if not record.get("workflow"):
+            return True
+        try:
+            workflows.dispatch(self.app, workflows.replay(self.app.backend, record))
+        except (BackendError, BrokerError) as exc:
+            log.warning("job %s: workflow not moved on yet (%s); back to the broker", env.id, exc)
+            _release_for_outage(consumer, delivery, env)
+            return False
+        return True
 
     def _poison(self, consumer: Consumer, delivery: Delivery, job_id: str | None,
                 reason: str, env: Envelope | None) -> None:
@@ -309,6 +320,7 @@ class Runner:
         try:
             with self.app.backend.batch():
                 stored = self._store(attempt.envelope, state, outcome, attempt.attempts)
+                due = self._advance(attempt.envelope, attempt.workflow, state, outcome, stored)
                 record = self._claim(decoded[0]) if decoded is not None else None
         except BackendError:
             _outcome_lost(consumer, attempt.delivery, attempt.envelope)
@@ -316,8 +328,9 @@ class Runner:
                 _release_for_outage(consumer, ahead, decoded[0])
             raise
         self._count(attempt, state, outcome, stored)
-        self._then(consumer, attempt.delivery, attempt.envelope, state, outcome, attempt.attempts,
-                   stored)
+        if self._dispatched(consumer, attempt.delivery, attempt.envelope, due):
+            self._then(consumer, attempt.delivery, attempt.envelope, state, outcome, attempt.attempts,
+                       stored)
         if ahead is None or decoded is None or record is None:
             return None
         return self._admit(consumer, ahead, *decoded, record)
@@ -344,13 +357,35 @@ class Runner:
                                        insert=env.record() | {"attempts": attempts}, **result)
 
     def _store_then(self, consumer: Consumer, delivery: Delivery, env: Envelope, state: str,
-                    outcome: Outcome, attempts: int) -> None:
+                    outcome: Outcome, attempts: int, flow: dict[str, Any] | None = None) -> None:
         try:
-            stored = self._store(env, state, outcome, attempts)
+            with self.app.backend.batch():
+                stored = self._store(env, state, outcome, attempts)
+                self._advance(env, flow, state, outcome, stored)
         except BackendError:
             _outcome_lost(consumer, delivery, env)
             raise
         self._then(consumer, delivery, env, state, outcome, attempts, stored)
+
+    def _advance(self, env: Envelope, flow: dict[str, Any] | None, state: str, outcome: Outcome,
+                 stored: bool) -> list[dict[str, Any]]:
+        """Move the job's workflow on, in the write that stores its outcome; the jobs made due."""
+        if flow is None or not stored:  # not stored: cancelled, and the cancel failed its downstream
+            return []
+        return workflows.after_outcome(self.app.backend, env, flow, state, outcome.result, outcome.error)
+
+    def _dispatched(self, consumer: Consumer, delivery: Delivery, env: Envelope,
+                    due: list[dict[str, Any]]) -> bool:
+        """Put the jobs an outcome made due; False when the broker would not (message released)."""
+        if not due:
+            return True
+        try:
+            workflows.dispatch(self.app, due)
+        except BrokerError as exc:
+            log.warning("job %s: next workflow step not sent (%s); back to the broker", env.id, exc)
+            _release_for_outage(consumer, delivery, env)
+            return False
+        return True
 
     def _then(self, consumer: Consumer, delivery: Delivery, env: Envelope, state: str,
               outcome: Outcome, attempts: int, stored: bool) -> None:

@@ -5,11 +5,13 @@ import math
 import random
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from jobkit.brokers.base import DEFAULT_PRIORITY, DEFAULT_TTR, MAX_PRIORITY, MIN_TTR
-from jobkit.brokers.beanstalk import queue_name_problem
-from jobkit.errors import ConfigError
+from jobkit.brokers.beanstalk import MAX_U32, queue_name_problem
+from jobkit.canvas import Signature, eta_delay
+from jobkit.errors import ConfigError, PayloadError
 from jobkit.message import NAME_RE
 
 if TYPE_CHECKING:
@@ -72,6 +74,19 @@ def check_queue(queue: Any) -> str:
     return str(queue)
 
 
+def check_delay(delay: Any) -> int:
+    """Return ``delay`` as the whole seconds sent to the broker (rounded up), else raise ConfigError.
+
+    The range is checked after rounding: 4294967295.5 s would round up to 2**32, past beanstalkd's.
+    """
+    if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not delay >= 0:
+        raise ConfigError(f"delay must be a number of seconds >= 0, not {delay!r}")
+    delay_s = math.ceil(delay) if isinstance(delay, float) and delay != math.inf else delay
+    if not delay_s <= MAX_U32:
+        raise ConfigError(f"delay must be at most {MAX_U32} seconds once rounded up, not {delay!r}")
+    return int(delay_s)
+
+
 def check_ttr(ttr: Any) -> int:
     """Return ``ttr`` when it is a usable time-to-run in seconds, else raise ConfigError."""
     if isinstance(ttr, bool) or not isinstance(ttr, int) or not MIN_TTR <= ttr < 2**32:
@@ -123,6 +138,7 @@ class Task(Generic[P, R]):
         delay: float = 0,
         ttr: int | None = None,
         idempotency_key: str | None = None,
+        eta: datetime | None = None,
     ) -> Job:
         """Send the task with per-call options.
 
@@ -134,10 +150,37 @@ class Task(Generic[P, R]):
             delay: seconds before the job may run (rounded up to whole seconds).
             ttr: overrides the task's TTR, in seconds.
             idempotency_key: a repeat with the same key returns the first job.
+            eta: when the job may run, instead of ``delay`` (naive means UTC;
+                past means now). The broker holds the job until then.
 
         Raises:
             PayloadError: arguments are not JSON data or too large.
+            ConfigError: an option is invalid, or both ``eta`` and ``delay`` are given.
             BrokerUnavailable: the broker cannot take the job (nothing is recorded).
         """
+        if eta is not None:
+            delay = eta_delay(eta, delay)
         return self.app.send(self.name, args, kwargs, queue=queue, priority=priority,
                              delay=delay, ttr=ttr, idempotency_key=idempotency_key)
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """A signature of this task (for chains, groups, chords): ``add.s(1, 2)``."""
+        return Signature(self.name, args, kwargs, app=self.app)
+
+    def si(self, *args: Any, **kwargs: Any) -> Signature:
+        """An immutable signature: in a chain, the previous step's result is not passed to it."""
+        return Signature(self.name, args, kwargs, app=self.app, immutable=True)
+
+    def map(self, calls: Iterable[Iterable[Any]]) -> list[Job]:
+        """Enqueue one job per argument tuple, as one batch (see :meth:`jobkit.App.send_many`).
+
+        Raises:
+            PayloadError: an item is not a tuple or list of arguments (``jobs[i]: …``).
+        """
+        signatures = []
+        for i, args in enumerate(calls):
+            try:
+                signatures.append(Signature(self.name, args, app=self.app))
+            except PayloadError as exc:
+                raise PayloadError(f"jobs[{i}]: {exc}") from None
+        return self.app.send_many(signatures)

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from jobkit.backends.base import BEAT_EVERY_S, LIVE_FOR_S
-from jobkit.brokers.base import DEFAULT_PRIORITY, Delivery
+from jobkit.brokers.base import DEFAULT_PRIORITY, TOUCH, Delivery
 from jobkit.errors import (
     BackendError,
     BrokerConnectionLost,
@@ -225,6 +225,7 @@ class Heartbeat:
         self.closed = False
         self.next_prune = time.monotonic()
         self.next_report = time.monotonic()
+        self.touches = worker.app.broker.can(TOUCH)  # else the broker's own TTR rule holds
         self._idle_wake_s = float(PRUNE_EVERY_S)  # perf: see _beat
         self._wake_at = 0.0
         self._sleeping = False
@@ -282,7 +283,7 @@ class Heartbeat:
                 continue
             if now - attempt.touched >= attempt.touch_every_s:
                 with slot.lock:
-                    if slot.attempt is attempt and not (attempt.done or attempt.abandoned):
+                    if self.touches and slot.attempt is attempt and not (attempt.done or attempt.abandoned):
                         slot.consumer.touch(attempt.delivery)
                 attempt.touched = now
             wake = min(wake, attempt.next_due)

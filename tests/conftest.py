@@ -11,6 +11,8 @@ import pytest
 from jobkit.backends import Backend, backend_from_url
 from jobkit.brokers import Broker, broker_from_url
 from jobkit.embedded import Beanstalkd
+from tests.brokerservers import rabbitmq_server, redis_server  # noqa: F401 - broker servers
+from tests.clusterkit import beanstalkd_cluster, private_cluster  # noqa: F401 - cluster fixtures
 from tests.faultkit import beanstalk, fault_app, mongo, workers  # noqa: F401 - fault-test fixtures
 from tests.servers import MongoServer, missing
 
@@ -67,11 +69,15 @@ def backend(backend_url: str) -> Iterator[Backend]:
     instance.close()
 
 
-@pytest.fixture(params=["memory", "beanstalk"])
+@pytest.fixture(params=["memory", "beanstalk", "beanstalk-cluster", "redis", "rabbitmq"])
 def broker_url(request: pytest.FixtureRequest) -> str:
     """The URL of each broker implementation in turn."""
     if request.param == "memory":
         return "memory://"
+    if request.param in ("redis", "rabbitmq"):
+        return str(request.getfixturevalue(f"{request.param}_server").url)
+    if request.param == "beanstalk-cluster":
+        return str(request.getfixturevalue("beanstalkd_cluster").url)
     return str(request.getfixturevalue("beanstalkd").url)
 
 

@@ -16,6 +16,7 @@ from jobkit.errors import (
     JobTimeout,
     PayloadError,
     TaskNotFound,
+    Unsupported,
 )
 from jobkit.worker import Worker
 from tests.helpers import eventually
@@ -215,3 +216,120 @@ def test_stats_counts_queues_and_states(app: App, queue: str) -> None:
     task.delay()
     stats = app.stats()
     assert stats["queues"][queue]["ready"] == 2 and stats["jobs"] == {"queued": 2}
+
+
+# -- on the smallest broker: every read and action still works, from the records -------
+
+CORE_ONLY = "memory://?capabilities=none"
+
+
+@pytest.fixture
+def core_app(backend_url: str) -> Iterator[App]:
+    """An app whose broker has only the required core (no peek, delete, kick, touch, delay, stats)."""
+    app = App("core", broker=CORE_ONLY, backend=backend_url)
+    yield app
+    app.close()
+
+
+def run_one(app: App, queue: str) -> None:
+    """Reserve one message and take it through a worker's steps."""
+    from jobkit.runner import Runner
+
+    runner, consumer = Runner(app, "w"), app.broker.consumer([queue])
+    try:
+        delivery = consumer.reserve(2)
+        assert delivery is not None
+        attempt = runner.prepare(consumer, delivery)
+        if attempt is not None:
+            runner.settle(consumer, attempt, runner.execute(attempt))
+    finally:
+        consumer.close()
+
+
+def test_reads_without_broker_capabilities_answer_from_the_records(core_app: App, queue: str) -> None:
+    import falcon.testing
+
+    from jobkit.api import create_app
+    from jobkit.config import Settings
+
+    job = core_app.task(name="t", queue=queue)(lambda: None).delay()
+    assert core_app.locate(job.id, job.status().broker_id) is None
+    assert core_app.queues() == {} and core_app.stats() == {"queues": {}, "jobs": {"queued": 1}}
+    assert core_app.ping() == {"broker": "ok", "backend": "ok"}
+    client = falcon.testing.TestClient(create_app(Settings(default_task="t"), core_app))
+    assert client.simulate_get(f"/{job.id}/").json == {"_id": job.id, "state": "queued"}
+    assert client.simulate_get(f"/v1/jobs/{job.id}").json["broker"] is None
+    assert client.simulate_get("/v1/queues").json == {"queues": {}}
+    assert client.simulate_get("/readyz").status_code == 200
+
+
+def test_a_delay_the_broker_cannot_hold_is_refused_before_anything_is_recorded(
+        core_app: App, queue: str) -> None:
+    import falcon.testing
+
+    from jobkit.api import create_app
+    from jobkit.config import Settings
+
+    task = core_app.task(name="t", queue=queue)(lambda: None)
+    for key in (None, "k"):
+        with pytest.raises(Unsupported, match="cannot delay"):
+            task.apply_async(delay=5, idempotency_key=key)
+    client = falcon.testing.TestClient(create_app(Settings(default_task="t"), core_app))
+    answer = client.simulate_post("/v1/jobs", json={"task": "t", "queue": queue, "delay": 5})
+    assert answer.status_code == 422 and "cannot delay" in answer.json["description"]
+    assert core_app.counts() == {}
+
+
+def test_cancel_without_delete_leaves_the_message_for_the_worker_to_drop(core_app: App, queue: str) -> None:
+    runs: list[int] = []
+    job = core_app.task(name="t", queue=queue)(lambda: runs.append(1)).delay()
+    assert job.cancel().state is JobState.CANCELLED
+    run_one(core_app, queue)  # the message is delivered, and dropped unrun
+    assert runs == [] and job.status().state is JobState.CANCELLED
+    consumer = core_app.broker.consumer([queue])
+    assert consumer.reserve(0) is None  # settled for good
+    consumer.close()
+
+
+def test_retry_and_kick_without_kick_enqueue_from_the_record(core_app: App, queue: str) -> None:
+    state = {"fail": True}
+
+    @core_app.task(queue=queue)
+    def sometimes() -> str:
+        if state["fail"]:
+            raise RuntimeError("down")
+        return "up"
+
+    jobs = [sometimes.delay() for _ in range(3)]
+    for _ in jobs:
+        run_one(core_app, queue)
+    assert all(job.status().state is JobState.FAILED for job in jobs)
+    state["fail"] = False
+    assert core_app.retry(jobs[0].id).state is JobState.QUEUED
+    run_one(core_app, queue)
+    assert jobs[0].get(timeout=1) == "up"
+    assert core_app.kick(queue=queue + "x") == 0  # another queue's failed jobs only
+    assert core_app.kick(queue=queue) == 2
+    run_one(core_app, queue)
+    run_one(core_app, queue)
+    assert [job.get(timeout=1) for job in jobs[1:]] == ["up", "up"]
+
+
+def test_a_worker_on_a_broker_without_touch_never_touches(sqlite_url: str, queue: str,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The heartbeat's touch would raise Unsupported in its thread; it leaves the TTR to the broker."""
+    import threading
+    import time
+
+    failures: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: failures.append(args.exc_value))
+    app = App("core", broker=CORE_ONLY, backend=sqlite_url)
+    task = app.task(name="slow", queue=queue, ttr=2)(lambda: time.sleep(1.5) or "done")
+    worker = Worker(app, queues=[queue], concurrency=1)
+    worker.start()
+    try:
+        assert task.delay().get(timeout=20) == "done"  # a touch was due every second
+    finally:
+        worker.shutdown(graceful=False)
+        app.close()
+    assert failures == []

@@ -12,7 +12,7 @@ from tests.conftest import unique
 
 def accepted(job_id: str, **extra: object) -> dict[str, object]:
     return {"id": job_id, "task": "add", "args": [1, 2], "kwargs": {"k": "v"}, "queue": "default",
-            "priority": 1024, "created_at": time.time(), "broker_id": 7} | extra
+            "priority": 1024, "created_at": time.time(), "broker_id": "7"} | extra
 
 
 def claim(backend: Backend, job_id: str) -> dict[str, object]:
@@ -22,12 +22,12 @@ def claim(backend: Backend, job_id: str) -> dict[str, object]:
 def test_add_creates_a_queued_record_once(backend: Backend) -> None:
     job_id = unique()
     assert backend.add(accepted(job_id)) is True
-    assert backend.add(accepted(job_id, broker_id=9)) is False
+    assert backend.add(accepted(job_id, broker_id="9")) is False
     record = backend.get(job_id)
     assert record is not None
     assert record["state"] == "queued" and record["attempts"] == 0
     assert record["args"] == [1, 2] and record["kwargs"] == {"k": "v"}
-    assert record["broker_id"] == 9  # refreshed, the rest untouched
+    assert record["broker_id"] == "9"  # refreshed, the rest untouched
 
 
 def test_add_without_report_writes_the_same(backend: Backend) -> None:
@@ -36,21 +36,21 @@ def test_add_without_report_writes_the_same(backend: Backend) -> None:
     backend.add(accepted(job_id), report_created=False)
     record = backend.get(job_id)
     assert record is not None
-    assert record["state"] == "queued" and record["attempts"] == 0 and record["broker_id"] == 7
+    assert record["state"] == "queued" and record["attempts"] == 0 and record["broker_id"] == "7"
     claim(backend, job_id)
-    backend.add(accepted(job_id, broker_id=9, priority=5, queue="q2", args=[0], task="other"),
+    backend.add(accepted(job_id, broker_id="9", priority=5, queue="q2", args=[0], task="other"),
                 report_created=False)
     backend.add(accepted(job_id, broker_id=None, priority=None, queue=None), report_created=False)
     record = backend.get(job_id)
     assert record is not None
     assert record["state"] == "running" and record["attempts"] == 1
     assert record["args"] == [1, 2] and record["task"] == "add"  # the rest untouched
-    assert (record["broker_id"], record["priority"], record["queue"]) == (9, 5, "q2")
+    assert (record["broker_id"], record["priority"], record["queue"]) == ("9", 5, "q2")
     backend.finish(job_id, "succeeded", result=3, attempts=1)
-    backend.add(accepted(job_id, broker_id=11), report_created=False)
+    backend.add(accepted(job_id, broker_id="11"), report_created=False)
     record = backend.get(job_id)
     assert record is not None
-    assert record["state"] == "succeeded" and record["result"] == 3 and record["broker_id"] == 11
+    assert record["state"] == "succeeded" and record["result"] == 3 and record["broker_id"] == "11"
 
 
 def test_get_unknown_is_none(backend: Backend) -> None:
@@ -85,10 +85,10 @@ def test_accept_after_finish_keeps_the_outcome(backend: Backend) -> None:
     job_id = unique()
     claim(backend, job_id)
     backend.finish(job_id, "succeeded", result=3, attempts=1, insert=accepted(job_id))
-    assert backend.add(accepted(job_id, broker_id=11)) is False
+    assert backend.add(accepted(job_id, broker_id="11")) is False
     record = backend.get(job_id)
     assert record is not None
-    assert record["state"] == "succeeded" and record["result"] == 3 and record["broker_id"] == 11
+    assert record["state"] == "succeeded" and record["result"] == 3 and record["broker_id"] == "11"
 
 
 def test_finish_inserts_when_missing_and_sets_expiry(backend: Backend) -> None:
@@ -549,3 +549,60 @@ def test_sqlite_processes_opening_a_new_file_at_once_all_get_in(tmp_path: object
     backend = backend_from_url(url)
     assert all(backend.get(job_id) is not None for job_id in ids)
     backend.close()
+
+
+# -- broker ids are opaque text -------------------------------------------------------
+
+OPAQUE_IDS = ("42", "007", "12e4", "h1:11300/42", "3f2b9c1e-77aa-4b1e-9d1b-4a6a1b2c3d4e")
+
+
+def test_broker_ids_are_opaque_text_read_back_unchanged(backend: Backend) -> None:
+    """A broker's id is never parsed: ``"007"`` and ``"12e4"`` are not numbers to the store."""
+    for broker_id in OPAQUE_IDS:
+        job_id = unique()
+        backend.add(accepted(job_id, broker_id=broker_id), report_created=False)
+        record = backend.get(job_id)
+        assert record is not None and record["broker_id"] == broker_id
+        assert claim(backend, job_id)["broker_id"] == broker_id
+        assert [r["broker_id"] for r in backend.find(limit=1)] == [broker_id]
+
+
+def test_sqlite_file_with_numeric_broker_ids_is_upgraded_in_place(tmp_path: object) -> None:
+    """A file of the first schema (INTEGER broker_id) reads its ids back as text, keeps its
+    listing order, and from then on stores opaque ids unchanged."""
+    import sqlite3
+
+    path = f"{tmp_path}/old.db"
+    old = sqlite3.connect(path)
+    old.execute("CREATE TABLE jobs (id TEXT PRIMARY KEY, task TEXT, args TEXT, kwargs TEXT, queue TEXT,"
+                " state TEXT NOT NULL, broker_id INTEGER, priority INTEGER, attempts INTEGER NOT NULL"
+                " DEFAULT 0, result TEXT, error TEXT, created_at REAL, started_at REAL, finished_at REAL,"
+                " expires_at REAL, worker TEXT, idempotency_key TEXT)")
+    for number, job_id in enumerate(("older", "newer"), start=7):
+        old.execute("INSERT INTO jobs (id, task, args, kwargs, queue, state, broker_id, attempts)"
+                    " VALUES (?, 'add', '[1]', '{}', 'default', 'queued', ?, 0)", (job_id, number))
+    old.commit()
+    old.close()
+    backend = backend_from_url(f"sqlite:///{path}")
+    try:
+        assert [(r["id"], r["broker_id"]) for r in backend.find()] == [("newer", "8"), ("older", "7")]
+        for broker_id in OPAQUE_IDS:
+            backend.add(accepted(job_id := unique(), broker_id=broker_id), report_created=False)
+            assert backend.get(job_id)["broker_id"] == broker_id  # type: ignore[index]
+        assert [r["state"] for r in backend.find(state="queued", limit=100)].count("queued") == 7
+    finally:
+        backend.close()
+
+
+def test_mongo_documents_with_numeric_broker_ids_read_back_as_text(mongo_url: str) -> None:
+    import pymongo
+
+    with pymongo.MongoClient(mongo_url) as client:  # a document written by an earlier jobkit
+        client.get_default_database()["jobs"].insert_one(
+            {"_id": "old1", "task": "add", "state": "queued", "attempts": 0, "broker_id": 7})
+    backend = backend_from_url(mongo_url)
+    try:
+        record = backend.get("old1")
+        assert record is not None and record["broker_id"] == "7"
+    finally:
+        backend.close()

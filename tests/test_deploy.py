@@ -28,6 +28,8 @@ from typing import Any
 
 import pytest
 
+from jobkit.brokers import broker_from_url
+from jobkit.brokers.cluster import BeanstalkCluster, parse_cluster_url
 from jobkit.cli import build_parser
 from jobkit.config import Settings
 from jobkit.embedded import DEFAULT_MAX_JOB_SIZE, Beanstalkd, free_port, wait_for_port
@@ -51,9 +53,11 @@ from tests.servers import missing
 
 pytestmark = pytest.mark.deploy
 
-STATEFUL = ("beanstalkd", "mongo")
+BEANSTALKD = ("beanstalkd-1", "beanstalkd-2", "beanstalkd-3")  # one service per cluster server
+STATEFUL = (*BEANSTALKD, "mongo")
 JOBKIT_SERVICES = ("manager", "worker")
 ENV_FILE_SECRET = "jobkit_env"
+CLUSTER_URL = "beanstalk://beanstalkd-1:11300,beanstalkd-2:11300,beanstalkd-3:11300"
 SECRET_NAMES = {"mongo_root_username", "mongo_root_password", "jobkit_env",
                 "consoles_mongo_url", "consoles_password"}
 
@@ -76,14 +80,15 @@ def final_stage() -> Stage:
 # -- the stack: services, ports, scale ------------------------------------------------
 
 def test_stack_has_the_seeds_services_in_format_3_8_or_later(stack: dict[str, Any]) -> None:
+    """The seed's services, its one beanstalkd grown into a cluster of three."""
     major, minor = (int(part) for part in str(stack["version"]).split(".")[:2])
     assert (major, minor) >= (3, 8)
-    assert set(stack["services"]) == {"beanstalkd", "mongo", "manager", "worker"}
+    assert set(stack["services"]) == {*BEANSTALKD, "mongo", "manager", "worker"}
 
 
 def test_only_the_manager_publishes_a_port_and_it_is_8080(services: dict[str, Any]) -> None:
     assert published_ports(services["manager"]) == [(8080, 8080)]
-    for name in ("beanstalkd", "mongo", "worker"):
+    for name in (*BEANSTALKD, "mongo", "worker"):
         assert published_ports(services[name]) == [], f"{name} must publish no port"
         assert not services[name].get("ports"), f"{name} has a ports: entry"
 
@@ -172,9 +177,10 @@ def test_compose_gets_a_bridge_from_swarm_env_and_no_secrets() -> None:
 
 # -- stateful services ---------------------------------------------------------------------
 
+@pytest.mark.parametrize("name", BEANSTALKD)
 def test_beanstalkd_keeps_its_binlog_on_a_named_volume(
-        stack: dict[str, Any], services: dict[str, Any]) -> None:
-    beanstalkd = services["beanstalkd"]
+        stack: dict[str, Any], services: dict[str, Any], name: str) -> None:
+    beanstalkd = services[name]
     command = beanstalkd["command"]
     binlog = option(command, "-b")
     assert binlog is not None
@@ -189,13 +195,28 @@ def test_beanstalkd_keeps_its_binlog_on_a_named_volume(
 
 
 def test_beanstalkd_image_is_debians_1_12_unprivileged(services: dict[str, Any]) -> None:
-    build = services["beanstalkd"]["build"]
+    build = services["beanstalkd-1"]["build"]
     context = SWARM / (build if isinstance(build, str) else build["context"])
     (stage,) = parse_dockerfile(context / "Dockerfile")
     assert stage.base == "debian:bookworm-slim"
     assert any("'beanstalkd=1.12-*'" in run for run in stage.all("RUN"))
     assert stage.last("USER") not in (None, "root", "0")
     assert exec_form(stage.last("ENTRYPOINT") or "") == ["beanstalkd"]
+
+
+def test_the_beanstalkd_cluster_one_service_and_volume_per_server_all_in_the_broker_url(
+        stack: dict[str, Any], services: dict[str, Any]) -> None:
+    """Each server its own binlog volume, the same settings otherwise; the URL lists each once."""
+    volumes = [volume_targets(services[name])["/var/lib/beanstalkd"] for name in BEANSTALKD]
+    assert len(set(volumes)) == len(BEANSTALKD) and set(volumes) <= set(stack["volumes"])
+    settings = [{k: v for k, v in services[name].items() if k != "volumes"} for name in BEANSTALKD]
+    assert all(one == settings[0] for one in settings)
+    listed = [name for name, _ in parse_cluster_url(CLUSTER_URL)]
+    assert listed == [f"{name}:{option(services[name]['command'], '-p')}" for name in BEANSTALKD]
+    assert isinstance(broker_from_url(stack["x-jobkit-environment"]["JOBKIT_BROKER_URL"]),
+                      BeanstalkCluster)
+    for name in ("manager", "worker"):
+        assert set(BEANSTALKD) <= set(services[name]["depends_on"])
 
 
 def test_mongo_has_a_volume_and_authentication_from_secrets(
@@ -232,7 +253,7 @@ def test_jobkit_services_read_the_backend_url_from_the_secret_env_file(
     # the real environment wins over --env-file: these would silently override the secret
     shadowing = {"JOBKIT_BACKEND_URL", "MONGO_URL", "JOBKIT_API_TOKEN"} & set(service["environment"])
     assert not shadowing
-    assert service["environment"]["JOBKIT_BROKER_URL"] == "beanstalk://beanstalkd:11300"
+    assert service["environment"]["JOBKIT_BROKER_URL"] == CLUSTER_URL
 
 
 @pytest.mark.parametrize("name", ["stack.yml", "consoles.yml"])
@@ -296,7 +317,7 @@ def test_make_secrets_never_overwrites_and_never_repeats_a_password(tmp_path: Pa
 # -- health checks and policies ----------------------------------------------------------
 
 def test_every_service_has_a_health_decision(services: dict[str, Any]) -> None:
-    for name in ("beanstalkd", "mongo", "manager"):
+    for name in (*BEANSTALKD, "mongo", "manager"):
         check = services[name]["healthcheck"]
         assert check["test"][0] == "CMD" and len(check["test"]) > 1, name
         for key in ("interval", "timeout", "start_period"):
@@ -319,7 +340,7 @@ def test_manager_checks_healthz_with_the_images_command(services: dict[str, Any]
     assert duration_s(flags["timeout"]) > 4  # the script's own urllib timeout
 
 
-@pytest.mark.parametrize("name", ["beanstalkd", "mongo", "manager", "worker"])
+@pytest.mark.parametrize("name", [*BEANSTALKD, "mongo", "manager", "worker"])
 def test_restart_update_and_rollback_policies(services: dict[str, Any], name: str) -> None:
     deploy = services[name]["deploy"]
     assert deploy["restart_policy"]["condition"] in ("any", "on-failure")
@@ -477,7 +498,7 @@ def test_healthcheck_fails_on_an_error_status_or_no_server(api_stub: http.server
 def test_beanstalkd_healthcheck_answers_for_a_real_beanstalkd(services: dict[str, Any]) -> None:
     if shutil.which("beanstalkd") is None:
         missing("beanstalkd is not installed (apt-get install beanstalkd)")
-    cmd, *argv = services["beanstalkd"]["healthcheck"]["test"]
+    cmd, *argv = services["beanstalkd-1"]["healthcheck"]["test"]
     assert cmd == "CMD" and argv[0] == "bash" and "11300" in argv[-1]
     with Beanstalkd() as server:
         healthy = [*argv[:-1], argv[-1].replace("11300", str(server.port))]

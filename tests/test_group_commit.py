@@ -147,7 +147,7 @@ def test_every_concurrent_add_is_recorded_once_when_it_returns(store_url: str) -
     assert missing == []
     assert created == [True] * 400
     found = backend.find(limit=1000)
-    assert sorted(r["id"] for r in found) == sorted(i for group in ids for i in group)  # none lost, none twice
+    assert sorted(r["id"] for r in found) == sorted(i for each in ids for i in each)  # none lost or twice
     assert backend.counts() == {"queued": 400}
     backend.close()
     reader.close()

@@ -15,7 +15,7 @@ import falcon.media
 import falcon.routing
 
 from jobkit import __version__
-from jobkit.api import dashboard, errors, middleware, openapi, resources
+from jobkit.api import dashboard, errors, middleware, openapi, resources, workflows
 from jobkit.api.metrics import Metrics
 from jobkit.app import App
 from jobkit.config import Settings
@@ -80,6 +80,8 @@ def add_routes(web: falcon.App[falcon.Request, falcon.Response], api: resources.
     web.add_route("/", seed)
     web.add_route("/{job_id}", seed, suffix="status")
     web.add_route("/v1/jobs", jobs)
+    web.add_route("/v1/jobs/batch", workflows.Batch(api))
+    web.add_route("/v1/workflows", workflows.Workflows(api))
     web.add_route("/v1/jobs/{job_id}", jobs, suffix="item")
     web.add_route("/v1/jobs/{job_id}/result", jobs, suffix="result")
     web.add_route("/v1/jobs/{job_id}/retry", jobs, suffix="retry")

@@ -53,6 +53,7 @@ def install(web: falcon.App[falcon.Request, falcon.Response]) -> None:
     web.add_error_handler(errors.InvalidState, _client(falcon.HTTPConflict))
     web.add_error_handler(errors.ConfigError, _client(falcon.HTTPUnprocessableEntity))
     web.add_error_handler(errors.BrokerError, _unavailable("broker"))
+    web.add_error_handler(errors.Unsupported, _client(falcon.HTTPUnprocessableEntity))
     web.add_error_handler(errors.BackendError, _unavailable("result backend"))
 
 

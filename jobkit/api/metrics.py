@@ -33,7 +33,7 @@ class Metrics:
     """The counters the API updates, and the text it serves at ``/metrics``.
 
     Args:
-        app: the App whose broker is asked for queue depths at each scrape.
+        app: the App asked for queue depths at each scrape.
     """
 
     def __init__(self, app: App) -> None:
@@ -92,7 +92,7 @@ class QueueCollector:
     def collect(self) -> Iterator[Metric]:
         depth, waiting, up = self._families()
         try:
-            stats = self.app.broker.stats()
+            stats = self.app.queues()
         except JobkitError:
             up.add_metric([], 0)
             yield up

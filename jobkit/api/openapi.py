@@ -77,8 +77,9 @@ def _seed_paths() -> dict[str, Any]:
         "A job as the seed showed it", {"200": _json(status, "stats-job or the stored document"),
                                         **_errors("404", "503")},
         tag="seed", params=[_JOB_ID],
-        description="`/{job_id}/` too. While beanstalkd holds the job: its stats-job with "
-                    "`timeLeft`. Succeeded: `{\"_id\", **result}` (dict results) or "
+        description="`/{job_id}/` too. While the broker holds the job (where it can look jobs "
+                    "up; else the record answers): its stats-job with `timeLeft`. Succeeded: "
+                    "`{\"_id\", **result}` (dict results) or "
                     "`{\"_id\", \"result\"}`. Otherwise `{\"_id\", \"state\", \"error\"?}`.")
     return {
         "/": {"post": _op(
@@ -107,7 +108,8 @@ def _job_paths() -> dict[str, Any]:
         },
         "/v1/jobs/{job_id}": {
             "get": _op("A job's record and live broker stats", {
-                "200": _json(record, "the record; `broker` is beanstalkd's stats-job, or null"),
+                "200": _json(record, "the record; `broker`: the broker's stats-job while it holds "
+                                     "the job (and can peek), else null"),
                 **_errors("404", "503")}, params=[_JOB_ID]),
             "delete": _op("Cancel a job", {
                 "200": _json(record, "cancelled: deleted from the broker, or flagged if running"),
@@ -178,13 +180,69 @@ def _dashboard_paths() -> dict[str, Any]:
     return paths
 
 
+def _workflow_paths() -> dict[str, Any]:
+    created = _errors("400", "404", "413", "415", "422", "503")
+    return {
+        "/v1/jobs/batch": {"post": _op(
+            "Enqueue many jobs at once", {
+                "202": _json(_ref("schemas", "BatchAccepted"), "every job accepted; ids in the order sent"),
+                **created}, body=_ref("schemas", "BatchRequest"),
+            description="1 to 1000 jobs (and the body within JOBKIT_MAX_BODY): one backend transaction, "
+                        "pipelined broker puts. All or nothing: one bad job rejects the batch, the "
+                        "message starting `jobs[<index>]:`, and nothing is enqueued.")},
+        "/v1/workflows": {"post": _op(
+            "Enqueue a chain, group or chord", {
+                "202": _json(_ref("schemas", "WorkflowAccepted"),
+                             "accepted: `id` of the job with the workflow's result (a chain's last "
+                             "job, a chord's callback; `Location` points to it), or `ids` of a group's jobs"),
+                **created}, body=_ref("schemas", "Workflow"),
+            description="Each result is passed first in the next job's args (unless `immutable`); a "
+                        "chord's callback gets the list of its header's results, once. At most 1000 "
+                        "jobs, nested at most 16 levels; all or nothing, errors say where "
+                        "(`workflow.chain[1]: ...`).")},
+    }
+
+
+def _workflow_schemas() -> dict[str, Any]:
+    step = _ref("schemas", "WorkflowStep")
+    steps = {"type": "array", "minItems": 1, "items": step}
+    job = {"type": "object", "required": ["task"], "properties": {
+        "task": {"type": "string"}, "args": {"type": "array"}, "kwargs": {"type": "object"},
+        "queue": {"type": "string"}, "priority": {"type": "integer", "minimum": 0, "maximum": 2**32 - 1},
+        "delay": {"type": "number", "minimum": 0}, "ttr": {"type": "integer", "minimum": 1},
+        "immutable": {"type": "boolean", "description": "the previous result is not passed to it"},
+        "options": {"type": "object", "description": "the options above, as in a signature's JSON form"}}}
+    chain = {"type": "object", "required": ["chain"], "additionalProperties": False,
+             "properties": {"chain": steps}}
+    group = {"type": "object", "required": ["group"], "additionalProperties": False,
+             "properties": {"group": steps}}
+    chord = {"type": "object", "required": ["chord"], "additionalProperties": False, "properties": {
+        "chord": {"type": "object", "required": ["header", "body"], "additionalProperties": False,
+                  "properties": {"header": steps, "body": step}}}}
+    return {
+        "BatchRequest": {"type": "object", "required": ["jobs"], "additionalProperties": False,
+                         "properties": {"jobs": {"type": "array", "minItems": 1, "maxItems": 1000,
+                                                 "items": _ref("schemas", "JobRequest")}}},
+        "BatchAccepted": {"type": "object", "required": ["ids"], "properties": {
+            "ids": {"type": "array", "items": {"type": "string"}}}},
+        "Workflow": {"oneOf": [chain, group, chord]},
+        "WorkflowStep": {"oneOf": [job, chain, group, chord]},
+        "WorkflowAccepted": {"type": "object", "properties": {
+            "id": {"type": "string"}, "ids": {"type": "array", "items": {"type": "string"}}}},
+    }
+
+
 def _schemas() -> dict[str, Any]:
     error = {"type": "object", "required": ["title"],
              "properties": {"title": {"type": "string"}, "description": {"type": "string"}}}
-    stats = {key: {"type": "string" if key in ("tube", "state") else "integer"} for key in STATS_JOB_KEYS}
+    stats: dict[str, Any] = {key: {"type": "string" if key in ("tube", "state") else "integer"}
+                             for key in STATS_JOB_KEYS}
+    stats["id"] = {"type": ["integer", "string"], "description": "the broker's own id for the message"}
     seed = {("timeLeft" if k == "time-left" else k): v for k, v in stats.items()}
     record = {key: _ANY for key in RECORD_FIELDS} | {
         "state": {"type": "string", "enum": _STATES}, "error": _ref("schemas", "JobError"),
+        "broker_id": {"type": ["string", "null"],
+                      "description": "the broker's opaque id for the job's latest message"},
         "broker": {"oneOf": [_ref("schemas", "StatsJob"), {"type": "null"}]}}
     counts = ("ready", "reserved", "delayed", "buried", "urgent", "total", "waiting")
     return {
@@ -256,7 +314,7 @@ def document(version: str, auth: bool) -> dict[str, Any]:
         version: jobkit's version, shown as the API's version.
         auth: whether a bearer token is required (every route but ``/healthz``).
     """
-    components: dict[str, Any] = {"schemas": _schemas(), "responses": _responses(),
+    components: dict[str, Any] = {"schemas": _schemas() | _workflow_schemas(), "responses": _responses(),
                                   "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}}
     return {
         "openapi": "3.1.0",
@@ -265,7 +323,7 @@ def document(version: str, auth: bool) -> dict[str, Any]:
                                 "UTF-8) up to JOBKIT_MAX_BODY bytes; every error body is "
                                 '{"title", "description"}. A trailing slash is accepted on every path. '
                                 "HEAD answers on every GET route: the same status and headers, no body."},
-        "paths": _seed_paths() | _job_paths() | _other_paths() | _dashboard_paths(),
+        "paths": _seed_paths() | _job_paths() | _workflow_paths() | _other_paths() | _dashboard_paths(),
         "components": components,
         "security": [{"bearer": []}] if auth else [],
     }

@@ -19,7 +19,7 @@ from jobkit.api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from jobkit.api.metrics import Metrics
 from jobkit.app import App
 from jobkit.config import Settings
-from jobkit.errors import JobkitError, JobTimeout
+from jobkit.errors import JobTimeout
 from jobkit.job import JobState
 
 #: Seconds a client polling ``/v1/jobs/{id}/result`` is asked to wait between polls.
@@ -84,12 +84,12 @@ class Seed:
         accept(self.api, req, resp, self.api.settings.default_task, [validate.read_json(req)])
 
     def on_get_status(self, req: falcon.Request, resp: falcon.Response, job_id: str) -> None:
-        """beanstalkd's stats while the broker holds the job, else the stored outcome."""
+        """The broker's stats-job while it holds the job (where it can peek), else the stored outcome."""
         status = self.api.app.status(validate.job_id(job_id))
         if status.state.finished:
             resp.media = views.seed_outcome(status)
             return
-        stats = self.api.app.locate(status.id, status.record.get("broker_id"))
+        stats = self.api.app.locate(status.id, status.broker_id)  # None where the broker cannot peek
         resp.media = views.seed_stats(stats) if stats is not None else views.seed_outcome(status)
 
 
@@ -107,14 +107,14 @@ class Jobs:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Records, newest first, filtered by ``state`` and ``task``."""
         state, task, limit = validate.list_params(req)
-        resp.media = {"jobs": self.api.app.backend.find(state=state, task=task, limit=limit)}
+        resp.media = {"jobs": self.api.app.jobs(state=state, task=task, limit=limit)}
 
     def on_get_item(self, req: falcon.Request, resp: falcon.Response, job_id: str) -> None:
-        """The record, plus ``"broker"``: beanstalkd's stats-job while it holds the job, else null."""
+        """The record, plus ``"broker"``: the broker's stats-job while it holds the job, else null."""
         status = self.api.app.status(validate.job_id(job_id))
         stats = None
         if status.state is not JobState.SUCCEEDED:
-            stats = self.api.app.locate(status.id, status.record.get("broker_id"))
+            stats = self.api.app.locate(status.id, status.broker_id)
         resp.media = status.record | {"broker": stats}
 
     def on_delete_item(self, req: falcon.Request, resp: falcon.Response, job_id: str) -> None:
@@ -140,7 +140,7 @@ class Jobs:
 
     def _wait(self, job_id: str, wait_s: float) -> None:
         try:
-            self.api.app.backend.wait(job_id, wait_s)
+            self.api.app.wait(job_id, wait_s)
         except JobTimeout:
             pass
 
@@ -175,7 +175,7 @@ class Queues:
         self.api = api
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = {"queues": self.api.app.broker.stats()}
+        resp.media = {"queues": self.api.app.queues()}
 
 
 class Workers:
@@ -185,7 +185,7 @@ class Workers:
         self.api = api
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = views.workers(self.api.app.workers(), self.api.app.broker.stats())
+        resp.media = views.workers(self.api.app.workers(), self.api.app.queues())
 
 
 class Health:
@@ -198,19 +198,10 @@ class Health:
         resp.media = {"status": "ok"}
 
     def on_get_ready(self, req: falcon.Request, resp: falcon.Response) -> None:
-        checks = {"broker": self.api.app.broker.ping, "backend": self.api.app.backend.ping}
-        results = {name: _check(ping) for name, ping in checks.items()}
+        results = self.api.app.ping()
         if any(result != "ok" for result in results.values()):
             raise NotReady(results)
         resp.media = {"status": "ok"} | results
-
-
-def _check(ping: Any) -> str:
-    try:
-        ping()
-    except JobkitError:
-        return "unavailable"
-    return "ok"
 
 
 class NotReady(falcon.HTTPServiceUnavailable):

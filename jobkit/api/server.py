@@ -232,6 +232,8 @@ def _serve(settings: Settings, app: App, processes: int, threads: int) -> None:
     if not any(isinstance(f, OncePer) for f in queue_log.filters):
         queue_log.addFilter(OncePer(10.0))
     host, port = sock.getsockname()[:2]
+    if processes == 1:
+        stop_on_signals()  # before saying it listens: a signal from then on stops it cleanly
     log.info("jobkit api: http://%s:%s/ (%d process(es) x %d threads)", host, port, processes, threads)
     if processes == 1:
         _run(make_server(settings, wsgi, sock, threads))
@@ -262,9 +264,14 @@ def _serve_forked(settings: Settings, wsgi: Any, sock: socket.socket, processes:
 
 def _run(server: Any) -> None:
     """Serve in this process until SIGTERM/SIGINT; running requests get a few seconds to finish."""
+    stop_on_signals()
+    server.run()  # returns after SystemExit/KeyboardInterrupt, having stopped its threads
+
+
+def stop_on_signals() -> None:
+    """From now on, the first SIGTERM/SIGINT raises SystemExit(0) in the main thread."""
     signal.signal(signal.SIGTERM, _exit)
     signal.signal(signal.SIGINT, _exit)
-    server.run()  # returns after SystemExit/KeyboardInterrupt, having stopped its threads
 
 
 def _exit(signum: int, frame: Any) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from jobkit.errors import JobNotFound, JobTimeout
@@ -143,6 +143,35 @@ class Backend(ABC):
             BackendUnavailable: it does not.
         """
 
+    @abstractmethod
+    def feed(self, job_id: str, slot: int, value: str, *, by: str) -> dict[str, Any] | None:
+        """Give a waiting workflow job the result of one of the jobs it waits for.
+
+        One atomic write (see :func:`take_input`): the result goes into slot
+        ``slot`` of the record's ``workflow.inputs`` and its ``pending`` count
+        drops by one, unless that slot is filled already (a repeat changes
+        nothing); the write that fills the last slot marks the job due, by
+        ``by``. Only a ``queued`` record is fed: a failed or cancelled one stays so.
+
+        Args:
+            job_id: the waiting job.
+            slot: the index of ``by`` among the jobs it waits for.
+            value: the result, as JSON text.
+            by: the job whose result it is.
+
+        Returns:
+            The record when ``by`` made it due and it is not in the broker
+            yet (no ``broker_id``): the caller puts it. Else None.
+        """
+
+    def add_many(self, records: Sequence[dict[str, Any]]) -> None:
+        """:meth:`add` every record, in one transaction where the backend has them.
+
+        A batch enqueue writes all its records at once: one commit, one round trip.
+        """
+        for record in records:
+            self.add(record, report_created=False)
+
     def prune(self, now: float | None = None) -> int:
         """Delete expired records and old worker records; returns how many job records.
 
@@ -232,3 +261,24 @@ class Backend(ABC):
                 raise JobTimeout(f"job {job_id} not finished after {timeout} s (state {record['state']})")
             time.sleep(pause if left is None else min(pause, left))
             pause = min(pause * 2, 0.2)
+
+
+def take_input(record: dict[str, Any], slot: int, value: str, by: str) -> tuple[bool, bool]:
+    """Apply :meth:`Backend.feed` to a record in place: the rule every backend follows.
+
+    Returns:
+        ``(changed, hand_over)``: whether the record must be written, and
+        whether the caller must put the job into the broker.
+    """
+    flow = record.get("workflow")
+    if record.get("state") != "queued" or not isinstance(flow, dict):
+        return False, False
+    inputs, changed = flow.setdefault("inputs", {}), False
+    if str(slot) not in inputs:
+        inputs[str(slot)] = value
+        flow["pending"] = flow.get("pending", 0) - 1
+        changed = True
+    if flow["pending"] <= 0 and flow.get("due_by") is None:
+        flow["due_by"] = record["parent"] = by
+        changed = True
+    return changed, flow.get("due_by") == by and record.get("broker_id") is None

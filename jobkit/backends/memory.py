@@ -13,7 +13,7 @@ import time
 from collections.abc import Collection
 from typing import Any
 
-from jobkit.backends.base import FORGET_WORKER_S, Backend
+from jobkit.backends.base import FORGET_WORKER_S, Backend, take_input
 from jobkit.job import FINISHED_STATES, RECORD_FIELDS
 
 _BROKER_FIELDS = ("broker_id", "priority", "queue")
@@ -72,6 +72,14 @@ class MemoryBackend(Backend):
                 return False
             current.update(_copy(fields))
             return True
+
+    def feed(self, job_id: str, slot: int, value: str, *, by: str) -> dict[str, Any] | None:
+        with self._lock:
+            current = self._live(job_id)
+            if current is None:
+                return None
+            _, hand_over = take_input(current, slot, value, by)
+            return _copy(current) if hand_over else None
 
     def get(self, job_id: str) -> dict[str, Any] | None:
         with self._lock:

@@ -55,7 +55,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -221,6 +221,38 @@ class MongoBackend(Backend):
             return False  # exists, in a state that must not be overwritten
         return bool(result.matched_count or result.upserted_id is not None)
 
+    def add_many(self, records: Sequence[dict[str, Any]]) -> None:
+        requests, docs = [], []
+        for record in records:
+            doc = _to_doc({"state": "queued", "attempts": 0} | record)
+            refresh = {k: doc.pop(k) for k in _BROKER_FIELDS if doc.get(k) is not None}
+            update: dict[str, Any] = {"$setOnInsert": doc} | ({"$set": refresh} if refresh else {})
+            requests.append(pymongo.UpdateOne({"_id": doc["_id"]}, update, upsert=True))
+            docs.append(doc)
+        if requests:
+            with self._db() as jobs:
+                result = jobs.bulk_write(requests, ordered=False)
+                count_inserted(jobs, [docs[i] for i in result.upserted_ids])
+
+    def feed(self, job_id: str, slot: int, value: str, *, by: str) -> dict[str, Any] | None:
+        """See :meth:`Backend.feed`: two conditional updates, each atomic, each safe to repeat.
+
+        The first fills the slot and counts it; the second, a compare-and-set,
+        names the job that makes it due, once. After a crash between the two,
+        a repeat (the redelivered job) does the second.
+        """
+        queued: dict[str, Any] = {"_id": job_id, "state": "queued"}
+        with self._db() as jobs:
+            jobs.update_one(queued | {f"workflow.inputs.{slot}": {"$exists": False}},
+                            {"$set": {f"workflow.inputs.{slot}": value},
+                             "$inc": {"workflow.pending": -1}})
+            jobs.update_one(queued | {"workflow.pending": {"$lte": 0}, "workflow.due_by": None},
+                            {"$set": {"workflow.due_by": by, "parent": by}})
+        record = self.get(job_id)
+        if record is None or record["state"] != "queued" or record.get("broker_id") is not None:
+            return None
+        return record if (record.get("workflow") or {}).get("due_by") == by else None
+
     def get(self, job_id: str) -> dict[str, Any] | None:
         with self._db() as jobs:
             doc = jobs.find_one(_live({"_id": job_id}))
@@ -344,6 +376,8 @@ def _from_doc(doc: dict[str, Any]) -> dict[str, Any]:
             record["id"] = value
         elif key in _JSON_FIELDS and value is not None:
             record[key] = _field_from_bson(value)
+        elif key == "broker_id" and isinstance(value, int):  # written before ids were strings
+            record[key] = str(value)
         elif key == "expires_at" and isinstance(value, dt.datetime):
             aware = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
             record[key] = aware.timestamp()

@@ -37,14 +37,14 @@ from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
-from jobkit.backends.base import FORGET_WORKER_S, Backend
+from jobkit.backends.base import FORGET_WORKER_S, Backend, take_input
 from jobkit.backends.grouping import GroupWriter
 from jobkit.backends.sqlite_wal import Checkpointer
 from jobkit.errors import BackendError, BackendUnavailable, ConfigError
 from jobkit.job import FINISHED_STATES, RECORD_FIELDS
 from jobkit.message import compact_encoder
 
-_JSON_FIELDS = frozenset({"args", "kwargs", "result", "error"})
+_JSON_FIELDS = frozenset({"args", "kwargs", "result", "error", "children", "workflow"})
 _COLUMNS = ", ".join(RECORD_FIELDS)
 _FINISHED = "('" + "','".join(sorted(FINISHED_STATES)) + "')"
 _ATTENTION_STATES = ("cancelled", "failed", "retrying")  # each has a partial index
@@ -110,6 +110,13 @@ class _Connection:
                 raise
         return self._wait_and_execute(sql, params)
 
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> sqlite3.Cursor:
+        """Run ``sql`` for every row; only inside a write transaction (no lock to wait for)."""
+        if self.begin_pending:
+            self.begin_pending = False
+            self.execute("BEGIN IMMEDIATE")
+        return self.conn.executemany(sql, rows)
+
     def _wait_and_execute(self, sql: str, params: Sequence[Any]) -> sqlite3.Cursor:
         deadline, nap = time.monotonic() + self.timeout_s, FIRST_NAP_S
         spins = SPINS if threading.active_count() <= SPIN_THREADS else 0
@@ -145,10 +152,11 @@ class SQLiteBackend(Backend):
     DDL = (
         """CREATE TABLE IF NOT EXISTS jobs (
             id TEXT PRIMARY KEY, task TEXT, args TEXT, kwargs TEXT, queue TEXT,
-            state TEXT NOT NULL, broker_id INTEGER, priority INTEGER,
+            state TEXT NOT NULL, broker_id TEXT, priority INTEGER,
             attempts INTEGER NOT NULL DEFAULT 0, result TEXT, error TEXT,
             created_at REAL, started_at REAL, finished_at REAL, expires_at REAL,
-            worker TEXT, idempotency_key TEXT)""",
+            worker TEXT, idempotency_key TEXT, parent TEXT, root TEXT, children TEXT,
+            workflow TEXT)""",
         # perf: each index is one more b-tree every enqueue writes, so the row order stands
         # for creation order: listings walk the table newest first by rowid (the order the
         # records were written, within milliseconds of their creation), filtering by task
@@ -250,6 +258,8 @@ class SQLiteBackend(Backend):
     def _set_up(self, conn: _Connection) -> None:
         """Switch to WAL and create the table (a connection waits while another process does)."""
         conn.execute("PRAGMA journal_mode=WAL")
+        _add_missing_columns(conn)  # first: the broker-id upgrade copies every column
+        self._upgrade_broker_ids(conn)
         for statement in (*self.DDL, self.WORKERS_DDL):
             conn.execute(statement)
         if not _has_table(conn, "job_counts"):
@@ -266,6 +276,29 @@ class SQLiteBackend(Backend):
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+
+    def _upgrade_broker_ids(self, conn: _Connection) -> None:
+        """Give a file made when broker ids were numbers a TEXT ``broker_id`` column.
+
+        An INTEGER column turns an opaque id that looks like a number into one
+        (``"007"`` reads back as 7, ``"12e4"`` as 120000), and SQLite cannot
+        change a column's type: the table is copied once, rowids (the listing
+        order) and all, in one transaction. The indexes are made again by :attr:`DDL`.
+        """
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            types = {row[1]: row[2] for row in conn.execute("PRAGMA table_info(jobs)")}
+            if types.get("broker_id", "TEXT").upper() != "TEXT":
+                conn.execute(self.DDL[0].replace(" jobs (", " jobs_upgrade (", 1))
+                values = _COLUMNS.replace("broker_id", "CAST(broker_id AS TEXT)")
+                conn.execute(f"INSERT INTO jobs_upgrade (rowid, {_COLUMNS}) SELECT rowid, {values} FROM jobs")
+                conn.execute("DROP TABLE jobs")
+                conn.execute("ALTER TABLE jobs_upgrade RENAME TO jobs")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
 
     @contextmanager
     def _db(self) -> Iterator[_Connection]:
@@ -295,6 +328,22 @@ class SQLiteBackend(Backend):
                 db.begin_pending = False
             if db.in_transaction:
                 db.execute("COMMIT")
+
+    @contextmanager
+    def _transaction(self) -> Iterator[_Connection]:
+        """The connection, inside a write transaction: the caller's :meth:`batch`, else one of its own."""
+        with self._db() as db:
+            if db.in_transaction or db.begin_pending:
+                yield db
+                return
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
 
     def close(self) -> None:
         """Close every thread's connection, each once no thread is using it.
@@ -350,6 +399,24 @@ class SQLiteBackend(Backend):
             return True
         db.execute(self.REFRESH, (params[_BROKER_ID], params[_PRIORITY], params[_QUEUE], params[_ID]))
         return False
+
+    def add_many(self, records: Sequence[dict[str, Any]]) -> None:
+        rows = [[v if v is None or not as_json else _encode(v)
+                 for f, as_json, default in _ADD_FIELDS for v in (r.get(f, default),)] for r in records]
+        with self._transaction() as db:
+            db.executemany(self.UPSERT, rows)
+
+    def feed(self, job_id: str, slot: int, value: str, *, by: str) -> dict[str, Any] | None:
+        with self._transaction() as db:
+            row = db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                return None
+            record = _record(row)
+            changed, hand_over = take_input(record, slot, value, by)
+            if changed:
+                db.execute("UPDATE jobs SET workflow = ?, parent = ? WHERE id = ?",
+                           (_encode(record["workflow"]), record["parent"], job_id))
+        return record if hand_over else None
 
     def claim(self, record: dict[str, Any]) -> dict[str, Any]:
         r = record
@@ -488,7 +555,9 @@ def _out(field: str, value: Any) -> Any:
 
 
 def _record(row: tuple[Any, ...], known: dict[str, tuple[str, Any]] | None = None) -> dict[str, Any]:
-    """A record from a row; a field whose text is ``known[field][0]`` takes ``known[field][1]``."""
+    """A record from a row; a field whose text is ``known[field][0]`` takes ``known[field][1]``.
+
+    """
     record = dict(zip(RECORD_FIELDS, row, strict=True))
     for field in _JSON_FIELDS:
         text = record[field]
@@ -497,6 +566,20 @@ def _record(row: tuple[Any, ...], known: dict[str, tuple[str, Any]] | None = Non
         sent = known.get(field) if known else None
         record[field] = sent[1] if sent is not None and sent[0] == text else json.loads(text)
     return record
+
+
+def _add_missing_columns(conn: _Connection) -> None:
+    """Give a table made by an earlier jobkit the columns added since (all nullable)."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(jobs)").fetchall()}
+    if not have:
+        return  # no table yet: DDL makes it whole
+    for name in RECORD_FIELDS:
+        if name not in have:
+            try:
+                conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} TEXT")
+            except sqlite3.OperationalError as exc:
+                if "duplicate column" not in str(exc):  # another process added it meanwhile
+                    raise
 
 
 @functools.lru_cache(maxsize=256)

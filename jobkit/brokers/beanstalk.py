@@ -3,6 +3,12 @@
 URL: ``beanstalk://host:port`` (port 11300 by default). Options (query
 string): ``connect_timeout=<seconds>`` (default 2).
 
+Capabilities: all of them (peek, delete, kick, touch, delay, priority,
+stats). Broker ids are beanstalkd's job ids as decimal text (``"42"``); an id
+that is not one finds nothing (peek None, delete and kick False). The count
+of lost deliveries is read on demand with ``stats-job`` on the consumer's own
+connection (:meth:`BeanstalkConsumer.lost_deliveries`).
+
 Features: one tube per queue; priority, delay and TTR are beanstalkd's own
 (seconds; priority 0 is most urgent); a consumer is one connection, and
 delete/release/bury/touch go over the connection that reserved the job, as
@@ -37,7 +43,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import greenstalk
 
-from jobkit.brokers.base import STATS_JOB_KEYS, Broker, Consumer, Delivery, Peeked
+from jobkit.brokers.base import ALL_CAPABILITIES, STATS_JOB_KEYS, Broker, Consumer, Delivery, Outgoing, Peeked
 from jobkit.errors import (
     BrokerConnectionLost,
     BrokerError,
@@ -58,6 +64,9 @@ _UNKNOWN_STATE = (*_LOST, greenstalk.Error)
 #: whole command (a refused put's body included) and answered once.
 _CLEAN_REFUSALS = (greenstalk.NotFoundError, greenstalk.DrainingError, greenstalk.JobTooBigError)
 _POOL_SIZE = 16
+#: Puts sent in one write by :meth:`BeanstalkBroker.put_many`; their answers (about 15
+#: bytes each) fit in the socket buffers while the write goes out.
+PIPELINE_PUTS = 500
 OP_TIMEOUT_S = 5.0  # a single command; a reserve waits its own timeout on top
 #: The largest priority, delay or TTR beanstalkd takes (32-bit unsigned; larger is BAD_FORMAT).
 MAX_U32 = 2**32 - 1
@@ -77,6 +86,17 @@ def queue_name_problem(name: object) -> str | None:
         return None
     return ("a queue name is 1 to 200 characters: ASCII letters, digits and - + / ; . $ _ ( ),"
             " not starting with -")
+
+
+def job_number(broker_id: str) -> int | None:
+    """beanstalkd's job id for a broker id, or None when ``broker_id`` is not one of its ids."""
+    if isinstance(broker_id, int) and not isinstance(broker_id, bool):  # a cluster's inner id
+        return broker_id if 0 < broker_id < 2**64 else None
+    if isinstance(broker_id, str) and 0 < len(broker_id) <= 20 and broker_id.isascii() \
+            and broker_id.isdigit():
+        number = int(broker_id)
+        return number if 0 < number < 2**64 else None
+    return None
 
 
 def parse_url(url: str) -> tuple[tuple[str, int], float]:
@@ -141,6 +161,25 @@ class _Client(greenstalk.Client[bytes]):
             data, self.pending = self.pending + data, b""
             if data:
                 self._sock.sendall(data)
+
+    def pipeline(self, data: bytes, expected: Sequence[bytes]) -> list[list[bytes] | greenstalk.Error]:
+        """Send several commands in one write, then read one answer for each.
+
+        Returns:
+            Per command, the answer's values, or the error it answered.
+        """
+        self.answer_due = False
+        self._send(data)
+        self.answer_due = True
+        self._read_answers()
+        answers: list[list[bytes] | greenstalk.Error] = []
+        for want in expected:
+            try:
+                answers.append(greenstalk._parse_response(self._reader.readline(), want))
+            except greenstalk.Error as exc:
+                answers.append(exc)
+        self.answer_due = False
+        return answers
 
     def _send_cmd(self, cmd: bytes, expected: bytes) -> list[bytes]:
         self.answer_due = False
@@ -234,6 +273,8 @@ def _timeval(seconds: float) -> bytes:
 class BeanstalkBroker(Broker):
     """beanstalkd as jobkit's broker."""
 
+    capabilities = ALL_CAPABILITIES
+
     def __init__(self, url: str) -> None:
         super().__init__(url)
         self.address, self.connect_timeout_s = parse_url(url)
@@ -299,17 +340,28 @@ class BeanstalkBroker(Broker):
     def _where(self) -> str:
         return f"{self.address[0]}:{self.address[1]}"
 
-    def put(self, body: bytes, *, queue: str, priority: int, delay_s: int, ttr_s: int) -> int:
+    def check_queue(self, name: str) -> str:
+        """Return ``name`` when it is a tube name beanstalkd takes (:func:`queue_name_problem`).
+
+        Raises:
+            ConfigError: it is not.
+        """
+        problem = queue_name_problem(name)
+        if problem is not None:
+            raise ConfigError(f"invalid queue name {name!r}: {problem}")
+        return name
+
+    def put(self, body: bytes, *, queue: str, priority: int, delay_s: int, ttr_s: int) -> str:
         """Store a message (see :meth:`Broker.put`).
 
         Raises:
             BrokerUnconfirmed: the put went out but its answer did not come
                 back (timeout, connection lost): beanstalkd may hold the job.
         """
-        def put(conn: _Connection) -> int:
+        def put(conn: _Connection) -> str:
             conn.use(queue)
             try:
-                return conn.client.put(body, priority=priority, delay=delay_s, ttr=ttr_s)
+                return str(conn.client.put(body, priority=priority, delay=delay_s, ttr=ttr_s))
             except _LOST as exc:
                 if conn.client.answer_due:
                     raise BrokerUnconfirmed(
@@ -317,14 +369,63 @@ class BeanstalkBroker(Broker):
                 raise
         return self._call(put)
 
+    def put_many(self, messages: Sequence[Outgoing]) -> list[str]:
+        """Store several messages (see :meth:`Broker.put_many`), pipelined on one connection.
+
+        perf: up to :data:`PIPELINE_PUTS` puts go out in one write and their
+        answers are read after it, one round trip where a loop of :meth:`put`
+        takes one per message.
+
+        Raises:
+            BrokerUnconfirmed: the puts went out but their answers did not all come back.
+        """
+        def put_all(conn: _Connection) -> list[str]:
+            ids: list[str] = []
+            for start in range(0, len(messages), PIPELINE_PUTS):
+                ids += self._put_chunk(conn, messages[start:start + PIPELINE_PUTS], ids)
+            return ids
+        return self._call(put_all)
+
+    def _put_chunk(self, conn: _Connection, chunk: Sequence[Outgoing], earlier: list[str]) -> list[str]:
+        """Pipeline ``chunk``; when one put is refused, delete every message put so far and raise."""
+        data, expected = [], []
+        for m in chunk:
+            if m.queue != conn.tube:
+                data.append(b"use %b\r\n" % m.queue.encode())
+                expected.append(b"USING")
+                conn.tube = m.queue
+            data.append(b"put %d %d %d %d\r\n%b\r\n" % (m.priority, m.delay_s, m.ttr_s, len(m.body), m.body))
+            expected.append(b"INSERTED")
+        try:
+            answers = conn.client.pipeline(b"".join(data), expected)
+        except _LOST as exc:
+            if conn.client.answer_due:
+                raise BrokerUnconfirmed(f"beanstalkd at {self._where}: no answer to puts: {exc!r}") from None
+            raise
+        ids = [a[0].decode() for want, a in zip(expected, answers, strict=True)
+               if want == b"INSERTED" and not isinstance(a, greenstalk.Error)]
+        refused = next((a for a in answers if isinstance(a, greenstalk.Error)), None)
+        if refused is not None:
+            for broker_id in earlier + ids:
+                try:
+                    conn.client.delete(int(broker_id))
+                except greenstalk.NotFoundError:
+                    pass
+            raise refused
+        return ids
+
     def consumer(self, queues: Sequence[str]) -> Consumer:
         return BeanstalkConsumer(self.address, self.connect_timeout_s, queues)
 
-    def peek(self, broker_id: int) -> Peeked | None:
+    def peek(self, broker_id: str) -> Peeked | None:
+        number = job_number(broker_id)
+        if number is None:
+            return None
+
         def peek(conn: _Connection) -> Peeked | None:
             try:
-                job = conn.client.peek(broker_id)
-                stats = conn.client.stats_job(broker_id)
+                job = conn.client.peek(number)
+                stats = conn.client.stats_job(number)
             except greenstalk.NotFoundError:
                 return None
             return Peeked(broker_id, job.body, _job_stats(stats))
@@ -338,22 +439,30 @@ class BeanstalkBroker(Broker):
                 stats = conn.client.stats_job(job.id)
             except greenstalk.NotFoundError:
                 return None
-            return Peeked(job.id, job.body, _job_stats(stats))
+            return Peeked(str(job.id), job.body, _job_stats(stats))
         return self._call(peek)
 
-    def delete(self, broker_id: int) -> bool:
+    def delete(self, broker_id: str) -> bool:
+        number = job_number(broker_id)
+        if number is None:
+            return False
+
         def delete(conn: _Connection) -> bool:
             try:
-                conn.client.delete(broker_id)
+                conn.client.delete(number)
             except greenstalk.NotFoundError:
                 return False
             return True
         return self._call(delete)
 
-    def kick(self, broker_id: int) -> bool:
+    def kick(self, broker_id: str) -> bool:
+        number = job_number(broker_id)
+        if number is None:
+            return False
+
         def kick(conn: _Connection) -> bool:
             try:
-                conn.client.kick_job(broker_id)
+                conn.client.kick_job(number)
             except greenstalk.NotFoundError:
                 return False
             return True
@@ -427,18 +536,19 @@ class BeanstalkConsumer(Consumer):
         finally:
             if conn.timeout_s != OP_TIMEOUT_S and self._conn is conn:
                 conn.set_timeout(OP_TIMEOUT_S)
-        return Delivery(job.id, job.body, self._session)
+        return Delivery(str(job.id), job.body, self._session)
 
-    def _settle(self, delivery: Delivery, command: Callable[[greenstalk.Client[bytes]], Any]) -> bool:
-        """Run a delete/release/bury/touch; False when the job is no longer held here.
+    def _settle(self, delivery: Delivery, command: Callable[[_Client, int], Any]) -> bool:
+        """Run a command on a held job (delete, release, …); False when it is no longer held here.
 
         Any answer but the expected one or ``NOT_FOUND`` drops the connection
         (its jobs go back to ready): its protocol state is unknown.
         """
-        if delivery.session != self._session or self._conn is None:
+        number = job_number(delivery.broker_id)
+        if delivery.session != self._session or self._conn is None or number is None:
             return False
         try:
-            command(self._conn.client)
+            command(self._conn.client, number)
         except greenstalk.NotFoundError:
             return False
         except BaseException as exc:
@@ -449,30 +559,51 @@ class BeanstalkConsumer(Consumer):
         return True
 
     def delete(self, delivery: Delivery) -> bool:
-        return self._settle(delivery, lambda c: c.delete(delivery.broker_id))
+        return self._settle(delivery, lambda c, number: c.delete(number))
 
     def delete_nowait(self, delivery: Delivery) -> None:
         """Queue ``delete``: it goes out with the next command (one write and round trip less)."""
-        conn = self._conn
-        if delivery.session != self._session or conn is None:
+        conn, number = self._conn, job_number(delivery.broker_id)
+        if delivery.session != self._session or conn is None or number is None:
             return
         try:
-            conn.client.delete_nowait(delivery.broker_id)
+            conn.client.delete_nowait(number)
         except _LOST:
             self._drop()
 
     def release(self, delivery: Delivery, *, priority: int, delay_s: int) -> bool:
-        job = greenstalk.Job(delivery.broker_id, b"")
         delay_s = min(max(0, delay_s), MAX_U32)  # a longer wait than beanstalkd's is its longest
-        return self._settle(delivery, lambda c: c.release(job, priority=priority, delay=delay_s))
+        return self._settle(delivery, lambda c, number: c.release(
+            greenstalk.Job(number, b""), priority=priority, delay=delay_s))
 
     def bury(self, delivery: Delivery, *, priority: int) -> bool:
-        job = greenstalk.Job(delivery.broker_id, b"")
-        return self._settle(delivery, lambda c: c.bury(job, priority=priority))
+        return self._settle(delivery, lambda c, number: c.bury(greenstalk.Job(number, b""),
+                                                                priority=priority))
 
     def touch(self, delivery: Delivery) -> bool:
-        job = greenstalk.Job(delivery.broker_id, b"")
-        return self._settle(delivery, lambda c: c.touch(job))
+        return self._settle(delivery, lambda c, number: c.touch(greenstalk.Job(number, b"")))
+
+    def lost_deliveries(self, delivery: Delivery) -> int:
+        """Earlier reserves of the job that ended neither released nor buried, from ``stats-job``.
+
+        Asked on this consumer's connection, which holds the job (a producer's
+        connection could see it anywhere); 0 when the job is no longer held here.
+        """
+        stats = self._held_stats(delivery)
+        if stats is None:
+            return 0
+        return max(0, int(stats["reserves"]) - 1 - int(stats["releases"]) - int(stats["buries"]))
+
+    def releases(self, delivery: Delivery) -> int | None:
+        """beanstalkd's ``releases`` count of the job (``stats-job`` on this connection)."""
+        stats = self._held_stats(delivery)
+        return None if stats is None else int(stats["releases"])
+
+    def _held_stats(self, delivery: Delivery) -> Any:
+        """``stats-job`` of a job this consumer holds, read on its connection; None when not held."""
+        found: list[Any] = []
+        held = self._settle(delivery, lambda c, number: found.append(c.stats_job(number)))
+        return found[0] if held else None
 
     def interrupt(self) -> None:
         self._closed = True

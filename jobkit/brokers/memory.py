@@ -1,10 +1,17 @@
 """In-process broker with beanstalkd's semantics.
 
-URL: ``memory://``. Features: queues, priorities, delays and TTR in
-seconds, reserve/delete/release/bury/touch/kick, stats named as beanstalkd
-names them; a consumer that closes returns its messages to ready. For tests
-and for ``jobkit up`` on a machine without beanstalkd: producer and workers
-must share the process, and nothing survives it.
+URL: ``memory://``; option ``capabilities=<comma list>|none`` narrows the
+capabilities it declares (default: all of them: peek, delete, kick, touch,
+delay, priority, stats), so that an app can be tried on the smallest broker
+the boundary allows (``memory://?capabilities=none``): an undeclared one
+raises :class:`~jobkit.errors.Unsupported`, and without ``priority``
+messages come first in, first out. Queues, priorities, delays and TTR in seconds,
+stats named as beanstalkd names them; a consumer that closes returns its
+messages to ready. Broker ids are ``"1"``, ``"2"``, …; each delivery carries
+how many earlier deliveries of its message were lost (:attr:`Delivery.lost`).
+Any string is a queue name. For tests and for ``jobkit up`` on a machine
+without beanstalkd: producer and workers must share the process, and nothing
+survives it.
 """
 from __future__ import annotations
 
@@ -15,13 +22,30 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
-from jobkit.brokers.base import Broker, Consumer, Delivery, Peeked
+from jobkit.brokers.base import (
+    ALL_CAPABILITIES,
+    DEFAULT_PRIORITY,
+    DELAY,
+    DELETE,
+    KICK,
+    PEEK,
+    PRIORITY,
+    STATS,
+    TOUCH,
+    Broker,
+    Consumer,
+    Delivery,
+    Peeked,
+)
+from jobkit.errors import ConfigError, Unsupported
 
 
 @dataclass
 class _Message:
-    id: int
+    id: str
+    seq: int  # order of arrival: first in, first out among equal priorities
     body: bytes
     queue: str
     priority: int
@@ -36,6 +60,7 @@ class _Message:
     releases: int = 0
     buries: int = 0
     kicks: int = 0
+    lost: int = 0  # deliveries that ended unsettled: TTR ran out, or the consumer closed
     buried_at: float = 0.0
     delay_s: int = 0
 
@@ -43,21 +68,26 @@ class _Message:
 class MemoryBroker(Broker):
     """beanstalkd's model in one process, guarded by one condition variable."""
 
+    capabilities = ALL_CAPABILITIES
+
     def __init__(self, url: str = "memory://") -> None:
         super().__init__(url)
+        setattr(self, "capabilities", _capabilities(url))  # noqa: B010 - per instance, from the URL
         self._cond = threading.Condition()
-        self._messages: dict[int, _Message] = {}
-        self._ready: dict[str, list[tuple[int, int]]] = {}  # queue -> heap of (priority, id)
+        self._messages: dict[str, _Message] = {}
+        self._ready: dict[str, list[tuple[int, int, str]]] = {}  # queue -> heap of (priority, seq, id)
         self._ids = itertools.count(1)
         self._waiting: dict[str, int] = {}
-        self._timed: list[tuple[float, int]] = []  # heap of (due, id): delays and TTR deadlines
+        self._timed: list[tuple[float, str]] = []  # heap of (due, id): delays and TTR deadlines
 
     # -- producer side -------------------------------------------------------
 
-    def put(self, body: bytes, *, queue: str, priority: int, delay_s: int, ttr_s: int) -> int:
+    def put(self, body: bytes, *, queue: str, priority: int, delay_s: int, ttr_s: int) -> str:
         now = time.monotonic()
+        priority = self._priority(priority, delay_s)
         with self._cond:
-            msg = _Message(next(self._ids), bytes(body), queue, priority, max(1, ttr_s), now)
+            seq = next(self._ids)
+            msg = _Message(str(seq), seq, bytes(body), queue, priority, max(1, ttr_s), now)
             self._messages[msg.id] = msg
             self._ready.setdefault(queue, [])
             msg.delay_s = delay_s
@@ -71,20 +101,23 @@ class MemoryBroker(Broker):
     def consumer(self, queues: Sequence[str]) -> Consumer:
         return MemoryConsumer(self, list(queues))
 
-    def peek(self, broker_id: int) -> Peeked | None:
+    def peek(self, broker_id: str) -> Peeked | None:
+        self._require(PEEK, "look at a message by id")
         with self._cond:
             self._tick(time.monotonic())
             msg = self._messages.get(broker_id)
             return None if msg is None else self._peeked(msg)
 
     def peek_buried(self, queue: str) -> Peeked | None:
+        self._require(PEEK, "look at its dead letters")
         with self._cond:
             buried = [m for m in self._messages.values() if m.queue == queue and m.state == "buried"]
             if not buried:
                 return None
-            return self._peeked(min(buried, key=lambda m: (m.buried_at, m.id)))
+            return self._peeked(min(buried, key=lambda m: (m.buried_at, m.seq)))
 
-    def delete(self, broker_id: int) -> bool:
+    def delete(self, broker_id: str) -> bool:
+        self._require(DELETE, "delete a message by id")
         with self._cond:
             msg = self._messages.get(broker_id)
             if msg is None or msg.state == "reserved":
@@ -92,7 +125,8 @@ class MemoryBroker(Broker):
             del self._messages[broker_id]
             return True
 
-    def kick(self, broker_id: int) -> bool:
+    def kick(self, broker_id: str) -> bool:
+        self._require(KICK, "kick a message by id")
         with self._cond:
             msg = self._messages.get(broker_id)
             if msg is None or msg.state not in ("buried", "delayed"):
@@ -102,6 +136,7 @@ class MemoryBroker(Broker):
             return True
 
     def stats(self) -> dict[str, dict[str, int]]:
+        self._require(STATS, "count its queues")
         with self._cond:
             self._tick(time.monotonic())
             out = {q: dict.fromkeys(("ready", "reserved", "delayed", "buried", "urgent"), 0)
@@ -110,14 +145,27 @@ class MemoryBroker(Broker):
                 row = out[msg.queue]
                 row[msg.state] += 1
                 row["total"] += 1
-                row["urgent"] += msg.state == "ready" and msg.priority < 1024
+                row["urgent"] += msg.state == "ready" and msg.priority < DEFAULT_PRIORITY
             return out
+
+    def ping(self) -> None:
+        """Always answers: it lives in this process."""
+
+    def _require(self, capability: str, what: str) -> None:
+        if capability not in self.capabilities:
+            raise self._unsupported(what)
+
+    def _priority(self, priority: int, delay_s: int) -> int:
+        """The priority to order by; refuses a delay the broker was told it cannot hold."""
+        if delay_s > 0:
+            self._require(DELAY, "delay a message")
+        return priority if PRIORITY in self.capabilities else DEFAULT_PRIORITY
 
     # -- shared with consumers (caller holds self._cond) ---------------------
 
     def _make_ready(self, msg: _Message) -> None:
         msg.state, msg.holder = "ready", None
-        heapq.heappush(self._ready[msg.queue], (msg.priority, msg.id))
+        heapq.heappush(self._ready[msg.queue], (msg.priority, msg.seq, msg.id))
         self._cond.notify_all()
 
     def _schedule(self, due: float, msg: _Message) -> None:
@@ -137,33 +185,34 @@ class MemoryBroker(Broker):
             if msg.state == "delayed" and msg.ready_at == due:
                 self._make_ready(msg)
             elif msg.state == "reserved" and msg.deadline == due:
-                msg.timeouts += 1
+                msg.timeouts, msg.lost = msg.timeouts + 1, msg.lost + 1
                 self._make_ready(msg)
         return timed[0][0] - now if timed else None
 
     def _pop_ready(self, queues: Sequence[str]) -> _Message | None:
         best: tuple[int, int, str] | None = None
+        best_queue = ""
         for queue in queues:
             heap = self._ready.get(queue)
             while heap:
-                priority, msg_id = heap[0]
+                priority, _, msg_id = heap[0]
                 msg = self._messages.get(msg_id)
                 if msg is not None and msg.state == "ready" and msg.priority == priority:
                     break
                 heapq.heappop(heap)  # stale entry
-            if heap and (best is None or heap[0][:2] < best[:2]):
-                best = (heap[0][0], heap[0][1], queue)
+            if heap and (best is None or heap[0] < best):
+                best, best_queue = heap[0], queue
         if best is None:
             return None
-        heapq.heappop(self._ready[best[2]])
-        return self._messages[best[1]]
+        heapq.heappop(self._ready[best_queue])
+        return self._messages[best[2]]
 
     def _peeked(self, msg: _Message) -> Peeked:
         now = time.monotonic()
         left = msg.deadline - now if msg.state == "reserved" else (
             msg.ready_at - now if msg.state == "delayed" else 0)
         stats: dict[str, Any] = {
-            "id": msg.id, "tube": msg.queue, "state": msg.state, "pri": msg.priority,
+            "id": msg.seq, "tube": msg.queue, "state": msg.state, "pri": msg.priority,
             "age": int(now - msg.created), "delay": msg.delay_s,
             "ttr": msg.ttr_s, "time-left": max(0, int(left)), "file": 0, "reserves": msg.reserves,
             "timeouts": msg.timeouts, "releases": msg.releases, "buries": msg.buries,
@@ -196,7 +245,7 @@ class MemoryConsumer(Consumer):
                         msg.state, msg.holder = "reserved", self
                         msg.deadline, msg.reserves = now + msg.ttr_s, msg.reserves + 1
                         b._schedule(msg.deadline, msg)
-                        return Delivery(msg.id, msg.body)
+                        return Delivery(msg.id, msg.body, lost=msg.lost)
                     if now >= end:
                         return None
                     b._cond.wait(min(end - now, nearest if nearest is not None else end - now))
@@ -217,6 +266,7 @@ class MemoryConsumer(Consumer):
             return True
 
     def release(self, delivery: Delivery, *, priority: int, delay_s: int) -> bool:
+        priority = self.broker._priority(priority, delay_s)
         with self.broker._cond:
             msg = self._held(delivery)
             if msg is None:
@@ -231,6 +281,7 @@ class MemoryConsumer(Consumer):
             return True
 
     def bury(self, delivery: Delivery, *, priority: int) -> bool:
+        priority = self.broker._priority(priority, 0)
         with self.broker._cond:
             msg = self._held(delivery)
             if msg is None:
@@ -240,6 +291,8 @@ class MemoryConsumer(Consumer):
             return True
 
     def touch(self, delivery: Delivery) -> bool:
+        if TOUCH not in self.broker.capabilities:
+            raise Unsupported(f"{type(self).__name__} cannot touch a reserved message")
         with self.broker._cond:
             msg = self._held(delivery)
             if msg is None:
@@ -247,6 +300,11 @@ class MemoryConsumer(Consumer):
             msg.deadline = time.monotonic() + msg.ttr_s
             self.broker._schedule(msg.deadline, msg)
             return True
+
+    def releases(self, delivery: Delivery) -> int | None:
+        with self.broker._cond:
+            msg = self._held(delivery)
+            return None if msg is None else msg.releases
 
     def interrupt(self) -> None:
         with self.broker._cond:
@@ -258,4 +316,18 @@ class MemoryConsumer(Consumer):
             self._closed = True
             for msg in list(self.broker._messages.values()):
                 if msg.state == "reserved" and msg.holder is self:
+                    msg.lost += 1
                     self.broker._make_ready(msg)
+
+
+def _capabilities(url: str) -> frozenset[str]:
+    """The capabilities ``memory://?capabilities=…`` declares (all without the option)."""
+    values = parse_qs(urlsplit(url).query).get("capabilities")
+    if values is None:
+        return ALL_CAPABILITIES
+    names = {name.strip() for name in values[-1].split(",")} - {"none", ""}
+    unknown = names - ALL_CAPABILITIES
+    if unknown:
+        raise ConfigError(f"{url!r}: unknown capabilities {sorted(unknown)}; "
+                          f"known: {', '.join(sorted(ALL_CAPABILITIES))}")
+    return frozenset(names)

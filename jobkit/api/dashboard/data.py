@@ -10,6 +10,7 @@ from typing import Any
 
 from jobkit.api import views
 from jobkit.app import App
+from jobkit.errors import JobNotFound
 from jobkit.job import JobState
 
 #: The most running records read to list busy workers (as ``GET /v1/workers`` does).
@@ -27,28 +28,31 @@ class Filters:
 
 def queues(app: App) -> dict[str, dict[str, int]]:
     """Per queue: ``ready``, ``reserved``, ``delayed``, ``buried``, ``waiting`` (``GET /v1/queues``)."""
-    return app.broker.stats()
+    return app.queues()
 
 
 def counts(app: App) -> dict[str, int]:
     """Records by state."""
-    return app.backend.counts()
+    return app.counts()
 
 
 def finished_per_minute(app: App, since: float) -> dict[int, dict[str, int]]:
     """Jobs finished since ``since`` (unix seconds), by minute and state."""
-    return app.backend.finished_per_minute(since)
+    return app.finished_per_minute(since)
 
 
 def jobs(app: App, filters: Filters, *, before: str | None, limit: int) -> list[dict[str, Any]]:
     """Records newest first, after the job ``before`` (a page's last one) when given."""
-    return app.backend.find(state=filters.state, task=filters.task, queue=filters.queue,
-                            before=before, limit=limit)
+    return app.jobs(state=filters.state, task=filters.task, queue=filters.queue,
+                    before=before, limit=limit)
 
 
 def job(app: App, job_id: str) -> dict[str, Any] | None:
     """One job's record, or None."""
-    return app.backend.get(job_id)
+    try:
+        return app.status(job_id).record
+    except JobNotFound:
+        return None
 
 
 def in_broker(app: App, record: dict[str, Any]) -> dict[str, Any] | None:
@@ -58,8 +62,8 @@ def in_broker(app: App, record: dict[str, Any]) -> dict[str, Any] | None:
 
 def workers(app: App) -> dict[str, Any]:
     """What ``GET /v1/workers`` answers: ``{"workers": [{…}], "waiting": {queue: n}}``."""
-    running = app.backend.find(state=JobState.RUNNING.value, limit=MAX_RUNNING)
-    return views.workers(running, app.broker.stats())
+    running = app.jobs(state=JobState.RUNNING.value, limit=MAX_RUNNING)
+    return views.workers(running, app.queues())
 
 
 def task_names(app: App) -> list[str]:

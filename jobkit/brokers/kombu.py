@@ -1,0 +1,362 @@
+"""RabbitMQ (``amqp://``) through kombu, and the spec sheet of the Redis and RabbitMQ brokers.
+
+URLs: ``amqp://user:pass@host:5672//`` (the last path part is the vhost,
+``//`` is ``/``); ``redis://[:password@]host:6379/0`` (see
+:mod:`jobkit.brokers.redis_broker`; option ``?prefix=`` for the key prefix).
+``amqp://`` has no options: its choices below are fixed.
+
+How each beanstalkd feature maps:
+
+============ ====================================== ==========================================
+feature      ``redis://`` (Lua scripts, redis-py)     ``amqp://`` (RabbitMQ, kombu + py-amqp)
+============ ====================================== ==========================================
+queue        sorted sets ``jobkit:q:<queue>:*``      durable quorum queue ``<queue>``
+durable put  Redis AOF (``appendfsync always``)     persistent message + publisher confirm
+priority     0..2**32-1, FIFO within a priority     not declared: RabbitMQ 3.x quorum queues
+                                                    refuse ``x-max-priority``; FIFO order
+delay        sorted set by due time; due messages   ``<queue>.delay.<2**k>`` quorum queues,
+             move to ready when any consumer or     per-message TTL, dead-lettered (at least
+             stats call looks (server clock)        once) back into ``<queue>``; see below
+reserve/TTR  per-message TTR deadline; expired     unacked until ack or the channel closes:
+             reservations go back to ready          no TTR; prefetch 1 per consumer
+touch        yes (restarts the deadline)            not declared (nothing to restart)
+lost count   counted by the scripts                 ``x-delivery-count`` (quorum) + a header
+                                                    carried across release/bury/kick
+bury         sorted set ``…:buried``               publish to ``<queue>.dead``, ack original
+kick by id   yes (buried or delayed)                yes for buried: scans ``<queue>.dead``
+peek by id   yes, with beanstalkd's job stats       not declared (the App answers from records)
+delete by id yes (not while reserved)               not declared (a cancelled job is deleted
+                                                    by the worker that reserves it)
+stats        exact, every queue                     queues this process used; ``reserved`` is
+                                                    0: AMQP 0-9-1 does not report unacked
+                                                    messages; ``waiting`` = consumers attached
+============ ====================================== ==========================================
+
+RabbitMQ delays: a queue expires per-message TTLs only at its head, so one
+delay queue would hold a short delay behind a long one. Each delay goes to
+the queue of the smallest power of two of seconds not below it; every
+message ahead in that queue expires no later than this one's bucket bound,
+so a job delayed ``d`` seconds becomes ready after at least ``d`` and less
+than ``2*d`` seconds. The delay is held by RabbitMQ, never in a worker.
+
+RabbitMQ reservations: a held message stays held until it is settled or its
+consumer's connection ends (a killed worker's messages return at once). Its
+``consumer_timeout`` (30 minutes by default) closes the channel of a consumer
+that holds a message longer: raise it above your longest job
+(``consumer_timeout = 86400000`` in rabbitmq.conf). A slot watching ``k``
+queues may hold up to ``k`` messages (prefetch is per queue on quorum queues).
+
+Errors from kombu, py-amqp and sockets become :class:`BrokerUnavailable` (or
+:class:`BrokerConnectionLost` for an established consumer); connections
+reopen lazily on next use.
+"""
+from __future__ import annotations
+
+import math
+import queue as queues
+import threading
+import time
+import itertools
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, ClassVar
+
+import amqp  # type: ignore[import-untyped]
+from kombu import connection as kombu_connection
+from kombu import messaging as kombu_messaging
+from kombu.exceptions import KombuError
+
+from jobkit.brokers.base import DELAY, KICK, STATS, Broker, Consumer, Delivery
+from jobkit.brokers.redis_broker import RedisBroker
+from jobkit.errors import BrokerConnectionLost, BrokerUnavailable
+
+CONNECT_TIMEOUT_S = 2.0
+#: How long one wait for deliveries lasts before a consumer checks for an interrupt (seconds).
+DRAIN_SLICE_S = 0.5
+#: The largest delay bucket: 2**25 s (about a year); longer delays wait in it too.
+MAX_DELAY_EXPONENT = 25
+QUORUM = {"x-queue-type": "quorum"}
+LOST_HEADER = "x-jobkit-lost"
+#: kombu is untyped: its classes are used as Any.
+KombuConnection: Any = kombu_connection.Connection
+KombuProducer: Any = kombu_messaging.Producer
+_ERRORS = (OSError, amqp.exceptions.AMQPError, amqp.exceptions.MessageNacked, KombuError)
+
+
+def delay_queue(queue: str, delay_s: int) -> str:
+    """The delay queue for ``delay_s``: bucket ``2**k``, the smallest power of two >= ``delay_s``."""
+    exponent = min(MAX_DELAY_EXPONENT, max(0, math.ceil(math.log2(max(1, delay_s)))))
+    return f"{queue}.delay.{2 ** exponent}"
+
+
+def _arguments(name: str) -> dict[str, Any]:
+    """Queue arguments: all quorum; a delay queue dead-letters expired messages into its queue."""
+    if ".delay." not in name:
+        return dict(QUORUM)
+    return QUORUM | {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": name.rsplit(".delay.", 1)[0],
+                     "x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
+
+
+@contextmanager
+def _wrapped(lost: bool = False) -> Iterator[None]:
+    """Turn kombu, py-amqp and socket errors into jobkit's."""
+    try:
+        yield
+    except _ERRORS as exc:
+        kind = BrokerConnectionLost if lost else BrokerUnavailable
+        raise kind(f"amqp: {type(exc).__name__}: {exc}") from None
+
+
+class _Link:
+    """One connection and channel with publisher confirms, and the queues declared on it."""
+
+    def __init__(self, url: str) -> None:
+        self.connection: Any = KombuConnection(url, connect_timeout=CONNECT_TIMEOUT_S, heartbeat=0,
+                                           transport_options={"confirm_publish": True})
+        self.connection.connect()
+        self.channel: Any = self.connection.channel()
+        self.declared: set[str] = set()
+
+    def declare(self, name: str) -> None:
+        if name not in self.declared:
+            self.channel.queue_declare(name, durable=True, auto_delete=False, arguments=_arguments(name))
+            self.declared.add(name)
+
+    def publish(self, name: str, body: bytes, broker_id: str, headers: dict[str, Any],
+                expiration_s: int = 0) -> None:
+        """Publish persistently to queue ``name``; returns once RabbitMQ confirmed it."""
+        if ".delay." in name:
+            self.declare(name.rsplit(".delay.", 1)[0])  # where its messages expire to
+        self.declare(name)
+        options = {"expiration": expiration_s} if expiration_s > 0 else {}
+        KombuProducer(self.channel).publish(
+            body, routing_key=name, exchange="", delivery_mode=2, content_type="application/json",
+            content_encoding="binary", message_id=broker_id, headers=headers, retry=False, **options)
+
+    def count(self, name: str) -> tuple[int, int] | None:
+        """(ready messages, consumers) of a queue; None when it does not exist."""
+        try:
+            ok = self.channel.queue_declare(name, passive=True)
+        except amqp.exceptions.NotFound:
+            self.channel = self.connection.channel()  # a failed passive declare closes the channel
+            return None
+        return int(ok.message_count), int(ok.consumer_count)
+
+    def close(self) -> None:
+        try:
+            self.connection.close()
+        except _ERRORS:
+            pass
+
+
+class AMQPBroker(Broker):
+    """Producer side: a pool of confirm-mode channels, one per concurrent caller."""
+
+    capabilities: ClassVar[frozenset[str]] = frozenset({DELAY, KICK, STATS})
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self._idle: queues.SimpleQueue[_Link] = queues.SimpleQueue()
+        self._known: set[str] = set()
+        self._kick_lock = threading.Lock()
+
+    @contextmanager
+    def _link(self) -> Iterator[_Link]:
+        """A pooled link for one operation; a link that failed is dropped, not reused."""
+        try:
+            link = self._idle.get_nowait()
+        except queues.Empty:
+            with _wrapped():
+                link = _Link(self.url)
+        try:
+            with _wrapped():
+                yield link
+        except BaseException:
+            link.close()
+            raise
+        self._idle.put(link)
+
+    def put(self, body: bytes, *, queue: str, priority: int, delay_s: int, ttr_s: int) -> str:
+        broker_id = uuid.uuid4().hex
+        target = delay_queue(queue, delay_s) if delay_s > 0 else queue
+        with self._link() as link:
+            link.publish(target, body, broker_id, {}, expiration_s=delay_s)
+        self._known.add(queue)
+        return broker_id
+
+    def consumer(self, queues: Sequence[str]) -> Consumer:
+        self._known.update(queues)
+        return AMQPConsumer(self.url, queues)
+
+    def kick(self, broker_id: str) -> bool:
+        """Move a dead letter back to its queue: scan the dead queues for it (O(dead letters)).
+
+        Messages looked at are held unacked during the scan and then returned,
+        so a concurrent scan in another process may miss them. A delayed
+        message cannot be kicked (it sits inside RabbitMQ's TTL queue).
+        """
+        with self._kick_lock, self._link() as link:
+            return any(self._kick_from(link, name, broker_id) for name in sorted(self._known))
+
+    @staticmethod
+    def _kick_from(link: _Link, queue: str, broker_id: str) -> bool:
+        dead, looked, found = f"{queue}.dead", [], False
+        if link.count(dead) is None:
+            return False
+        while (message := link.channel.basic_get(dead, no_ack=False)) is not None:
+            if message.properties.get("message_id") == broker_id:
+                headers = dict(message.headers or {})
+                headers.pop("x-delivery-count", None)
+                link.publish(queue, message.body, broker_id, headers)
+                link.channel.basic_ack(message.delivery_tag)
+                found = True
+                break
+            looked.append(message.delivery_tag)
+        for tag in looked:
+            link.channel.basic_reject(tag, requeue=True)
+        return found
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Counts of the queues this process used (AMQP cannot list queues); see the module table."""
+        with self._link() as link:
+            return {name: row for name in sorted(self._known) if (row := self._row(link, name))}
+
+    @staticmethod
+    def _row(link: _Link, queue: str) -> dict[str, int] | None:
+        main = link.count(queue)
+        if main is None:
+            return None
+        buried = link.count(f"{queue}.dead") or (0, 0)
+        delayed = sum((link.count(f"{queue}.delay.{2 ** k}") or (0, 0))[0]
+                      for k in range(MAX_DELAY_EXPONENT + 1))
+        return {"ready": main[0], "reserved": 0, "delayed": delayed, "buried": buried[0],
+                "urgent": 0, "total": main[0] + delayed + buried[0], "waiting": main[1]}
+
+    def ping(self) -> None:
+        with self._link() as link:
+            link.channel.basic_qos(0, 0, False)  # one round trip
+
+    def close(self) -> None:
+        while True:
+            try:
+                self._idle.get_nowait().close()
+            except queues.Empty:
+                return
+
+
+def _lost(message: Any) -> int:
+    """Earlier unsettled deliveries: RabbitMQ's count in this queue plus what earlier copies carried."""
+    headers = message.headers or {}
+    return int(headers.get("x-delivery-count") or 0) + int(headers.get(LOST_HEADER) or 0)
+
+
+class AMQPConsumer(Consumer):
+    """One connection and channel, prefetch 1 per queue, deliveries buffered by the consume callback.
+
+    :attr:`Delivery.session` numbers each delivery; the consumer maps it to
+    the delivery tag and queue while it holds the message, and forgets them
+    all when its connection breaks (RabbitMQ has put them back in ready).
+    """
+
+    def __init__(self, url: str, queues: Sequence[str]) -> None:
+        self.url = url
+        self.queues = list(queues)
+        self._link: _Link | None = None
+        self._deliveries = itertools.count(1)
+        self._held: dict[int, tuple[int, str]] = {}  # session -> (delivery tag, queue)
+        self._buffer: deque[Any] = deque()
+        self._interrupted = threading.Event()
+
+    def _connected(self) -> _Link:
+        if self._link is None:
+            with _wrapped():
+                link = _Link(self.url)
+                link.channel.basic_qos(0, 1, False)
+                for name in self.queues:
+                    link.declare(name)
+                    link.channel.basic_consume(name, callback=self._buffer.append, no_ack=False)
+            self._link = link
+        return self._link
+
+    def _broken(self) -> None:
+        """Forget a connection that failed: what it held is back in ready, its tags are void."""
+        if self._link is not None:
+            self._link.close()
+        self._link = None
+        self._buffer.clear()
+        self._held.clear()
+
+    def reserve(self, timeout_s: float) -> Delivery | None:
+        link = self._connected()
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        while not self._buffer and not self._interrupted.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            with self._guard():
+                self._drain(link, min(DRAIN_SLICE_S, remaining))
+        if not self._buffer:
+            return None
+        message = self._buffer.popleft()
+        session = next(self._deliveries)
+        self._held[session] = (int(message.delivery_tag), str(message.delivery_info["routing_key"]))
+        broker_id = str(message.properties.get("message_id") or "")
+        return Delivery(broker_id, bytes(message.body), session=session, lost=_lost(message))
+
+    @staticmethod
+    def _drain(link: _Link, timeout_s: float) -> None:
+        """Dispatch what arrives within ``timeout_s`` to the consume callback; quiet is no error."""
+        try:
+            link.connection.drain_events(timeout=timeout_s)
+        except TimeoutError:
+            pass
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        try:
+            with _wrapped(lost=True):
+                yield
+        except BrokerConnectionLost:
+            self._broken()
+            raise
+
+    def delete(self, delivery: Delivery) -> bool:
+        return self._settle(delivery, None)
+
+    def release(self, delivery: Delivery, *, priority: int, delay_s: int) -> bool:
+        return self._settle(delivery, lambda queue: delay_queue(queue, delay_s) if delay_s > 0 else queue,
+                            delay_s)
+
+    def bury(self, delivery: Delivery, *, priority: int) -> bool:
+        return self._settle(delivery, lambda queue: f"{queue}.dead")
+
+    def _settle(self, delivery: Delivery, target: Callable[[str], str] | None, expiration_s: int = 0) -> bool:
+        """Ack a held delivery, first publishing a copy (confirmed) to ``target(its queue)`` if given.
+
+        Returns False when this consumer no longer holds it: its connection
+        broke, before or during this call (RabbitMQ puts the message back).
+        """
+        held = self._held.pop(delivery.session, None)
+        if held is None or self._link is None:
+            return False
+        tag, queue = held
+        try:
+            with self._guard():
+                if target is not None:
+                    self._link.publish(target(queue), delivery.body, delivery.broker_id,
+                                       {LOST_HEADER: self.lost_deliveries(delivery)}, expiration_s)
+                self._link.channel.basic_ack(tag)
+        except BrokerConnectionLost:
+            return False
+        return True
+
+    def interrupt(self) -> None:
+        self._interrupted.set()
+
+    def close(self) -> None:
+        self._broken()
+
+
+__all__ = ["AMQPBroker", "RedisBroker", "delay_queue"]
