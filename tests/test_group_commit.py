@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from jobkit.backends import Backend, backend_from_url
-from jobkit.backends.grouping import GroupWriter
+from jobkit.grouping import GroupWriter
 from jobkit.errors import BackendError, BackendUnavailable
 from tests.conftest import unique
 
@@ -198,3 +198,24 @@ def test_sqlite_add_inside_a_batch_is_part_of_that_transaction(tmp_path: Path) -
         raise RuntimeError("the batch fails: its writes go")
     assert backend.get(job_id) is None
     backend.close()
+
+
+def test_concurrent_puts_share_writes_and_each_gets_its_own_message(beanstalkd: Any) -> None:
+    from jobkit.brokers import broker_from_url
+
+    broker = broker_from_url(beanstalkd.url)
+    queue = unique("q")
+    got: dict[bytes, str] = {}
+
+    def put_all(i: int) -> None:
+        for n in range(20):
+            body = b"%d-%d" % (i, n)
+            got[body] = broker.put(body, queue=queue, priority=1024, delay_s=0, ttr_s=60)
+
+    run_threads(16, put_all)
+    assert len(got) == 320 and len(set(got.values())) == 320
+    for body, broker_id in got.items():
+        peeked = broker.peek(broker_id)
+        assert peeked is not None and peeked.body == body  # its own id, never another's
+    assert broker.stats()[queue]["ready"] == 320
+    broker.close()

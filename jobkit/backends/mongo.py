@@ -65,7 +65,7 @@ from pymongo import errors as mongo_errors
 from pymongo import uri_parser
 
 from jobkit.backends.base import FORGET_WORKER_S, Backend
-from jobkit.backends.grouping import GroupWriter
+from jobkit.grouping import GroupWriter
 from jobkit.backends.mongo_counts import build_counts, count_inserted, move_count, write_counted
 from jobkit.errors import BackendError, BackendUnavailable, ConfigError
 from jobkit.job import FINISHED_STATES, RECORD_FIELDS
@@ -138,7 +138,7 @@ class MongoBackend(Backend):
         """Insert a new job's record; concurrent adds of this process share one ``bulk_write``.
 
         perf: the document is built here, in the caller's thread; the write
-        is a :class:`~jobkit.backends.grouping.GroupWriter` group (one round
+        is a :class:`~jobkit.grouping.GroupWriter` group (one round
         trip for every add that arrived meanwhile, one more for their counts),
         and this returns once this record's upsert is acknowledged.
         """

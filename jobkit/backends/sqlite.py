@@ -38,7 +38,7 @@ from typing import Any, NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
 from jobkit.backends.base import FORGET_WORKER_S, Backend, take_input
-from jobkit.backends.grouping import GroupWriter
+from jobkit.grouping import GroupWriter
 from jobkit.backends.sqlite_wal import Checkpointer
 from jobkit.errors import BackendError, BackendUnavailable, ConfigError
 from jobkit.job import FINISHED_STATES, RECORD_FIELDS
@@ -364,7 +364,7 @@ class SQLiteBackend(Backend):
         """Insert a new job's record; concurrent adds of this process share one transaction.
 
         perf: the record is encoded here, in the caller's thread; the write is
-        a :class:`~jobkit.backends.grouping.GroupWriter` group (one write lock,
+        a :class:`~jobkit.grouping.GroupWriter` group (one write lock,
         one commit for every add that arrived meanwhile), and this returns once
         the transaction holding this record has committed. Inside this thread's
         own :meth:`batch` it is a statement of that transaction instead.

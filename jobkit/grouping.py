@@ -1,8 +1,9 @@
-"""Group commit: concurrent writes of one process share one database round trip.
+"""Group commit: concurrent writes of one process share one round trip.
 
 perf: an API process answers many requests at once, each of which records
-one job. Written one by one, every record costs a transaction of its own
-(SQLite: the write lock, a WAL commit; MongoDB: a round trip). A
+one job and puts one message. Written one by one, every record costs a
+transaction of its own (SQLite: the write lock, a WAL commit; MongoDB: a
+round trip), and every put a round trip to beanstalkd. A
 :class:`GroupWriter` lets the first caller in (the leader) write everything
 queued meanwhile in one go while the others (followers) wait on a condition
 variable; whoever arrives during that write is taken by the next leader.
@@ -29,19 +30,33 @@ MAX_GROUP = 256
 
 
 class _Pending(Generic[T, R]):
-    """One call's item, and once written, its outcome."""
+    """One call's item, its outcome once written, and the lock its caller waits on.
 
-    __slots__ = ("item", "done", "result", "error")
+    ``wake`` is taken when the call queues and released by whoever wakes the
+    caller: a leader that wrote the item (``done``), or one that hands the
+    lead on to it. perf: a lock per call, released once, is the cheapest wait
+    Python has (a ``Condition`` allocates such a lock per wait as well, and
+    wakes every waiter to let one lead).
+    """
+
+    __slots__ = ("item", "done", "result", "error", "wake")
 
     def __init__(self, item: T) -> None:
         self.item = item
         self.done = False
         self.result: R | None = None
         self.error: BaseException | None = None
+        self.wake = threading.Lock()
+        self.wake.acquire()
 
 
 class GroupWriter(Generic[T, R]):
     """Write items given by concurrent threads in groups, one group at a time.
+
+    The first caller to find no write under way leads: it writes every item
+    queued (its own included, up to ``max_group``), wakes their callers, and
+    hands the lead to the first caller still queued, if any. The others wait
+    on a lock of their own until they are woken with their outcome or the lead.
 
     Args:
         write: writes a group in one step (one transaction, one bulk call) and
@@ -55,7 +70,7 @@ class GroupWriter(Generic[T, R]):
                  max_group: int = MAX_GROUP) -> None:
         self._write = write
         self._max_group = max_group
-        self._cond = threading.Condition(threading.Lock())
+        self._mutex = threading.Lock()  # guards _queue and _writing
         self._queue: list[_Pending[T, R]] = []
         self._writing = False
 
@@ -67,36 +82,42 @@ class GroupWriter(Generic[T, R]):
                 per-item exception); a fresh instance per caller.
         """
         pending: _Pending[T, R] = _Pending(item)
-        with self._cond:
+        with self._mutex:
             self._queue.append(pending)
-            while self._writing and not pending.done:
-                self._cond.wait()
-            if not pending.done:  # the leader now: take the queue, this call's item included
-                self._writing = True
-                group, self._queue = self._queue[:self._max_group], self._queue[self._max_group:]
+            lead = not self._writing
+            self._writing = True
+        if not lead:
+            pending.wake.acquire()  # woken with the outcome, or with the lead
         if not pending.done:
-            self._lead(group)
+            self._lead()
         if pending.error is not None:
             raise _fresh(pending.error)
         return pending.result  # type: ignore[return-value]
 
-    def _lead(self, group: list[_Pending[T, R]]) -> None:
-        """Write ``group``, hand every item its outcome, and let the next leader in."""
+    def _lead(self) -> None:
+        """Write the queued items, wake their callers, and hand the lead on (or give it up)."""
+        with self._mutex:
+            group, self._queue = self._queue[:self._max_group], self._queue[self._max_group:]
         try:
             outcomes: Sequence[R | BaseException] = self._write([p.item for p in group])
             if len(outcomes) != len(group):
                 raise BackendError(f"a group write gave {len(outcomes)} outcomes for {len(group)} items")
         except BaseException as exc:  # noqa: BLE001 - every caller gets it, this one re-raises it
             outcomes = [exc] * len(group)
-        with self._cond:
-            for pending, outcome in zip(group, outcomes, strict=True):
-                if isinstance(outcome, BaseException):
-                    pending.error = outcome
-                else:
-                    pending.result = outcome
-                pending.done = True
-            self._writing = False
-            self._cond.notify_all()
+        for pending, outcome in zip(group, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                pending.error = outcome
+            else:
+                pending.result = outcome
+            pending.done = True
+        with self._mutex:
+            successor = self._queue[0] if self._queue else None
+            self._writing = successor is not None
+        for pending in group:
+            if pending.wake.locked():
+                pending.wake.release()
+        if successor is not None:
+            successor.wake.release()  # it leads the next group
 
 
 def _fresh(error: BaseException) -> BaseException:
