@@ -12,8 +12,8 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast, overload
 
 from jobkit import workflows
 from jobkit.backends import Backend, backend_from_url
@@ -36,7 +36,18 @@ from jobkit.errors import (
 )
 from jobkit.job import Job, JobState, JobStatus
 from jobkit.message import Envelope, new_job_id
-from jobkit.task import Task, TaskOptions, check_delay, check_priority, check_queue, check_ttr
+from jobkit.schedules import Schedule
+from jobkit.task import (
+    AsyncTask,
+    Task,
+    TaskDecorator,
+    TaskOptions,
+    check_delay,
+    check_priority,
+    check_queue,
+    check_ttr,
+    make_task,
+)
 
 if TYPE_CHECKING:
     from jobkit.canvas import Signature
@@ -69,6 +80,7 @@ class App:
     ) -> None:
         self.name = name
         self.tasks: dict[str, Task[Any, Any]] = {}
+        self.schedules: dict[str, Schedule] = {}
         self._broker_spec = broker
         self._backend_spec = backend
         self._settings = settings
@@ -138,17 +150,20 @@ class App:
     # -- tasks -------------------------------------------------------------
 
     @overload
+    def task(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> AsyncTask[P, R]: ...
+
+    @overload
     def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
 
     @overload
-    def task(self, fn: None = None, /, *, name: str | None = None,
-             **options: Any) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+    def task(self, fn: None = None, /, *, name: str | None = None, **options: Any) -> TaskDecorator: ...
 
-    def task(self, fn: Callable[P, R] | None = None, /, *, name: str | None = None,
-             **options: Any) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
+    def task(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
+             **options: Any) -> Task[Any, Any] | TaskDecorator:
         """Register a function as a task: ``@app.task`` or ``@app.task(name=…, queue=…)``.
 
         Options are the fields of :class:`~jobkit.task.TaskOptions`. Never connects.
+        An ``async def`` function becomes an :class:`~jobkit.task.AsyncTask`.
 
         Raises:
             ConfigError: an option is invalid, or the name is taken by another function.
@@ -160,15 +175,61 @@ class App:
         except TypeError as exc:
             raise ConfigError(f"bad task option: {exc}") from None
 
-        def register(func: Callable[P, R]) -> Task[P, R]:
-            task = Task(self, func, name or func.__name__, opts)
+        def register(func: Callable[..., Any]) -> Task[Any, Any]:
+            task = make_task(self, func, name or func.__name__, opts)
             old = self.tasks.get(task.name)
             if old is not None and old.fn is not func:
                 raise ConfigError(f"task name {task.name!r} is already registered")
             self.tasks[task.name] = task
             return task
 
+        return register(fn) if fn is not None else cast(TaskDecorator, register)
+
+    @overload
+    def periodic(self, fn: Callable[P, R], /, *, cron: str | None = None, every: int | None = None,
+                 tz: str = "UTC", args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = None,
+                 name: str | None = None, **options: Any) -> Task[P, R]: ...
+
+    @overload
+    def periodic(self, fn: None = None, /, *, cron: str | None = None, every: int | None = None,
+                 tz: str = "UTC", args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = None,
+                 name: str | None = None, **options: Any) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+    def periodic(self, fn: Callable[P, R] | None = None, /, *, cron: str | None = None,
+                 every: int | None = None, tz: str = "UTC", args: Iterable[Any] = (),
+                 kwargs: Mapping[str, Any] | None = None, name: str | None = None,
+                 **options: Any) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
+        """Register a task that runs by itself: ``@app.periodic(cron="*/5 * * * *")`` or ``every=30``.
+
+        Args:
+            cron: a cron expression, read in ``tz`` (5 fields, or 6 with seconds last).
+            every: or a period in whole seconds (ticks on multiples of it since the epoch).
+            tz: the IANA time zone of ``cron`` (default UTC).
+            args: positional arguments of every tick's job.
+            kwargs: keyword arguments of every tick's job.
+            name: the task's (and schedule's) name; default: the function's.
+            options: task options, as for :meth:`task`.
+
+        ``jobkit beat`` (or ``worker --beat``, or ``up``) sends the ticks.
+
+        Raises:
+            ConfigError: a bad schedule or option, or the name is taken.
+        """
+        def register(func: Callable[P, R]) -> Task[P, R]:
+            task_name = name or func.__name__
+            schedule = Schedule(task_name, task_name, cron=cron, every=every, tz=tz,
+                                args=tuple(args), kwargs=dict(kwargs or {}))
+            task = self.task(name=task_name, **options)(func)
+            self.schedules[schedule.name] = schedule
+            return task
+
         return register(fn) if fn is not None else register
+
+    def list_schedules(self) -> list[dict[str, Any]]:
+        """Every schedule with its ``last_run`` and ``next_run`` (ISO 8601 UTC), by name."""
+        from jobkit.schedules import status
+
+        return [status(self.backend, self.schedules[n]) for n in sorted(self.schedules)]
 
     def get_task(self, name: str) -> Task[Any, Any]:
         """Return the registered task called ``name``.
@@ -194,7 +255,7 @@ class App:
         delay: float = 0,
         ttr: int | None = None,
         idempotency_key: str | None = None,
-    ) -> Job:
+    ) -> Job[Any]:
         """Enqueue a job of a registered task (see :meth:`Task.apply_async`).
 
         The returned job's ``created`` is False when ``idempotency_key``
@@ -225,7 +286,7 @@ class App:
                             job_id=None if idempotency_key is None else key_job_id(idempotency_key))
         return self._enqueue(env, delay_s, idempotency_key)
 
-    def send_many(self, signatures: Iterable[Signature]) -> list[Job]:
+    def send_many(self, signatures: Iterable[Signature]) -> list[Job[Any]]:
         """Enqueue many jobs at once: one backend transaction, pipelined broker puts.
 
         All or nothing: every job is checked before any is sent, and an error
@@ -259,7 +320,7 @@ class App:
             enqueued_at=time.time(),
         )
 
-    def _enqueue(self, env: Envelope, delay_s: int, key: str | None, *, again: bool = True) -> Job:
+    def _enqueue(self, env: Envelope, delay_s: int, key: str | None, *, again: bool = True) -> Job[Any]:
         body = env.encode()
         record = env.record() | {"idempotency_key": key}
         if key is not None and not self.backend.add(record):
@@ -281,27 +342,37 @@ class App:
             return self.broker.put(body, queue=env.queue, priority=env.priority,
                                    delay_s=delay_s, ttr_s=env.ttr)
         except BrokerUnconfirmed:
-            raise  # it may be in the broker: a keyed record stays, for a repeat to settle
+            if keyed:  # it may be in the broker: the record stays, marked for a repeat to put again
+                self._mark_unconfirmed(env.id)
+            raise
         except Exception:
             if keyed:
                 self._forget(env.id)
             raise
 
-    def _repeat(self, first: dict[str, Any] | None, env: Envelope, delay_s: int) -> Job:
+    def _mark_unconfirmed(self, job_id: str) -> None:
+        try:
+            self.backend.update(job_id, {"waiting": {"on": "put", "since": time.time()}})
+        except BackendError:  # unmarked, it is put again once older than PUT_SETTLED_S
+            log.warning("job %s: its put went unconfirmed and could not be marked so", job_id)
+
+    def _repeat(self, first: dict[str, Any] | None, env: Envelope, delay_s: int) -> Job[Any]:
         """Answer a repeated idempotency key with the first job, and make sure that job exists.
 
-        A record still ``queued`` without a broker id is one whose put went
-        unconfirmed, is in flight, or was taken back: its message (from the
-        record, not from this request) is put again under the same job id.
-        A put that fails here leaves the record as it is: the first put may
-        still have landed.
+        A record still ``queued`` without a broker id is one whose put is in
+        flight, went unconfirmed, or whose API process died mid-put. Only the
+        last two are put again (the message from the record, not from this
+        request, under the same job id): a put marked unconfirmed, or one
+        older than :data:`PUT_SETTLED_S`. A put still in flight is left alone:
+        putting it again would let two workers run the job at once. A put
+        that fails here leaves the record as it is: the first may have landed.
         """
-        if first is not None and first.get("broker_id") is None and first.get("state") == "queued":
+        if first is not None and _put_unsettled(first):
             same_task = first.get("task") == env.task
             message = self._envelope_of(first, ttr=env.ttr if same_task else None)
             broker_id = self.broker.put(message.encode(), queue=message.queue, priority=message.priority,
                                         delay_s=delay_s, ttr_s=message.ttr)
-            self.backend.update(env.id, {"broker_id": broker_id})
+            self.backend.update(env.id, {"broker_id": broker_id, "waiting": None})
         return Job(self, env.id, created=False)
 
     def _forget(self, job_id: str) -> None:
@@ -320,7 +391,7 @@ class App:
         except BrokerError:
             log.error("job %s: could not be recorded nor taken back from the broker", job_id)
 
-    def job(self, job_id: str) -> Job:
+    def job(self, job_id: str) -> Job[Any]:
         """Return a handle on the job ``job_id`` (does not check that it exists)."""
         return Job(self, job_id)
 
@@ -522,6 +593,21 @@ class App:
         """Return ``{"queues": per-queue broker counts (``{}`` without ``STATS``), "jobs": record
         counts by state}``."""
         return {"queues": self.queues(), "jobs": self.counts()}
+
+
+#: Seconds after which a keyed record's first put has surely ended, answered or not
+#: (every broker bounds a put well below this: beanstalkd's by its 5 s command timeout).
+PUT_SETTLED_S = 60.0
+
+
+def _put_unsettled(record: dict[str, Any]) -> bool:
+    """Whether a keyed job's record says its message may be missing from the broker."""
+    if record.get("broker_id") is not None or record.get("state") != "queued":
+        return False
+    waiting = record.get("waiting")
+    if isinstance(waiting, dict) and waiting.get("on") == "put":
+        return True
+    return time.time() - float(record.get("created_at") or 0) > PUT_SETTLED_S
 
 
 def key_job_id(idempotency_key: str) -> str:

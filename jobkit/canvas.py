@@ -80,12 +80,12 @@ class Signature:
         return {"task": self.task, "args": list(self.args), "kwargs": dict(self.kwargs),
                 "options": dict(self.options)}
 
-    def delay(self, *args: Any, **kwargs: Any) -> Job:
+    def delay(self, *args: Any, **kwargs: Any) -> Job[Any]:
         """Send this call, with ``args`` before its own and ``kwargs`` over its own."""
         return self.apply_async(args, kwargs)
 
     def apply_async(self, args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = None, *,
-                    app: App | None = None, eta: dt.datetime | None = None) -> Job:
+                    app: App | None = None, eta: dt.datetime | None = None) -> Job[Any]:
         """Send this call as one job (see :meth:`jobkit.Task.apply_async` for ``eta``)."""
         opts = {k: v for k, v in self.options.items() if k != "immutable"}
         if eta is not None:
@@ -110,7 +110,7 @@ class Signature:
 class _Composite:
     """What chain, group and chord share: sending, the app, ``|``."""
 
-    def delay(self, *, app: App | None = None) -> Job | GroupJob:
+    def delay(self, *, app: App | None = None) -> Job[Any] | GroupJob:
         """Enqueue the whole workflow: see :func:`jobkit.workflows.enqueue`."""
         from jobkit import workflows  # workflows builds on this module
         return workflows.enqueue(_app_of(self, app), self)  # type: ignore[arg-type]
@@ -191,7 +191,7 @@ class GroupJob:
         jobs: one :class:`~jobkit.Job` per result of the group.
     """
 
-    def __init__(self, app: App, jobs: list[Job]) -> None:
+    def __init__(self, app: App, jobs: list[Job[Any]]) -> None:
         self.app = app
         self.jobs = jobs
 

@@ -21,6 +21,7 @@ from jobkit.logs import FORMATS
 from jobkit.logs import configure as configure_logging
 from jobkit.message import loads
 from jobkit.metrics import JobStats
+from jobkit.worker import DEFAULT_CANCEL_GRACE_S
 
 log = logging.getLogger("jobkit")
 
@@ -125,19 +126,36 @@ def _configured(app: App, settings: Settings, args: argparse.Namespace) -> App:
 # -- commands ---------------------------------------------------------------
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    from jobkit.asyncpool import AsyncWorker
+    from jobkit.beat import alongside
     from jobkit.pool import ProcessPool
     from jobkit.worker import Worker
 
     _, app = context(args)
     queues = [q for q in (args.queues or "").split(",") if q] or None
-    if args.pool == "process":
-        with worker_metrics(args, several=True) as (metrics_dir, _):
-            ProcessPool(app, queues=queues, processes=args.concurrency, grace_s=args.grace,
-                        prune_every_s=args.prune_every, metrics_dir=metrics_dir).run()
-    else:
-        with worker_metrics(args, several=False) as (_, stats):
-            Worker(app, queues=queues, concurrency=args.concurrency, grace_s=args.grace,
-                   prune_every_s=args.prune_every, stats=stats).run()
+    with alongside(app, enabled=args.beat, process=args.pool == "process"):
+        if args.pool == "process":
+            with worker_metrics(args, several=True) as (metrics_dir, _):
+                ProcessPool(app, queues=queues, processes=args.concurrency, grace_s=args.grace,
+                            prune_every_s=args.prune_every, metrics_dir=metrics_dir,
+                            cancel_grace_s=args.cancel_grace).run()
+        else:
+            kind = AsyncWorker if args.pool == "asyncio" else Worker
+            with worker_metrics(args, several=False) as (_, stats):
+                kind(app, queues=queues, concurrency=args.concurrency, grace_s=args.grace,
+                     prune_every_s=args.prune_every, stats=stats, cancel_grace_s=args.cancel_grace).run()
+    return 0
+
+
+def cmd_beat(args: argparse.Namespace) -> int:
+    from jobkit.beat import run_forever
+
+    return run_forever(context(args)[1])
+
+
+def cmd_schedules(args: argparse.Namespace) -> int:
+    _, app = context(args)
+    print(json.dumps({"schedules": app.list_schedules()}, indent=2, ensure_ascii=False))
     return 0
 
 
@@ -266,13 +284,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="run jobs", description="Reserve jobs and run them.")
     p.add_argument("-c", "--concurrency", type=_positive, default=os.cpu_count() or 1,
                    help="jobs run at once (default: number of CPUs)")
-    p.add_argument("--pool", choices=("thread", "process"), default="thread",
-                   help="threads in this process, or one process per job slot (default thread)")
+    p.add_argument("--pool", choices=("thread", "process", "asyncio"), default="thread",
+                   help="threads in this process, one process per job slot, or N jobs on one "
+                   "asyncio event loop, for async def tasks (default thread)")
     p.add_argument("-q", "--queues", help="comma-separated queues (default: those of the app's tasks)")
     p.add_argument("--grace", type=_seconds, default=30.0, metavar="S",
                    help="seconds running jobs get to finish after SIGTERM/SIGINT (default 30)")
+    p.add_argument("--cancel-grace", type=_seconds, default=DEFAULT_CANCEL_GRACE_S, metavar="S",
+                   help="seconds a cancelled running job gets to stop by itself before it is "
+                   f"stopped by force (default {DEFAULT_CANCEL_GRACE_S:g})")
     p.add_argument("--prune-every", type=_positive_seconds, default=3600.0, metavar="S",
                    help="seconds between deletions of expired records, first at start (default 3600)")
+    p.add_argument("--beat", action="store_true", help="also send the app's periodic tasks (as jobkit beat)")
     p.add_argument("--metrics-port", type=_port, metavar="P",
                    help="serve Prometheus metrics on this port (one endpoint for every process "
                         "of the pool; default: none)")
@@ -280,6 +303,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bind address of the metrics endpoint (default 127.0.0.1; 0.0.0.0 in a container)")
     _common(p, "INFO")
     p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("beat", help="send periodic tasks as they come due",
+                       description="Enqueue each tick of the app's schedules; any number may run at once "
+                                   "(one job per tick).")
+    _common(p, "INFO")
+    p.set_defaults(func=cmd_beat)
+
+    p = sub.add_parser("schedules", help="list schedules with their last and next run (JSON)",
+                       description="Print the app's schedules with last_run and next_run (UTC) as JSON.")
+    _common(p)
+    p.set_defaults(func=cmd_schedules)
 
     for name in ("api", "manager"):
         p = sub.add_parser(name, help="serve the HTTP API" + (" (alias of api)" if name == "manager" else ""),

@@ -328,12 +328,15 @@ def _start_workers(settings: Settings, app: App, args: argparse.Namespace,
     if settings.broker_url.startswith("memory:"):
         from jobkit.worker import Worker
 
+        from jobkit.beat import alongside
+
         worker = Worker(app, concurrency=args.workers)
         worker.start()
         stack.callback(worker.shutdown)
-        return f"{args.workers} worker threads in this process"
+        stack.enter_context(alongside(app))  # stopped before the workers (the stack unwinds backwards)
+        return f"{args.workers} worker threads in this process, and the beat"
     argv = [sys.executable, "-m", "jobkit", "worker", "-c", str(args.workers), "--pool", "process",
-            "-l", args.loglevel, *(["--env-file", args.env_file] if args.env_file else [])]
+            "--beat", "-l", args.loglevel, *(["--env-file", args.env_file] if args.env_file else [])]
     # URLs go in the environment, not on the command line: `ps` would show a password.
     env = os.environ | {"JOBKIT_APP": settings.app, "JOBKIT_BROKER_URL": settings.broker_url,
                         "JOBKIT_BACKEND_URL": settings.backend_url,
@@ -350,7 +353,7 @@ def _start_workers(settings: Settings, app: App, args: argparse.Namespace,
             proc.wait()
 
     stack.callback(stop)
-    return f"{args.workers} worker processes (jobkit worker --pool process)"
+    return f"{args.workers} worker processes and the beat (jobkit worker --pool process --beat)"
 
 
 def _reach(settings: Settings) -> str:

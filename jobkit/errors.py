@@ -107,6 +107,10 @@ class JobCancelled(JobkitError):
     """Raised by :meth:`jobkit.Job.get` when the job was cancelled."""
 
 
+class NotInJob(JobkitError):
+    """Raised by :func:`jobkit.current_job` when no job is running in the calling thread or asyncio task."""
+
+
 class JobTimeout(JobkitError):
     """Raised by :meth:`jobkit.Job.get` when no outcome arrived within the timeout."""
 

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from jobkit.errors import JobCancelled, JobFailed
 
 if TYPE_CHECKING:
     from jobkit.app import App
+
+R = TypeVar("R")
 
 
 class JobState(str, enum.Enum):
@@ -41,7 +43,7 @@ FINISHED_STATES = frozenset({"succeeded", "failed", "cancelled"})
 RECORD_FIELDS = (
     "id", "task", "args", "kwargs", "queue", "state", "broker_id", "priority", "attempts",
     "result", "error", "created_at", "started_at", "finished_at", "expires_at", "worker",
-    "idempotency_key", "parent", "root", "children", "workflow",
+    "idempotency_key", "parent", "root", "children", "workflow", "waiting", "progress",
 )
 #: The fields of a record that place it in a workflow (see :mod:`jobkit.workflows`):
 #: ``root`` is the workflow's first job, ``parent`` the job whose outcome made this one
@@ -88,9 +90,19 @@ class JobStatus:
         broker_id = self.record.get("broker_id")
         return None if broker_id is None else str(broker_id)
 
+    @property
+    def progress(self) -> dict[str, Any] | None:
+        """The latest progress the task reported: ``{"fraction": 0..1, "meta": {...}}``, or None."""
+        progress: dict[str, Any] | None = self.record.get("progress")
+        return progress
 
-class Job:
+
+class Job(Generic[R]):
     """A handle on one job, by id. Cheap to create; reads go to the result backend.
+
+    Typed by its task's result: ``add.delay(1, 2)`` is a ``Job[int]`` when
+    ``add`` returns an ``int`` (an ``async def`` task's too), so that
+    ``.get()`` is an ``int`` to a type checker.
 
     Attributes:
         id: the job id (URL-safe, unique across brokers and restarts).
@@ -120,7 +132,7 @@ class Job:
         """
         return self.app.status(self.id)
 
-    def get(self, timeout: float | None = 10.0) -> Any:
+    def get(self, timeout: float | None = 10.0) -> R:
         """Wait for the job's outcome and return its result.
 
         Args:
@@ -134,7 +146,7 @@ class Job:
         """
         status = self.app.wait(self.id, timeout)
         if status.state is JobState.SUCCEEDED:
-            return status.result
+            return cast(R, status.result)
         if status.state is JobState.CANCELLED:
             raise JobCancelled(self.id)
         raise JobFailed(self.id, status.error)

@@ -15,7 +15,7 @@ import json
 import logging
 import sys
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 FORMATS = ("text", "json")
@@ -41,7 +41,8 @@ def job_context(fields: Mapping[str, Any]) -> Iterator[None]:
     try:
         yield
     finally:
-        _current_job.reset(token)
+        with suppress(ValueError):  # an async job's coroutine closed by the garbage collector
+            _current_job.reset(token)
 
 
 class JsonFormatter(logging.Formatter):

@@ -4,7 +4,8 @@ Each child is a full worker with one slot (its own broker connection and
 backend connection), forked from the supervisor before anything connects.
 The supervisor forwards SIGTERM/SIGINT to the children (which finish or
 release their jobs as :mod:`jobkit.worker` describes), replaces children
-that die (a child exits on purpose after stopping an overrunning job), and
+that die (a child exits on purpose after stopping an overrunning job, or
+a cancelled one that went on running), and
 kills stragglers ``grace_s`` + 5 s after a stop. With ``metrics_dir`` (see
 :func:`jobkit.metrics.multiprocess_dir`) each child records its Prometheus
 metrics there, and a dead child's "running" gauge is dropped.
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from jobkit.embedded import die_with_parent
 from jobkit.metrics import JobStats, PrometheusJobs, process_died
-from jobkit.worker import PRUNE_EVERY_S, Worker
+from jobkit.worker import DEFAULT_CANCEL_GRACE_S, PRUNE_EVERY_S, Worker
 
 if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
@@ -35,7 +36,7 @@ RESPAWN_PAUSE_S = 1.0  # a child that dies at once is not respawned faster than 
 
 
 def _child(app: App, queues: Sequence[str] | None, grace_s: float, prune_every_s: float,
-           metrics: bool) -> None:
+           metrics: bool, cancel_grace_s: float) -> None:
     signal.set_wakeup_fd(-1)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, signal.SIG_DFL)
@@ -46,7 +47,7 @@ def _child(app: App, queues: Sequence[str] | None, grace_s: float, prune_every_s
     stats = JobStats(PrometheusJobs(CollectorRegistry()) if metrics else None)  # values: files
     Worker(app, queues=queues, concurrency=1, grace_s=grace_s, exit_on_time_limit=True,
            prune_every_s=prune_every_s, stats=stats,
-           pool=f"{socket.gethostname()}:{os.getppid()}").run()
+           pool=f"{socket.gethostname()}:{os.getppid()}", cancel_grace_s=cancel_grace_s).run()
 
 
 class ProcessPool:
@@ -54,10 +55,12 @@ class ProcessPool:
 
     def __init__(self, app: App, *, queues: Sequence[str] | None, processes: int,
                  grace_s: float, prune_every_s: float = PRUNE_EVERY_S,
-                 metrics_dir: str | None = None) -> None:
+                 metrics_dir: str | None = None,
+                 cancel_grace_s: float = DEFAULT_CANCEL_GRACE_S) -> None:
         self.app, self.queues, self.processes, self.grace_s = app, queues, processes, grace_s
         self.prune_every_s = prune_every_s
         self.metrics_dir = metrics_dir
+        self.cancel_grace_s = cancel_grace_s
         self.ctx = multiprocessing.get_context("fork")
         self.children: dict[int, tuple[BaseProcess, float]] = {}
         self.signals = 0
@@ -95,7 +98,8 @@ class ProcessPool:
                     pass
 
     def _spawn(self, slot: int) -> None:
-        args = (self.app, self.queues, self.grace_s, self.prune_every_s, self.metrics_dir is not None)
+        args = (self.app, self.queues, self.grace_s, self.prune_every_s, self.metrics_dir is not None,
+                self.cancel_grace_s)
         proc = self.ctx.Process(target=_child, args=args, name=f"jobkit-worker-{slot}", daemon=False)
         proc.start()
         self.children[slot] = (proc, time.monotonic())

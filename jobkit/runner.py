@@ -18,6 +18,7 @@ where the last one stopped; a broker that cannot count has it buried at once. Se
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import traceback
@@ -25,9 +26,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from jobkit import workflows
+from jobkit.aio import call_async
 from jobkit.brokers.base import DEFAULT_PRIORITY, Consumer, Delivery
 from jobkit.config import Settings
+from jobkit.context import JobContext
 from jobkit.errors import BackendError, BrokerError, PayloadError, PoisonMessage, Retry
+from jobkit.limits import Limits
 from jobkit.logs import job_context, job_fields
 from jobkit.message import Envelope, dumps
 from jobkit.metrics import JobStats
@@ -40,6 +44,10 @@ log = logging.getLogger("jobkit.worker")
 TRACEBACK_LIMIT = 16_384  # characters of traceback kept in a record
 OUTAGE_DELAY_S = 5  # how long a job waits in the broker when its outcome could not be stored
 MESSAGE_LIMIT = 4_096  # characters of an error message kept in a record
+CANCEL_CHECK_S = 0.5  # how often the heartbeat reads whether running jobs were cancelled
+#: an async task stops itself at its time limit (asyncio.timeout); the heartbeat stops
+#: it by force only this much later, when its event loop is stuck
+ASYNC_LIMIT_SLACK_S = 1.0
 
 
 @dataclass
@@ -56,7 +64,8 @@ class Outcome:
 
 @dataclass
 class Attempt:
-    """A job a slot is running; the heartbeat touches it and enforces its time limit."""
+    """A job a slot is running; the heartbeat touches it, looks for its cancellation,
+    writes its progress and enforces its time limit."""
 
     delivery: Delivery
     envelope: Envelope
@@ -64,19 +73,23 @@ class Attempt:
     attempts: int
     started: float = field(default_factory=time.monotonic)
     touched: float = 0.0  # monotonic time of the last touch (or the start)
+    checked: float = 0.0  # monotonic time the heartbeat last read whether it was cancelled
+    force_at: float | None = None  # cancelled: when it is stopped by force unless it ended
     done: bool = False  # the slot took the outcome
     abandoned: bool = False  # the heartbeat or shutdown took the job away from the slot
     workflow: dict[str, Any] | None = None  # the record's workflow state, when it is part of one
+    context: JobContext = field(init=False)
 
     def __post_init__(self) -> None:
-        self.touched = self.started
+        self.touched = self.checked = self.started
+        self.context = JobContext(self.envelope.id, self.attempts)
 
     @property
     def next_due(self) -> float:
         """When the heartbeat must next look at this attempt (monotonic seconds)."""
-        limit_at = self.limit_at
-        touch_at = self.touched + self.touch_every_s
-        return touch_at if limit_at is None else min(touch_at, limit_at)
+        due = [self.touched + self.touch_every_s, self.checked + CANCEL_CHECK_S]
+        due += [at for at in (self.limit_at, self.force_at) if at is not None]
+        return min(due)
 
     @property
     def touch_every_s(self) -> float:
@@ -85,7 +98,9 @@ class Attempt:
     @property
     def limit_at(self) -> float | None:
         limit = self.task.options.time_limit
-        return None if limit is None else self.started + limit
+        if limit is None:
+            return None
+        return self.started + limit + (ASYNC_LIMIT_SLACK_S if self.task.is_async else 0.0)
 
 
 def lost_worker_limit(max_retries: int) -> int:
@@ -151,6 +166,7 @@ class Runner:
                  unknown_task_delay_s: float = Settings.unknown_task_delay) -> None:
         self.app = app
         self.worker_name = worker_name
+        self.limits = Limits(app)
         self.stats = JobStats() if stats is None else stats
         self.unknown_task_releases = unknown_task_releases
         self.unknown_task_delay_s = unknown_task_delay_s
@@ -230,7 +246,7 @@ class Runner:
             error = {"type": "WorkerLost", "traceback": "", "message": f"reserved {attempts} times, "
                      f"{lost} of them without an outcome: its worker died each time"}
             self._store_then(consumer, delivery, env, "failed", Outcome(False, error=error), attempts, flow)
-        else:
+        elif self._within_limits(consumer, delivery, env, task, record):
             return Attempt(delivery, env, task, attempts, workflow=flow)
         return None
 
@@ -252,6 +268,15 @@ class Runner:
             return False
         return True
 
+    def _within_limits(self, consumer: Consumer, delivery: Delivery, env: Envelope,
+                       task: Task[Any, Any], record: dict[str, Any]) -> bool:
+        """Take the job's rate and concurrency leases, else send it back to wait (see jobkit.limits)."""
+        try:
+            return self.limits.admit(consumer, delivery, env, task, record)
+        except BackendError:
+            _release_for_outage(consumer, delivery, env)
+            raise
+
     def _poison(self, consumer: Consumer, delivery: Delivery, job_id: str | None,
                 reason: str, env: Envelope | None) -> None:
         log.error("burying message %s (job %s): %s", delivery.broker_id, job_id, reason,
@@ -270,32 +295,55 @@ class Runner:
     # -- running -----------------------------------------------------------
 
     def execute(self, attempt: Attempt) -> Outcome:
-        """Call the task, its log lines tagged with the job (see :mod:`jobkit.logs`); never raises."""
-        env = attempt.envelope
-        first = attempt.attempts == 1 and env.enqueued_at
-        self.stats.started(env.task, time.time() - env.enqueued_at if first else None)
-        began = time.monotonic()
+        """Call the task as the current job, its log lines tagged with the job (see
+        :mod:`jobkit.logs`); an ``async def`` task on a loop of its own. Never raises."""
+        began = self._started(attempt)
         try:
-            with job_context(job_fields(env.id, env.task, attempt.attempts, self.worker_name)):
+            with job_context(self._log_fields(attempt)), attempt.context.running():
                 outcome = self._call(attempt)
         finally:
             self.stats.returned()
         outcome.duration_s = time.monotonic() - began
         return outcome
 
+    async def execute_async(self, attempt: Attempt) -> Outcome:
+        """:meth:`execute` on the running event loop (a sync task runs in its executor); never raises."""
+        env = attempt.envelope
+        began = self._started(attempt)
+        try:
+            with job_context(self._log_fields(attempt)), attempt.context.running():
+                try:
+                    outcome = succeeded(await call_async(attempt.context, attempt.task, env.args,
+                                                         env.kwargs))
+                except BaseException as exc:  # noqa: BLE001 - a task's failure is data here
+                    outcome = failed(attempt, exc)
+        finally:
+            self.stats.returned()
+        outcome.duration_s = time.monotonic() - began
+        return outcome
+
+    def _started(self, attempt: Attempt) -> float:
+        """Count the start (see :mod:`jobkit.metrics`); returns when it was (monotonic seconds)."""
+        env = attempt.envelope
+        first = attempt.attempts == 1 and env.enqueued_at
+        self.stats.started(env.task, time.time() - env.enqueued_at if first else None)
+        return time.monotonic()
+
+    def _log_fields(self, attempt: Attempt) -> Any:
+        env = attempt.envelope
+        return job_fields(env.id, env.task, attempt.attempts, self.worker_name)
+
     @staticmethod
     def _call(attempt: Attempt) -> Outcome:
-        env, opts = attempt.envelope, attempt.task.options
+        env = attempt.envelope
         try:
-            result = attempt.task.fn(*env.args, **env.kwargs)
-            dumps(result)  # a result that cannot be stored is a failure now, not later
-            return Outcome(True, result=result)
-        except Retry as exc:
-            return Outcome(False, error=describe(exc, False), retry=True, retry_delay_s=exc.delay)
-        except PayloadError as exc:
-            return Outcome(False, error=describe(exc, False) | {"message": f"result: {exc}"})
+            if attempt.task.is_async:
+                result = asyncio.run(call_async(attempt.context, attempt.task, env.args, env.kwargs))
+            else:
+                result = attempt.task.fn(*env.args, **env.kwargs)
         except BaseException as exc:  # noqa: BLE001 - a task's failure is data here
-            return Outcome(False, error=describe(exc), retry=isinstance(exc, opts.retry_on))
+            return failed(attempt, exc)
+        return succeeded(result)
 
     # -- after running -----------------------------------------------------
 
@@ -319,6 +367,7 @@ class Runner:
         state = self._state_after(attempt, outcome)
         try:
             with self.app.backend.batch():
+                self.write_progress(attempt)
                 stored = self._store(attempt.envelope, state, outcome, attempt.attempts)
                 due = self._advance(attempt.envelope, attempt.workflow, state, outcome, stored)
                 record = self._claim(decoded[0]) if decoded is not None else None
@@ -331,9 +380,15 @@ class Runner:
         if self._dispatched(consumer, attempt.delivery, attempt.envelope, due):
             self._then(consumer, attempt.delivery, attempt.envelope, state, outcome, attempt.attempts,
                        stored)
+        self.limits.release(attempt.task, attempt.envelope, attempt.attempts)
         if ahead is None or decoded is None or record is None:
             return None
         return self._admit(consumer, ahead, *decoded, record)
+
+    def write_progress(self, attempt: Attempt) -> None:
+        """Store the progress the task reported since it was last stored, if any."""
+        job_id, backend = attempt.envelope.id, self.app.backend
+        attempt.context.write_progress(lambda fraction, meta: backend.progress(job_id, fraction, meta))
 
     def _count(self, attempt: Attempt, state: str, outcome: Outcome, stored: bool) -> None:
         """Count a stored outcome (see :mod:`jobkit.metrics`); a stopped attempt ran until now."""
@@ -418,7 +473,24 @@ class Runner:
         except BackendError:
             log.warning("job %s released, but its record still says running", env.id)
         consumer.release(attempt.delivery, priority=env.priority, delay_s=0)
+        self.limits.release(attempt.task, env, attempt.attempts)
 
+
+
+def succeeded(result: Any) -> Outcome:
+    """The outcome of a task that returned ``result``: a failure when it cannot be stored."""
+    try:
+        dumps(result)  # a result that cannot be stored is a failure now, not later
+    except PayloadError as exc:
+        return Outcome(False, error=describe(exc, False) | {"message": f"result: {exc}"})
+    return Outcome(True, result=result)
+
+
+def failed(attempt: Attempt, exc: BaseException) -> Outcome:
+    """The outcome of a task that raised ``exc``: retried when its options say so."""
+    if isinstance(exc, Retry):
+        return Outcome(False, error=describe(exc, False), retry=True, retry_delay_s=exc.delay)
+    return Outcome(False, error=describe(exc), retry=isinstance(exc, attempt.task.options.retry_on))
 
 
 def _release_for_outage(consumer: Consumer, delivery: Delivery, env: Envelope) -> None:

@@ -1,17 +1,25 @@
-"""Tasks: registered functions, their options, and how they are sent."""
+"""Tasks: registered functions, their options, and how they are sent.
+
+A task is typed by its function: ``Task[P, R]`` takes the function's
+parameters ``P`` and its jobs are ``Job[R]``. An ``async def`` function
+becomes an :class:`AsyncTask`, whose jobs carry the coroutine's result type
+and whose direct call returns the coroutine, as calling the function would.
+"""
 from __future__ import annotations
 
+import inspect
 import math
 import random
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from jobkit.brokers.base import DEFAULT_PRIORITY, DEFAULT_TTR, MAX_PRIORITY, MIN_TTR
 from jobkit.brokers.beanstalk import MAX_U32, queue_name_problem
 from jobkit.canvas import Signature, eta_delay
 from jobkit.errors import ConfigError, PayloadError
+from jobkit.limits import check_concurrency, parse_rate
 from jobkit.message import NAME_RE
 
 if TYPE_CHECKING:
@@ -37,6 +45,11 @@ class TaskOptions:
         retry_backoff_max: the cap on a retry's delay.
         retry_on: exception types that earn a retry; others fail at once.
         time_limit: seconds one attempt may run; None for no limit.
+        rate_limit: ``"N/s"``, ``"N/m"`` or ``"N/h"``: at most N starts in any
+            such period, over all workers together (see :mod:`jobkit.limits`).
+        concurrency_limit: at most this many jobs running at once, over all workers.
+        concurrency_key: the name of an argument: the concurrency limit then
+            holds per value of that argument.
     """
 
     queue: str = "default"
@@ -47,6 +60,9 @@ class TaskOptions:
     retry_backoff_max: float = 600.0
     retry_on: tuple[type[BaseException], ...] = field(default=(Exception,))
     time_limit: float | None = None
+    rate_limit: str | None = None
+    concurrency_limit: int | None = None
+    concurrency_key: str | None = None
 
     def __post_init__(self) -> None:
         check_queue(self.queue)
@@ -58,6 +74,8 @@ class TaskOptions:
             raise ConfigError("retry_backoff and retry_backoff_max must be >= 0 seconds")
         if self.time_limit is not None and self.time_limit <= 0:
             raise ConfigError(f"time_limit must be > 0 seconds, not {self.time_limit!r}")
+        if self.rate_limit is not None:
+            parse_rate(self.rate_limit)
 
     def backoff(self, retry: int) -> int:
         """Seconds to wait before retry number ``retry`` (1-based): exponential,
@@ -108,11 +126,15 @@ class Task(Generic[P, R]):
     :meth:`apply_async` send it to a worker.
     """
 
-    def __init__(self, app: App, fn: Callable[P, R], name: str, options: TaskOptions) -> None:
+    #: True for an ``async def`` function: workers run its jobs on an event loop.
+    is_async = False
+
+    def __init__(self, app: App, fn: Callable[P, Any], name: str, options: TaskOptions) -> None:
         if not NAME_RE.match(name):
             raise ConfigError(f"invalid task name {name!r}")
+        check_concurrency(options.concurrency_limit, options.concurrency_key, fn)
         self.app = app
-        self.fn = fn
+        self.fn: Callable[P, Any] = fn
         self.name = name
         self.options = options
         self.__doc__ = fn.__doc__
@@ -122,9 +144,10 @@ class Task(Generic[P, R]):
         return f"<Task {self.name}>"
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        return self.fn(*args, **kwargs)
+        result: R = self.fn(*args, **kwargs)
+        return result
 
-    def delay(self, *args: P.args, **kwargs: P.kwargs) -> Job:
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
         """Send the task with these arguments; return its :class:`~jobkit.Job`."""
         return self.apply_async(args, kwargs)
 
@@ -139,7 +162,7 @@ class Task(Generic[P, R]):
         ttr: int | None = None,
         idempotency_key: str | None = None,
         eta: datetime | None = None,
-    ) -> Job:
+    ) -> Job[R]:
         """Send the task with per-call options.
 
         Args:
@@ -171,7 +194,7 @@ class Task(Generic[P, R]):
         """An immutable signature: in a chain, the previous step's result is not passed to it."""
         return Signature(self.name, args, kwargs, app=self.app, immutable=True)
 
-    def map(self, calls: Iterable[Iterable[Any]]) -> list[Job]:
+    def map(self, calls: Iterable[Iterable[Any]]) -> list[Job[R]]:
         """Enqueue one job per argument tuple, as one batch (see :meth:`jobkit.App.send_many`).
 
         Raises:
@@ -184,3 +207,32 @@ class Task(Generic[P, R]):
             except PayloadError as exc:
                 raise PayloadError(f"jobs[{i}]: {exc}") from None
         return self.app.send_many(signatures)
+
+class AsyncTask(Task[P, R]):
+    """A task whose function is an ``async def``: its jobs' results are the coroutine's.
+
+    Calling it directly returns the coroutine (await it, or ``asyncio.run`` it).
+    """
+
+    is_async = True
+
+    def __call__(  # type: ignore[override]  # the coroutine, where Task gives its result
+            self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
+        coroutine: Coroutine[Any, Any, R] = self.fn(*args, **kwargs)
+        return coroutine
+
+
+class TaskDecorator(Protocol):
+    """What ``app.task(name=..., ...)`` returns: it makes a task of a function."""
+
+    @overload
+    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> AsyncTask[P, R]: ...
+
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+
+
+def make_task(app: App, fn: Callable[..., Any], name: str, options: TaskOptions) -> Task[Any, Any]:
+    """A :class:`Task`, or an :class:`AsyncTask` for an ``async def`` function."""
+    kind = AsyncTask if inspect.iscoroutinefunction(fn) else Task
+    return kind(app, fn, name, options)

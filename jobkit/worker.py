@@ -8,7 +8,12 @@ job, so that the two share one backend transaction (see
 overrun their task's ``time_limit``: it records them as failed by timeout
 and settles them; the thread pool then abandons the stuck thread and starts
 a fresh slot, while a process-pool child exits so that its supervisor
-replaces it (see :mod:`jobkit.pool`). The heartbeat thread also rewrites the
+replaces it (see :mod:`jobkit.pool`). Twice a second it also reads, in one
+backend query, which of the running jobs were cancelled (their
+:func:`~jobkit.current_job` turns ``cancelled``; an async task is cancelled
+on its loop), stops by force in the same way a job still running
+``cancel_grace_s`` later (its record stays ``cancelled``), and writes the
+progress tasks reported. The heartbeat thread also rewrites the
 worker's record in the backend every few seconds (see :meth:`Worker.record`),
 which lists it as live; a worker that stops cleanly removes it.
 SIGTERM/SIGINT stop reserving and let running jobs finish within ``grace_s``;
@@ -25,21 +30,22 @@ import socket
 import threading
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from jobkit.backends.base import BEAT_EVERY_S, LIVE_FOR_S
-from jobkit.brokers.base import DEFAULT_PRIORITY, TOUCH, Delivery
+from jobkit.brokers.base import DEFAULT_PRIORITY, TOUCH, Consumer, Delivery
 from jobkit.errors import (
     BackendError,
     BrokerConnectionLost,
     BrokerUnavailable,
     ConfigError,
+    JobCancelled,
     PoisonMessage,
     TimeLimitExceeded,
 )
 from jobkit.message import Envelope
 from jobkit.metrics import JobStats
-from jobkit.runner import Attempt, Outcome, Runner, describe
+from jobkit.runner import CANCEL_CHECK_S, Attempt, Outcome, Runner, describe
 from jobkit.task import check_queue
 
 if TYPE_CHECKING:
@@ -50,6 +56,8 @@ IDLE_RESERVE_S = 30  # a blocking reserve wakes this often when idle (cost: ~0 C
 PRUNE_EVERY_S = 3600.0
 SIGNAL_CHECK_S = 0.1  # how often join() looks for signals while running jobs finish
 EXIT_TIME_LIMIT = 70  # a process-pool child's exit code after it stopped an overrunning job
+EXIT_CANCELLED = 71  # ... after it stopped a job that went on running once cancelled
+DEFAULT_CANCEL_GRACE_S = 10.0
 
 
 class Backoff:
@@ -72,6 +80,18 @@ def priority_of(body: bytes) -> int:
         return Envelope.decode(body).priority
     except PoisonMessage:
         return DEFAULT_PRIORITY
+
+
+class JobHolder(Protocol):
+    """Where a job runs, as the heartbeat sees it: the attempt, the connection that holds
+    its message, and the lock guarding both."""
+
+    lock: threading.Lock
+    attempt: Attempt | None
+    consumer: Consumer
+
+    def take_over(self, attempt: Attempt) -> bool:
+        """Take ``attempt`` away from whoever runs it; False when it finished first."""
 
 
 class Slot:
@@ -235,10 +255,17 @@ class Heartbeat:
     def watch(self, attempt: Attempt) -> None:
         """Tell the heartbeat a slot started ``attempt``."""
         self._idle_wake_s = min(self._idle_wake_s, attempt.touch_every_s)
+        attempt.context.wake_with(self.poke)
         with self.cond:
             if not self._sleeping or attempt.next_due < self._wake_at:
                 self._dirty = True
                 self.cond.notify()
+
+    def poke(self) -> None:
+        """Beat now (a task asked for a touch)."""
+        with self.cond:
+            self._dirty = True
+            self.cond.notify()
 
     def stop(self) -> None:
         """Stop the heartbeat and wait until its thread is done with the connections it uses."""
@@ -274,20 +301,46 @@ class Heartbeat:
         # perf: idle, it still wakes every touch interval seen so far (every 30 s for the
         # default TTR), so that a job starting after a short one needs no notify()
         wake = min(self.next_prune, self.next_report, now + self._idle_wake_s)
-        for slot in self.worker.live_slots():
-            attempt = slot.attempt
-            if attempt is None:
-                continue
+        running = [(slot, attempt) for slot in self.worker.holders()
+                   if (attempt := slot.attempt) is not None]
+        if any(now >= attempt.checked + CANCEL_CHECK_S for _, attempt in running):
+            self._read_cancels(running, now)
+        for slot, attempt in running:
             if attempt.limit_at is not None and now >= attempt.limit_at:
                 self.worker.time_limit_hit(slot, attempt)
                 continue
-            if now - attempt.touched >= attempt.touch_every_s:
+            if attempt.force_at is not None and now >= attempt.force_at:
+                self.worker.cancel_grace_over(slot, attempt)
+                continue
+            if attempt.context.take_touch() or now - attempt.touched >= attempt.touch_every_s:
                 with slot.lock:
                     if self.touches and slot.attempt is attempt and not (attempt.done or attempt.abandoned):
                         slot.consumer.touch(attempt.delivery)
+                self.worker.runner.limits.renew(attempt.task, attempt.envelope, attempt.attempts)
                 attempt.touched = now
+            self._write_progress(attempt)
             wake = min(wake, attempt.next_due)
         return max(0.05, wake - now)
+
+    def _read_cancels(self, running: list[tuple[JobHolder, Attempt]], now: float) -> None:
+        """Read, in one query, which running jobs were cancelled, and tell them."""
+        unseen = [(slot, attempt) for slot, attempt in running if attempt.force_at is None]
+        for _, attempt in running:
+            attempt.checked = now
+        try:
+            cancelled = self.worker.app.backend.cancelled([a.envelope.id for _, a in unseen])
+        except BackendError as exc:
+            log.warning("could not read whether running jobs were cancelled: %s", exc)
+            return
+        for slot, attempt in unseen:
+            if attempt.envelope.id in cancelled:
+                self.worker.cancel_seen(slot, attempt, now)
+
+    def _write_progress(self, attempt: Attempt) -> None:
+        try:
+            self.worker.runner.write_progress(attempt)
+        except BackendError as exc:
+            log.warning("job %s: could not store its progress: %s", attempt.envelope.id, exc)
 
     def _report(self, now: float) -> None:
         """Rewrite the worker's heartbeat record (a backend outage only delays it)."""
@@ -327,13 +380,15 @@ class Worker:
             another worker; default: the app's settings (``JOBKIT_UNKNOWN_TASK_DELAY``).
         stats: counts of the jobs run here (with Prometheus metrics, when wanted).
         pool: the name of the process pool this worker is a child of, for its record.
+        cancel_grace_s: seconds a cancelled job may run on after the worker
+            saw the cancellation, before it is stopped by force.
     """
 
     def __init__(self, app: App, *, queues: Sequence[str] | None = None, concurrency: int = 1,
                  grace_s: float = 30.0, exit_on_time_limit: bool = False,
                  prune_every_s: float = PRUNE_EVERY_S, unknown_task_releases: int | None = None,
                  unknown_task_delay_s: float | None = None, stats: JobStats | None = None,
-                 pool: str | None = None) -> None:
+                 pool: str | None = None, cancel_grace_s: float = DEFAULT_CANCEL_GRACE_S) -> None:
         if concurrency < 1:
             raise ConfigError("concurrency must be at least 1")
         if app.broker.url.startswith("memory:") and exit_on_time_limit:
@@ -343,6 +398,7 @@ class Worker:
             {t.options.queue for t in app.tasks.values()} or {"default"})]
         self.concurrency = concurrency
         self.grace_s = grace_s
+        self.cancel_grace_s = cancel_grace_s
         self.exit_on_time_limit = exit_on_time_limit
         self.prune_every_s = prune_every_s
         self.name = f"{socket.gethostname()}:{os.getpid()}"
@@ -384,6 +440,10 @@ class Worker:
         """The slots not retired."""
         with self._slots_lock:
             return [slot for slot in self.slots if not slot.retired]
+
+    def holders(self) -> Sequence[JobHolder]:
+        """Where the heartbeat looks for running jobs."""
+        return self.live_slots()
 
     def _add_slot(self, index: int) -> None:
         slot = Slot(self, index)
@@ -505,14 +565,38 @@ class Worker:
             log.warning("worker %s: record not removed (it drops out of the list in %d s): %s",
                         self.name, LIVE_FOR_S, exc)
 
-    def time_limit_hit(self, slot: Slot, attempt: Attempt) -> None:
+    def time_limit_hit(self, slot: JobHolder, attempt: Attempt) -> None:
         """Record an overrunning attempt as failed by timeout and stop waiting for it."""
-        if not slot.take_over(attempt):
-            return
         limit = attempt.task.options.time_limit
         error = describe(TimeLimitExceeded(f"ran longer than its time limit of {limit} s"), False)
         outcome = Outcome(False, error=error,
                           retry=issubclass(TimeLimitExceeded, attempt.task.options.retry_on))
+        self.force_stop(slot, attempt, outcome, "overran its time limit", EXIT_TIME_LIMIT)
+
+    def cancel_seen(self, slot: JobHolder, attempt: Attempt, now: float) -> None:
+        """Tell a running job it was cancelled; it is stopped by force ``cancel_grace_s`` from ``now``."""
+        log.info("job %s was cancelled: stopping it (by force in %s s)", attempt.envelope.id,
+                 self.cancel_grace_s)
+        attempt.force_at = now + self.cancel_grace_s
+        attempt.context.cancel()
+
+    def cancel_grace_over(self, slot: JobHolder, attempt: Attempt) -> None:
+        """Stop a cancelled job that is still running (its record stays ``cancelled``)."""
+        error = describe(JobCancelled(f"still running {self.cancel_grace_s} s after it was cancelled"),
+                         False)
+        self.force_stop(slot, attempt, Outcome(False, error=error), "went on after its cancellation",
+                        EXIT_CANCELLED)
+
+    def force_stop(self, slot: JobHolder, attempt: Attempt, outcome: Outcome, why: str,
+                   exit_code: int) -> None:
+        """Settle ``attempt`` with ``outcome`` and stop waiting for it.
+
+        The thread running it is abandoned and a fresh slot takes its place;
+        a process-pool child exits with ``exit_code`` instead, so that its
+        supervisor replaces it.
+        """
+        if not slot.take_over(attempt):
+            return
         try:
             self.runner.settle(slot.consumer, attempt, outcome)
         except BackendError:
@@ -520,10 +604,9 @@ class Worker:
         finally:
             slot.consumer.close()  # the slot's thread, stuck in the task, no longer uses it
         if self.exit_on_time_limit:
-            log.error("job %s overran its time limit: exiting so the pool replaces this process",
-                      attempt.envelope.id)
-            os._exit(EXIT_TIME_LIMIT)
-        log.error("job %s overran its time limit: its thread is abandoned", attempt.envelope.id)
+            log.error("job %s %s: exiting so the pool replaces this process", attempt.envelope.id, why)
+            os._exit(exit_code)
+        log.error("job %s %s: its thread is abandoned", attempt.envelope.id, why)
         if not self.stopping.is_set():
             with self._slots_lock:
                 index = len(self.slots)

@@ -108,7 +108,7 @@ class _Plan:
         } for step in self.steps.values()]
 
 
-def enqueue(app: App, canvas: Canvas) -> Job | GroupJob:
+def enqueue(app: App, canvas: Canvas) -> Job[Any] | GroupJob:
     """Record every job of a workflow in one transaction, then put those that wait for nothing.
 
     Returns:
@@ -130,11 +130,11 @@ def enqueue(app: App, canvas: Canvas) -> Job | GroupJob:
         _forget(app.backend, list(plan.steps))
         raise
     app.backend.add_many([s.env.record() | {"broker_id": b} for s, b in zip(first, ids, strict=True)])
-    jobs = [Job(app, job_id) for job_id in tails]
+    jobs: list[Job[Any]] = [Job(app, job_id) for job_id in tails]
     return GroupJob(app, jobs) if many else jobs[0]
 
 
-def send_many(app: App, signatures: Iterable[Signature]) -> list[Job]:
+def send_many(app: App, signatures: Iterable[Signature]) -> list[Job[Any]]:
     """Enqueue independent jobs: every one checked first, puts pipelined, records in one transaction.
 
     Raises:

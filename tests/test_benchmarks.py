@@ -24,10 +24,12 @@ TINY = {
     "load": ["--clients", "4", "--seconds", "1"],
     "dashboard": ["--records", "1000", "--rounds", "3"],
     "counts": ["--records", "2000", "--seconds", "0.5"],
+    "limits": ["-n", "50", "--rounds", "1"],
     "redis": ["-n", "20", "--rounds", "1"],
     "rabbitmq": ["-n", "20", "--rounds", "1"],
     "batch": ["-n", "200", "--turn", "100", "--per-request", "50"],
     "map": ["-n", "50", "--chunk", "25"],
+    "asyncpool": ["-n", "50", "--sleepers", "20", "--sleep", "0.2", "--rounds", "1"],
 }
 
 

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from jobkit import App, JobState
+from jobkit import app as app_module
 from jobkit.brokers.memory import MemoryBroker
 from jobkit.errors import BrokerUnavailable, BrokerUnconfirmed
 from jobkit.runner import Runner
@@ -109,6 +110,33 @@ def test_unconfirmed_put_that_was_lost_is_put_again_by_the_repeat(
     repeat = app.send("count", ["first"], idempotency_key="order-2")
     assert not repeat.created and messages(app) == 1
     assert_ran_once(app, runs, repeat.id, "first")
+
+
+def test_a_repeat_while_the_first_put_is_in_flight_does_not_put_it_twice(
+        app: App, faulty: FaultyBroker, runs: list[str]) -> None:
+    """Two copies in flight at once could run on two workers at the same time: one put only."""
+    first = app.send("count", ["first"], idempotency_key="order-6")
+    app.backend.update(first.id, {"broker_id": None})  # as seen while its put is still on the wire
+    repeat = app.send("count", ["first"], idempotency_key="order-6")
+    assert not repeat.created and repeat.id == first.id
+    assert messages(app) == 1
+    assert_ran_once(app, runs, first.id, "first")
+
+
+def test_a_first_put_that_never_settled_is_put_again_once_old(
+        app: App, faulty: FaultyBroker, runs: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """An API process that died mid-put left no mark: past PUT_SETTLED_S a repeat puts it again."""
+    faulty.fault = "lost"
+    with pytest.raises(BrokerUnconfirmed):
+        app.send("count", ["first"], idempotency_key="order-7")
+    [record] = app.backend.find(task="count")
+    app.backend.update(record["id"], {"waiting": None})  # as if the process died before marking it
+    assert app.send("count", ["first"], idempotency_key="order-7").id == record["id"]
+    assert messages(app) == 0  # too young: its put might still be in flight
+    monkeypatch.setattr(app_module, "PUT_SETTLED_S", -1.0)
+    app.send("count", ["first"], idempotency_key="order-7")
+    assert messages(app) == 1
+    assert_ran_once(app, runs, record["id"], "first")
 
 
 def test_the_repeat_puts_the_first_request_again_not_its_own_body(

@@ -87,6 +87,7 @@ def add_routes(web: falcon.App[falcon.Request, falcon.Response], api: resources.
     web.add_route("/v1/jobs/{job_id}/retry", jobs, suffix="retry")
     web.add_route("/v1/tasks", tasks)
     web.add_route("/v1/tasks/{name}", tasks, suffix="item")
+    web.add_route("/v1/schedules", resources.Schedules(api))
     web.add_route("/v1/queues", resources.Queues(api))
     web.add_route("/v1/workers", resources.Workers(api))
     web.add_route("/healthz", health)

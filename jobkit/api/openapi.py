@@ -137,6 +137,11 @@ def _other_paths() -> dict[str, Any]:
         "/v1/tasks/{name}": {"post": _op(
             "Enqueue a task with the body as its one argument", _enqueue_responses(), body=_ANY,
             params=[_path_param("name", {"type": "string"}, "a registered task"), _IDEMPOTENCY])},
+        "/v1/schedules": {"get": _op("Periodic tasks with their last and next run", {
+            "200": _json({"type": "object", "properties": {
+                "schedules": {"type": "array", "items": _ref("schemas", "Schedule")}}}, "schedules"),
+            **_errors("503")}, description="Times are ISO 8601 in UTC; `last_run` is the last tick "
+                                           "any scheduler enqueued (null: never).")},
         "/v1/queues": {"get": _op("Per-queue broker counts", {"200": _json({"type": "object", "properties": {
             "queues": {"type": "object", "additionalProperties": _ref("schemas", "QueueCounts")}}},
             "counts by queue"), **_errors("503")})},
@@ -243,7 +248,12 @@ def _schemas() -> dict[str, Any]:
         "state": {"type": "string", "enum": _STATES}, "error": _ref("schemas", "JobError"),
         "broker_id": {"type": ["string", "null"],
                       "description": "the broker's opaque id for the job's latest message"},
-        "broker": {"oneOf": [_ref("schemas", "StatsJob"), {"type": "null"}]}}
+        "broker": {"oneOf": [_ref("schemas", "StatsJob"), {"type": "null"}]},
+        "waiting": {"type": ["object", "null"], "description": "queued, waiting in the broker on a limit: "
+                    "`limit` (rate_limit or concurrency_limit), `until` (unix seconds), `times`"},
+        "progress": {"type": ["object", "null"], "description": "the latest progress the task reported",
+                     "properties": {"fraction": {"type": "number", "minimum": 0, "maximum": 1},
+                                    "meta": {"type": "object"}}}}
     counts = ("ready", "reserved", "delayed", "buried", "urgent", "total", "waiting")
     return {
         "Error": error,
@@ -264,9 +274,21 @@ def _schemas() -> dict[str, Any]:
         "Outcome": {"type": "object", "required": ["id", "state"], "properties": {
             "id": {"type": "string"}, "state": {"type": "string", "enum": _STATES}, "result": _ANY,
             "error": _ref("schemas", "JobError")}},
-        "Task": {"type": "object", "properties": {"name": {"type": "string"}, "queue": {"type": "string"},
-                                                  "priority": {"type": "integer"}, "ttr": {"type": "integer"},
-                                                  "max_retries": {"type": "integer"}}},
+        "Task": {"type": "object", "properties": {
+            "name": {"type": "string"}, "queue": {"type": "string"}, "priority": {"type": "integer"},
+            "ttr": {"type": "integer"}, "max_retries": {"type": "integer"},
+            "rate_limit": {"type": ["string", "null"],
+                           "description": "N/s, N/m or N/h, all workers together"},
+            "concurrency_limit": {"type": ["integer", "null"]},
+            "concurrency_key": {"type": ["string", "null"], "description": "the limit holds per value of "
+                                                                           "this argument"},
+            "schedule": {"oneOf": [_ref("schemas", "Schedule"), {"type": "null"}]}}},
+        "Schedule": {"type": "object", "required": ["name", "task"], "properties": {
+            "name": {"type": "string"}, "task": {"type": "string"},
+            "cron": {"type": ["string", "null"]}, "every": {"type": ["integer", "null"]},
+            "tz": {"type": "string"}, "args": {"type": "array"}, "kwargs": {"type": "object"},
+            "last_run": {"type": ["string", "null"], "format": "date-time"},
+            "next_run": {"type": "string", "format": "date-time"}}},
         "QueueCounts": {"type": "object", "properties": {k: {"type": "integer"} for k in counts}},
         "Workers": {"type": "object", "properties": {
             "workers": {"type": "array", "items": _ref("schemas", "Worker")},

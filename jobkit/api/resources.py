@@ -176,11 +176,22 @@ class Tasks:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Every registered task with its options."""
         tasks = sorted(self.api.app.tasks.values(), key=lambda t: t.name)
-        resp.media = {"tasks": [views.task_info(task) for task in tasks]}
+        schedules = self.api.app.schedules
+        resp.media = {"tasks": [views.task_info(task, schedules.get(task.name)) for task in tasks]}
 
     def on_post_item(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         """Enqueue ``name`` with the body (any JSON value) as its one argument."""
         accept(self.api, req, resp, name, [validate.read_json(req)])
+
+
+class Schedules:
+    """``GET /v1/schedules``: every schedule with its last and next run."""
+
+    def __init__(self, api: Api) -> None:
+        self.api = api
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = {"schedules": self.api.app.list_schedules()}
 
 
 class Queues:

@@ -4,8 +4,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from jobkit import limits
 from jobkit.brokers.base import STATS_JOB_KEYS
 from jobkit.job import JobState, JobStatus
+from jobkit.schedules import Schedule
 from jobkit.task import Task
 
 
@@ -39,8 +41,8 @@ def outcome(status: JobStatus) -> dict[str, Any]:
     return view
 
 
-def task_info(task: Task[Any, Any]) -> dict[str, Any]:
-    """A task's name and options (seconds for every time)."""
+def task_info(task: Task[Any, Any], schedule: Schedule | None = None) -> dict[str, Any]:
+    """A task's name, options, limits and schedule (seconds for every time)."""
     opts = task.options
     return {
         "name": task.name, "queue": opts.queue, "priority": opts.priority, "ttr": opts.ttr,
@@ -48,6 +50,7 @@ def task_info(task: Task[Any, Any]) -> dict[str, Any]:
         "retry_backoff_max": opts.retry_backoff_max,
         "retry_on": [kind.__name__ for kind in opts.retry_on], "time_limit": opts.time_limit,
         "doc": (task.__doc__ or "").strip() or None,
+        **limits.describe(task), "schedule": schedule.describe() if schedule is not None else None,
     }
 
 

@@ -22,6 +22,10 @@ from jobkit.errors import JobNotFound, JobTimeout
 from jobkit.job import FINISHED_STATES
 
 DEFAULT_RESULT_TTL = 7 * 24 * 3600.0
+#: Seconds a free lease that nobody holds is kept before :meth:`Backend.prune` deletes it
+#: (concurrency keys come and go); far more than any clock skew, so that a deleted lease
+#: (made again free on next use) was free for every caller.
+FREE_LEASE_KEEP_S = 3600.0
 BEAT_EVERY_S = 5.0  # how often a worker rewrites its heartbeat record
 LIVE_FOR_S = 3 * BEAT_EVERY_S  # a worker not seen for longer is not listed (it died, or hangs)
 FORGET_WORKER_S = 3600.0  # a record not rewritten for this long is deleted by prune()
@@ -179,6 +183,36 @@ class Backend(ABC):
         """
         return 0
 
+    # -- leases (limits and schedules) -------------------------------------
+
+    @abstractmethod
+    def acquire(self, key: str, holder: str, *, slots: int, now: float, until: float) -> float:
+        """Take one of the ``slots`` leases of ``key`` free at ``now``, for ``holder``, up to ``until``.
+
+        A lease is free when it ended at or before ``now``. Atomic across
+        every process and machine sharing the backend: two callers never take
+        the same lease. Leases are made on first use (each starts free).
+
+        Returns:
+            0.0 when a lease was taken; else the seconds from ``now`` until the
+            first of the ``slots`` leases ends (> 0).
+        """
+
+    @abstractmethod
+    def hold(self, key: str, holder: str, *, until: float | None) -> bool:
+        """Renew ``holder``'s lease of ``key`` up to ``until``; with None, free it now.
+
+        A freed lease ends at the backend's clock (``time.time()``) when it is
+        freed, and forgets its holder.
+
+        Returns:
+            False when ``holder`` holds no lease of ``key`` (its lease ended and another took it).
+        """
+
+    @abstractmethod
+    def leases(self, key: str) -> list[dict[str, Any]]:
+        """The leases of ``key``: ``{"slot", "holder", "until"}`` each (``holder`` None when never held)."""
+
     # -- live workers ------------------------------------------------------
 
     @abstractmethod
@@ -200,6 +234,28 @@ class Backend(ABC):
 
     def close(self) -> None:
         """Release connections. The backend reconnects if used again."""
+
+    def cancelled(self, job_ids: Collection[str]) -> set[str]:
+        """Return those of ``job_ids`` whose record says ``cancelled``.
+
+        A worker's heartbeat asks this about all of its running jobs at once,
+        twice a second: implementations answer with one query.
+        """
+        found: set[str] = set()
+        for job_id in job_ids:
+            record = self.get(job_id)
+            if record is not None and record["state"] == "cancelled":
+                found.add(job_id)
+        return found
+
+    def progress(self, job_id: str, fraction: float, meta: dict[str, Any]) -> bool:
+        """Store a running job's progress, ``{"fraction", "meta"}``, unless it is finished.
+
+        Returns:
+            True when it was written.
+        """
+        return self.update(job_id, {"progress": {"fraction": fraction, "meta": meta}},
+                           unless=tuple(FINISHED_STATES))
 
     def batch(self) -> contextlib.AbstractContextManager[None]:
         """Group this thread's writes inside the block into one transaction, where the backend can.

@@ -13,7 +13,7 @@ import time
 from collections.abc import Collection
 from typing import Any
 
-from jobkit.backends.base import FORGET_WORKER_S, Backend, take_input
+from jobkit.backends.base import FORGET_WORKER_S, FREE_LEASE_KEEP_S, Backend, take_input
 from jobkit.job import FINISHED_STATES, RECORD_FIELDS
 
 _BROKER_FIELDS = ("broker_id", "priority", "queue")
@@ -30,6 +30,7 @@ class MemoryBackend(Backend):
     def __init__(self, url: str = "memory://", **options: Any) -> None:
         super().__init__(url, **options)
         self._records: dict[str, dict[str, Any]] = {}
+        self._leases: dict[str, dict[int, tuple[str | None, float]]] = {}  # key -> slot -> (holder, until)
         self._workers: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
 
@@ -121,6 +122,11 @@ class MemoryBackend(Backend):
                     counts[record["state"]] = counts.get(record["state"], 0) + 1
         return counts
 
+    def cancelled(self, job_ids: Collection[str]) -> set[str]:
+        with self._lock:
+            return {job_id for job_id in job_ids
+                    if (record := self._live(job_id)) is not None and record["state"] == "cancelled"}
+
     def delete(self, job_id: str) -> None:
         with self._lock:
             self._records.pop(job_id, None)
@@ -134,9 +140,37 @@ class MemoryBackend(Backend):
             dead = [k for k, r in self._records.items() if _expired(r, now)]
             for key in dead:
                 del self._records[key]
+            for slots in self._leases.values():
+                for slot in [n for n, (who, until) in slots.items()
+                             if who is None and until <= now - FREE_LEASE_KEEP_S]:
+                    del slots[slot]
             for name in [n for n, w in self._workers.items() if w["last_seen"] < now - FORGET_WORKER_S]:
                 del self._workers[name]
         return len(dead)
+
+    def acquire(self, key: str, holder: str, *, slots: int, now: float, until: float) -> float:
+        with self._lock:
+            leases = self._leases.setdefault(key, {})
+            ends = [leases.get(slot, (None, 0.0))[1] for slot in range(slots)]
+            free = next((slot for slot, end in enumerate(ends) if end <= now), None)
+            if free is None:
+                return min(ends) - now
+            leases[free] = (holder, until)
+            return 0.0
+
+    def hold(self, key: str, holder: str, *, until: float | None) -> bool:
+        with self._lock:
+            leases = self._leases.get(key, {})
+            mine = [slot for slot, (who, _) in leases.items() if who == holder]
+            for slot in mine:
+                leases[slot] = (holder, until) if until is not None else (None, time.time())
+            return bool(mine)
+
+    def leases(self, key: str) -> list[dict[str, Any]]:
+        with self._lock:
+            leases = dict(self._leases.get(key, {}))
+        return [{"slot": slot, "holder": who, "until": until}
+                for slot, (who, until) in sorted(leases.items())]
 
     def beat_worker(self, record: dict[str, Any]) -> None:
         with self._lock:

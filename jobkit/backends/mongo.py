@@ -14,7 +14,7 @@ a TTL index on ``expires_at`` (stored as a BSON date)
 expires finished jobs, and reads hide expired ones until MongoDB's TTL monitor
 removes them.
 
-Values: ``args``, ``kwargs`` and ``result`` are stored as native BSON, so a
+Values: ``args``, ``kwargs``, ``result`` and ``progress`` are stored as native BSON, so a
 ``hash_payload`` job's document holds ``"result": {"hash": …, "payload": …}``
 and ``db.jobs.find({"result.hash": …})`` finds it. What BSON cannot hold
 exactly, or MongoDB could read as an operator or a path, is stored as its
@@ -64,13 +64,13 @@ from pymongo import UpdateOne
 from pymongo import errors as mongo_errors
 from pymongo import uri_parser
 
-from jobkit.backends.base import FORGET_WORKER_S, Backend
-from jobkit.grouping import GroupWriter
+from jobkit.backends.base import FORGET_WORKER_S, FREE_LEASE_KEEP_S, Backend
 from jobkit.backends.mongo_counts import build_counts, count_inserted, move_count, write_counted
+from jobkit.grouping import GroupWriter
 from jobkit.errors import BackendError, BackendUnavailable, ConfigError
 from jobkit.job import FINISHED_STATES, RECORD_FIELDS
 
-_JSON_FIELDS = frozenset({"args", "kwargs", "result"})
+_JSON_FIELDS = frozenset({"args", "kwargs", "result", "progress"})
 _WRAPPER = "__jobkit_json__"  # {_WRAPPER: json text}: a value stored as its JSON text
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 MAX_NATIVE_DEPTH = 64
@@ -291,6 +291,13 @@ class MongoBackend(Backend):
             rows = list(jobs.database["job_counts"].aggregate(pipeline))
         return {row["_id"]: row["n"] for row in rows if row["_id"] is not None and row["n"] > 0}
 
+    def cancelled(self, job_ids: Collection[str]) -> set[str]:
+        if not job_ids:
+            return set()
+        with self._db() as jobs:
+            docs = jobs.find({"_id": {"$in": list(job_ids)}, "state": "cancelled"}, {"_id": 1})
+            return {doc["_id"] for doc in docs}
+
     def delete(self, job_id: str) -> None:
         with self._db() as jobs:
             before = jobs.find_one_and_delete({"_id": job_id}, projection={"state": 1, "expires_at": 1})
@@ -303,9 +310,40 @@ class MongoBackend(Backend):
 
     def prune(self, now: float | None = None) -> int:
         """Delete expired records now (MongoDB's TTL monitor does it within a minute anyway)."""
-        cutoff = _date(time.time() if now is None else now)
+        now = time.time() if now is None else now
         with self._db() as jobs:
-            return int(jobs.delete_many({"expires_at": {"$lte": cutoff}}).deleted_count)
+            jobs.database["leases"].delete_many({"holder": None, "until": {"$lte": now - FREE_LEASE_KEEP_S}})
+            return int(jobs.delete_many({"expires_at": {"$lte": _date(now)}}).deleted_count)
+
+    # -- leases: one document per (key, slot) in ``leases``; times are plain numbers --------------
+
+    @contextmanager
+    def _leases(self) -> Iterator[Any]:
+        with self._db() as jobs:
+            yield jobs.database["leases"]
+
+    def acquire(self, key: str, holder: str, *, slots: int, now: float, until: float) -> float:
+        mine = {"key": key, "slot": {"$lt": slots}}
+        with self._leases() as leases:
+            while True:  # update_one changes one matching document atomically: the first free lease
+                taken = leases.update_one(mine | {"until": {"$lte": now}},
+                                          {"$set": {"holder": holder, "until": until}})
+                if taken.matched_count:
+                    return 0.0
+                ends = {doc["slot"]: doc["until"] for doc in leases.find(mine, {"slot": 1, "until": 1})}
+                if len(ends) >= slots:
+                    return max(float(min(ends.values())) - now, 1e-6)
+                _make_leases(leases, key, [slot for slot in range(slots) if slot not in ends])
+
+    def hold(self, key: str, holder: str, *, until: float | None) -> bool:
+        change = {"until": until} if until is not None else {"holder": None, "until": time.time()}
+        with self._leases() as leases:
+            return bool(leases.update_many({"key": key, "holder": holder}, {"$set": change}).matched_count)
+
+    def leases(self, key: str) -> list[dict[str, Any]]:
+        with self._leases() as leases:
+            docs = list(leases.find({"key": key}).sort("slot", pymongo.ASCENDING))
+        return [{"slot": doc["slot"], "holder": doc.get("holder"), "until": doc["until"]} for doc in docs]
 
     def beat_worker(self, record: dict[str, Any]) -> None:
         doc = {"last_seen": record["last_seen"], "forget_at": _date(record["last_seen"] + FORGET_WORKER_S),
@@ -333,10 +371,22 @@ def _create_indexes(jobs: Any) -> None:
         jobs.database["job_counts"].create_index("expires_at", expireAfterSeconds=0)
         jobs.database["workers"].create_index("forget_at", expireAfterSeconds=0)
         build_counts(jobs)
+        jobs.database["leases"].create_index([("key", 1), ("until", 1)])
     except _DOWN as exc:
         raise BackendUnavailable(f"MongoDB unreachable: {exc}") from None
     except mongo_errors.PyMongoError as exc:
         raise BackendError(f"MongoDB: cannot create indexes: {exc}") from None
+
+
+def _make_leases(leases: Any, key: str, slots: list[int]) -> None:
+    """Insert the free leases ``slots`` of ``key``; those another process made meanwhile stay as they are."""
+    docs = [{"_id": f"{slot}:{key}", "key": key, "slot": slot, "holder": None, "until": 0.0}
+            for slot in slots]
+    try:
+        leases.insert_many(docs, ordered=False)
+    except mongo_errors.BulkWriteError as exc:
+        if any(error.get("code") != 11000 for error in exc.details.get("writeErrors", [])):
+            raise
 
 
 def _newest_first(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:

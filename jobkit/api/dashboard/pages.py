@@ -142,7 +142,7 @@ def _facts(record: dict[str, Any], in_broker: dict[str, Any] | None) -> Safe:
         ("created (UTC)", when(created)), ("started (UTC)", when(started)),
         ("finished (UTC)", when(finished)), ("waited", duration(waited)),
         ("ran", duration(ran)), ("expires (UTC)", when(record.get("expires_at"))),
-        ("idempotency key", record.get("idempotency_key")),
+        ("idempotency key", record.get("idempotency_key")), ("waiting on", _waiting(record)),
     ]
     if in_broker is not None:
         facts.append(("in the broker", ", ".join(f"{k} {in_broker.get(k)}" for k in (
@@ -150,6 +150,19 @@ def _facts(record: dict[str, Any], in_broker: dict[str, Any] | None) -> Safe:
     items = join(html("<dt>{}</dt><dd>{}</dd>", name, value) for name, value in facts
                  if value not in (None, ""))
     return html("<dl>{}</dl>", items)
+
+
+def _waiting(record: dict[str, Any]) -> str | None:
+    """A queued job's wait on a rate or concurrency limit (see jobkit.limits), or on an
+    unconfirmed put (see ``App._repeat``), else None."""
+    waiting = record.get("waiting")
+    if record.get("state") != JobState.QUEUED.value or not isinstance(waiting, dict):
+        return None
+    if waiting.get("on") == "put":
+        return (f"the broker never confirmed its put (since {when(waiting.get('since'))} UTC):"
+                " a repeat with its idempotency key puts it again")
+    until = when(waiting.get("until"))
+    return f"its {waiting.get('limit')}, until {until} UTC ({waiting.get('times')} times)"
 
 
 def _span(start: Any, end: Any) -> float | None:
