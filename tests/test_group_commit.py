@@ -219,3 +219,29 @@ def test_concurrent_puts_share_writes_and_each_gets_its_own_message(beanstalkd: 
         assert peeked is not None and peeked.body == body  # its own id, never another's
     assert broker.stats()[queue]["ready"] == 320
     broker.close()
+
+
+
+
+def test_a_forked_child_adds_even_when_forked_mid_write(tmp_path: Path) -> None:
+    """The child must not wait for a group its parent was writing when it forked."""
+    import multiprocessing
+
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    backend = backend_from_url(url)
+    backend.add(record(unique()))
+    backend._adds._writing = True  # type: ignore[attr-defined]  # as if forked mid-write
+    job_id = unique()
+    try:
+        child = multiprocessing.get_context("fork").Process(target=_add_forked, args=(backend, job_id))
+        child.start()
+        child.join(30)
+        assert child.exitcode == 0
+    finally:
+        backend._adds._writing = False  # type: ignore[attr-defined]
+    assert backend.get(job_id) is not None
+    backend.close()
+
+
+def _add_forked(backend: Backend, job_id: str) -> None:
+    backend.add(record(job_id))

@@ -383,6 +383,8 @@ class SQLiteBackend(Backend):
         if self._in_batch():
             with self._db() as db:
                 return self._add_one(db, add)
+        if self._pid != os.getpid():
+            self._conn()  # forked: start afresh (connections, and the groups of adds)
         return self._adds.submit(add)
 
     def _in_batch(self) -> bool:
