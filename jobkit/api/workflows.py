@@ -50,7 +50,8 @@ class Workflows:
             raise falcon.HTTPBadRequest(description=WORKFLOW_SHAPE)
         flow = canvas.from_dict(body, self.api.app)  # bad fields 422, unknown task 404
         if isinstance(flow, Signature):
-            raise falcon.HTTPUnprocessableEntity(description=f"{WORKFLOW_SHAPE}; one job goes to POST /v1/jobs")
+            raise falcon.HTTPUnprocessableEntity(
+                description=f"{WORKFLOW_SHAPE}; one job goes to POST /v1/jobs")
         signatures = list(flow.signatures())
         if len(signatures) > MAX_JOBS:
             raise falcon.HTTPUnprocessableEntity(
