@@ -1,16 +1,23 @@
-"""HTTP ingest: ``jobkit api --processes 2`` against a minimal Falcon + waitress handler.
+"""HTTP ingest: ``jobkit api --processes 2`` against minimal Falcon + waitress handlers.
 
-Both serve ``POST /`` with ``{"example":"data"}``: parse the JSON, record the
-job in SQLite, put it into beanstalkd. Both run 2 processes sharing the port
+Every server takes ``POST /`` with ``{"example":"data"}``. The baseline (the
+ratio's denominator) is the minimal put-only handler: parse the JSON, put it
+into beanstalkd, answer 202. Beside it, the same-work handler also records
+the job in SQLite (one upsert) before answering. jobkit records the job and
+puts it, as every enqueue does. All run 2 processes sharing the port
 (SO_REUSEPORT) with the same threads each; ``wrk -t2 -c32`` drives each for
-the same time, in alternating slices with both servers up, so that a noisy
-neighbour slows both alike. Latency: the median of the slices' p50 and the
-worst of their p99. Skipped, with a message, while this tree has no
-``jobkit.api``.
+the same time, in alternating slices with every server up, so that a noisy
+neighbour slows all alike. Latency: the median of the slices' p50 and the
+worst of their p99. A line ``http_batch:`` comes first: jobkit's
+``POST /v1/jobs/batch`` with ``--batch`` jobs a request, in jobs/s, against
+the put-only handler's requests/s. Skipped, with a message, while this tree
+has no ``jobkit.api``.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import json
 import logging
 import multiprocessing
 import re
@@ -18,6 +25,7 @@ import shutil
 import socket
 import subprocess
 import threading
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,6 +38,12 @@ LUA = """wrk.method = "POST"
 wrk.body = '{"example":"data"}'
 wrk.headers["Content-Type"] = "application/json"
 """
+BATCH_JOB = '{"task":"hash_payload","args":[{"example":"data"}]}'
+
+
+def batch_lua(jobs: int) -> str:
+    """A wrk script posting one ``POST /v1/jobs/batch`` body of ``jobs`` jobs."""
+    return LUA.replace("""'{"example":"data"}'""", "'{\"jobs\":[" + ",".join([BATCH_JOB] * jobs) + "]}'")
 
 
 def api_missing() -> str | None:
@@ -41,7 +55,27 @@ def api_missing() -> str | None:
     return None
 
 
-# -- the baseline server -----------------------------------------------------
+# -- the baseline servers ----------------------------------------------------
+
+class PutOnly:
+    """``POST /``: parse JSON, put it; one greenstalk connection per waitress thread."""
+
+    def __init__(self, beanstalkd: Beanstalkd, db_path: Path) -> None:
+        self.address = (beanstalkd.host, beanstalkd.port)
+        self.local = threading.local()
+
+    def on_post(self, req: Any, resp: Any) -> None:
+        import falcon
+        import greenstalk
+
+        client = getattr(self.local, "client", None)
+        if client is None:
+            client = self.local.client = greenstalk.Client(self.address, use=common.BARE_QUEUE)
+        job_id = uuid.uuid4().hex
+        client.put(json.dumps({"id": job_id, "payload": req.get_media()}, separators=(",", ":")))
+        resp.media = {"id": job_id}
+        resp.status = falcon.HTTP_202
+
 
 class BareEnqueue:
     """``POST /``: parse JSON, record it, put it; one bare producer per waitress thread."""
@@ -60,14 +94,15 @@ class BareEnqueue:
         resp.status = falcon.HTTP_202
 
 
-def _serve_bare(port: int, beanstalkd: Beanstalkd, db_path: Path, threads: int) -> None:
+def _serve_bare(port: int, beanstalkd: Beanstalkd, db_path: Path, threads: int,
+                handler: type[Any] = BareEnqueue) -> None:
     import falcon
     import waitress
 
     die_with_parent()
     logging.getLogger("waitress").setLevel(logging.ERROR)  # no "Task queue depth" lines
     app = falcon.App()
-    app.add_route("/", BareEnqueue(beanstalkd, db_path))
+    app.add_route("/", handler(beanstalkd, db_path))
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
@@ -77,11 +112,12 @@ def _serve_bare(port: int, beanstalkd: Beanstalkd, db_path: Path, threads: int) 
 
 
 @contextmanager
-def bare_server(beanstalkd: Beanstalkd, db_path: Path, processes: int, threads: int) -> Iterator[int]:
+def bare_server(beanstalkd: Beanstalkd, db_path: Path, processes: int, threads: int,
+                handler: type[Any] = BareEnqueue) -> Iterator[int]:
     common.bare_db(db_path).close()
     port = free_port()
     ctx = multiprocessing.get_context("fork")
-    procs = [ctx.Process(target=_serve_bare, args=(port, beanstalkd, db_path, threads), daemon=True)
+    procs = [ctx.Process(target=_serve_bare, args=(port, beanstalkd, db_path, threads, handler), daemon=True)
              for _ in range(processes)]
     for proc in procs:
         proc.start()
@@ -108,10 +144,11 @@ def jobkit_server(beanstalkd: Beanstalkd, db_path: Path, processes: int, threads
 
 # -- driving -----------------------------------------------------------------
 
-def drive(port: int, script: Path, seconds: float) -> tuple[float, dict[str, float]]:
+def drive(port: int, script: Path, seconds: float, path: str = "/") -> tuple[float, dict[str, float]]:
     """Run wrk against ``port``; return (requests/s, {"p50", "p99" in ms, "non2xx", "errors"})."""
-    out = subprocess.run(["wrk", "-t2", "-c32", f"-d{seconds:g}s", "--latency", "-s", str(script),
-                          f"http://127.0.0.1:{port}/"], capture_output=True, text=True, check=True).stdout
+    url = f"http://127.0.0.1:{port}{path}"
+    out = subprocess.run(["wrk", "-t2", "-c32", f"-d{seconds:g}s", "--latency", "-s", str(script), url],
+                         capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     found = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M))
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
@@ -141,30 +178,51 @@ def summary(slices: list[tuple[float, dict[str, float]]], prefix: str = "") -> t
 
 def main(argv: Sequence[str] | None = None) -> str | None:
     parser = common.parser("http", __doc__)
-    parser.add_argument("--seconds", type=float, default=10, help="wrk time per side (default 10)")
-    parser.add_argument("--slices", type=int, default=5, help="alternating turns per side (default 5)")
+    parser.add_argument("--seconds", type=float, default=8, help="wrk time per side (default 8)")
+    parser.add_argument("--slices", type=int, default=4, help="alternating turns per side (default 4)")
     parser.add_argument("--processes", type=int, default=2, help="server processes (default 2)")
     parser.add_argument("--threads", type=int, default=8, help="threads per process (default 8)")
+    parser.add_argument("--batch", type=int, default=100, help="jobs per batch request (default 100)")
     args = parser.parse_args(argv)
     reason = api_missing()
     if reason is not None:
         print(f"http: skipped: {reason}", flush=True)
         return None
+    sides = run(args)
+    put_only, put_notes = summary(sides["put_only"], "baseline_")
+    same, same_notes = summary(sides["same_work"], "same_work_")
+    rate, jobkit_notes = summary(sides["jobkit"])
+    batch, batch_notes = summary(sides["batch"], "batch_")
+    common.note(f"put-only handler: {put_only:.0f} requests/s; same-work handler: {same:.0f}; "
+                f"jobkit api: {rate:.0f}; jobkit batch: {batch * args.batch:.0f} jobs/s")
+    shape = f"processes={args.processes} threads={args.threads}"
+    common.report("http_batch", batch * args.batch, put_only,
+                  f"jobs_per_request={args.batch} {batch_notes} {shape}")
+    extra = (f"{jobkit_notes} {put_notes} same_work={same:.0f}/s same_work_ratio={rate / same:.2f}"
+             f" {same_notes} {shape}")
+    return common.report("http", rate, put_only, extra)
+
+
+def run(args: Any) -> dict[str, list[tuple[float, dict[str, float]]]]:
+    """Drive every side in alternating slices; return each side's slices."""
     turn = max(1.0, args.seconds / max(1, args.slices))
-    with common.servers() as (beanstalkd, tmp):
-        script = tmp / "post.lua"
+    sides: dict[str, list[tuple[float, dict[str, float]]]] = {
+        "put_only": [], "same_work": [], "jobkit": [], "batch": []}
+    with common.servers() as (beanstalkd, tmp), contextlib.ExitStack() as stack:
+        script, batch_script = tmp / "post.lua", tmp / "batch.lua"
         script.write_text(LUA)
-        with bare_server(beanstalkd, tmp / "bare.db", args.processes, args.threads) as bare_port, \
-                jobkit_server(beanstalkd, tmp / "jobkit.db", args.processes, args.threads) as jobkit_port:
-            bare, jobkit = [], []
-            for _ in range(max(1, args.slices)):
-                bare.append(drive(bare_port, script, turn))
-                jobkit.append(drive(jobkit_port, script, turn))
-    baseline, bare_notes = summary(bare, "baseline_")
-    rate, jobkit_notes = summary(jobkit)
-    common.note(f"falcon+waitress: {baseline:.0f} requests/s; jobkit api: {rate:.0f} requests/s")
-    extra = f"{jobkit_notes} {bare_notes} processes={args.processes} threads={args.threads}"
-    return common.report("http", rate, baseline, extra)
+        batch_script.write_text(batch_lua(args.batch))
+        shape = (args.processes, args.threads)
+        ports = {
+            "put_only": stack.enter_context(bare_server(beanstalkd, tmp / "put.db", *shape, PutOnly)),
+            "same_work": stack.enter_context(bare_server(beanstalkd, tmp / "bare.db", *shape)),
+            "jobkit": stack.enter_context(jobkit_server(beanstalkd, tmp / "jobkit.db", *shape)),
+        }
+        for _ in range(max(1, args.slices)):
+            for side, port in ports.items():
+                sides[side].append(drive(port, script, turn))
+            sides["batch"].append(drive(ports["jobkit"], batch_script, turn, "/v1/jobs/batch"))
+    return sides
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
 a second for ``seconds`` and a poller thread looks for its outstanding ids in
 the backend every millisecond, as a waiting client would. The baseline is
 the bare loop (two consumer processes) at the same rate. The rates printed
-are the rates achieved; the percentiles are the point.
+are the rates achieved; the percentiles and the maximum (``max=``: the
+slowest job, where a stall shows) are the point.
 """
 from __future__ import annotations
 
@@ -35,8 +36,14 @@ def main(argv: Sequence[str] | None = None) -> str:
             jobkit = common.paced_latencies(lambda: hash_payload.delay(common.PAYLOAD).id, db_path,
                                             args.rate, args.seconds)
         hash_payload.app.close()
-    extra = f"{common.latency_text('', jobkit)} {common.latency_text('baseline_', bare)} jobs={n}"
+    extra = (f"{common.latency_text('', jobkit)} max={max_ms(jobkit)} "
+             f"{common.latency_text('baseline_', bare)} baseline_max={max_ms(bare)} jobs={n}")
     return common.report("latency", len(jobkit) / args.seconds, len(bare) / args.seconds, extra)
+
+
+def max_ms(seconds: Sequence[float]) -> str:
+    """The slowest job's latency (the stalls a percentile hides), as ``12.3ms``."""
+    return f"{max(seconds, default=0) * 1000:.1f}ms"
 
 
 if __name__ == "__main__":

@@ -226,10 +226,10 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_api(args: argparse.Namespace) -> int:
-    from jobkit.api.server import serve
+    from jobkit.api.server import processes_for, serve
 
     settings, app = context(args)
-    serve(settings, app, processes=args.processes, threads=args.threads)
+    serve(settings, app, processes=processes_for(app, args.processes), threads=args.threads)
     return 0
 
 
@@ -319,8 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help="serve the HTTP API" + (" (alias of api)" if name == "manager" else ""),
                            description="Serve the HTTP API on waitress.")
         _api_flags(p)
-        p.add_argument("--processes", type=_positive, default=1,
-                       help="processes sharing the port (default 1)")
+        p.add_argument("--processes", type=_positive,
+                       help="processes sharing the port (default: one per CPU core; 1 with a memory:// "
+                       "broker or backend)")
         p.add_argument("--threads", type=_positive, default=8, help="threads per process (default 8)")
         _common(p, "INFO")
         p.set_defaults(func=cmd_api)
@@ -330,7 +331,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "Reuses a beanstalkd already at the broker address (default 127.0.0.1:11300), "
                        "else starts one there when installed, else uses an in-process broker; "
                        "one `up` per directory.")
-    p.add_argument("--workers", type=_positive, default=2, help="worker slots (default 2)")
+    p.add_argument("--workers", type=_positive, help="worker slots (default: one per CPU core; "
+                   "worker processes, or threads with the in-process broker)")
+    p.add_argument("--processes", type=_positive, help="API processes sharing the port (default: one "
+                   "per CPU core, so API and workers each can use every core; 1 with the in-process broker)")
     _api_flags(p, host="127.0.0.1")
     _common(p, "INFO")
     p.set_defaults(func=cmd_up)

@@ -243,12 +243,13 @@ def up(settings: Settings, app: App, args: argparse.Namespace) -> int:
     Raises:
         ConfigError: another ``up`` runs in this directory, or a port is taken.
     """
-    from jobkit.api.server import serve, stop_on_signals
+    from jobkit.api.server import cores, processes_for, serve, stop_on_signals
 
     stop_on_signals()  # a signal at any point from here stops up cleanly (the ExitStack unwinds)
     env = read_env(env_file=args.env_file or ".env")
     settings = settings.replace(api_host=args.api_host or env.get("JOBKIT_API_HOST") or "127.0.0.1")
     _check_can_listen(settings.api_host, settings.api_port)  # before starting anything
+    args.workers = args.workers or cores()
     with contextlib.ExitStack() as stack:
         lock = UpLock()
         lock.acquire()
@@ -259,7 +260,7 @@ def up(settings: Settings, app: App, args: argparse.Namespace) -> int:
         workers = _start_workers(settings, app, args, stack)
         lock.write(pid=os.getpid(), broker=broker_url, api=f"{_reach(settings)}:{settings.api_port}")
         _banner(settings, app, how, workers)
-        serve(settings, app, processes=1, threads=8)
+        serve(settings, app, processes=processes_for(app, args.processes), threads=8)
     return 0
 
 

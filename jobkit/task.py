@@ -108,7 +108,8 @@ def check_delay(delay: Any) -> int:
 def check_ttr(ttr: Any) -> int:
     """Return ``ttr`` when it is a usable time-to-run in seconds, else raise ConfigError."""
     if isinstance(ttr, bool) or not isinstance(ttr, int) or not MIN_TTR <= ttr < 2**32:
-        raise ConfigError(f"ttr must be a whole number of seconds >= {MIN_TTR}, not {ttr!r}")
+        raise ConfigError(f"ttr must be a whole number of seconds from {MIN_TTR} to {2**32 - 1},"
+                          f" not {ttr!r}")
     return ttr
 
 

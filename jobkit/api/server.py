@@ -156,6 +156,24 @@ def server_options(settings: Settings, threads: int) -> dict[str, Any]:
     }
 
 
+def cores() -> int:
+    """The CPU cores this process may run on (its affinity, which a container's limit narrows)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+
+
+def processes_for(app: App, asked: int | None = None) -> int:
+    """How many API processes to serve with: ``asked``, else one per core.
+
+    One process's GIL serves one core at most; more processes share the port
+    (see :func:`serve`). Without ``asked``, an App whose broker or backend is
+    ``memory://`` (which lives in one process) gets one process.
+    """
+    if asked is not None:
+        return asked
+    return 1 if "memory://" in (app.broker.url, app.backend.url) else cores()
+
+
 def long_polls(threads: int) -> int:
     """How many of ``threads`` may wait for an outcome at once: half, so that the rest always answer."""
     return threads // 2

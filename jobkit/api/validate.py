@@ -110,7 +110,7 @@ def job_request(body: Any) -> JobRequest:
         "queue": _typed(body, "queue", str, "a string", None),
         "priority": _typed(body, "priority", int, "an integer from 0 to 4294967295", None),
         "delay": _typed(body, "delay", (int, float), "a number of seconds >= 0", None),
-        "ttr": _typed(body, "ttr", int, "a whole number of seconds >= 1", None),
+        "ttr": _typed(body, "ttr", int, "a whole number of seconds from 2 to 4294967295", None),
     }
     return JobRequest(task, args, kwargs, {k: v for k, v in options.items() if v is not None})
 

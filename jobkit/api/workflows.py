@@ -27,6 +27,7 @@ class Batch:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Enqueue up to :data:`MAX_JOBS` jobs: one backend transaction, pipelined broker puts."""
+        _refuse_idempotency_key(req)
         signatures = [_signature(item, i) for i, item in enumerate(_jobs(validate.read_json(req)))]
         jobs = self.api.app.send_many(signatures)
         for sig in signatures:
@@ -43,11 +44,14 @@ class Workflows:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Enqueue a workflow → 202 ``{"id"}`` (the job with its result) or ``{"ids"}`` (a group's)."""
-        flow = canvas.from_dict(validate.read_json(req), self.api.app)  # shape 422, unknown task 404
+        _refuse_idempotency_key(req)
+        body = validate.read_json(req)
+        if not isinstance(body, dict):
+            raise falcon.HTTPBadRequest(description=WORKFLOW_SHAPE)
+        flow = canvas.from_dict(body, self.api.app)  # bad fields 422, unknown task 404
         if isinstance(flow, Signature):
             raise falcon.HTTPUnprocessableEntity(
-                description='the body is {"chain": [...]}, {"group": [...]} or '
-                            '{"chord": {"header": [...], "body": {...}}}; one job goes to POST /v1/jobs')
+                description=f"{WORKFLOW_SHAPE}; one job goes to POST /v1/jobs")
         signatures = list(flow.signatures())
         if len(signatures) > MAX_JOBS:
             raise falcon.HTTPUnprocessableEntity(
@@ -61,6 +65,19 @@ class Workflows:
         else:
             resp.location = f"/v1/jobs/{handle.id}"
             resp.media = {"id": handle.id}
+
+
+WORKFLOW_SHAPE = ('the body is {"chain": [...]}, {"group": [...]} or '
+                  '{"chord": {"header": [...], "body": {...}}}')
+
+
+def _refuse_idempotency_key(req: falcon.Request) -> None:
+    """Batches and workflows take no ``Idempotency-Key``: refused, never silently ignored."""
+    if req.get_header("Idempotency-Key") is not None:
+        raise falcon.HTTPBadRequest(
+            title="Idempotency-Key not supported here",
+            description="batches and workflows take no Idempotency-Key: a repeat would enqueue them"
+                        " again; send keyed jobs one by one to POST /v1/jobs")
 
 
 def _jobs(body: Any) -> list[Any]:

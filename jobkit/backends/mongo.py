@@ -63,11 +63,13 @@ from contextlib import contextmanager
 from typing import Any
 
 import pymongo
+from pymongo import UpdateOne
 from pymongo import errors as mongo_errors
 from pymongo import uri_parser
 
 from jobkit.backends.base import FORGET_WORKER_S, FREE_LEASE_KEEP_S, Backend
-from jobkit.backends.mongo_counts import build_counts, move_count, write_counted
+from jobkit.backends.mongo_counts import build_counts, count_inserted, move_count, write_counted
+from jobkit.grouping import GroupWriter
 from jobkit.errors import BackendError, BackendUnavailable, ConfigError
 from jobkit.job import FINISHED_STATES, RECORD_FIELDS
 
@@ -77,6 +79,9 @@ _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 MAX_NATIVE_DEPTH = 64
 """Containers nested deeper than this inside a field are stored wrapped (mongod's limit is 100)."""
 _BROKER_FIELDS = ("broker_id", "priority", "queue")
+_DUPLICATE_KEY = 11000
+#: One add: the document to insert, and the upsert that inserts it (or refreshes an existing one).
+_Add = tuple[dict[str, Any], dict[str, Any]]
 _DOWN = (mongo_errors.ConnectionFailure, mongo_errors.ServerSelectionTimeoutError)
 _DEFAULT_OPTIONS = {"serverSelectionTimeoutMS": 2000, "connectTimeoutMS": 2000, "socketTimeoutMS": 10000}
 
@@ -97,6 +102,8 @@ class MongoBackend(Backend):
         self._client: pymongo.MongoClient[dict[str, Any]] | None = None
         self._pid = os.getpid()
         self._lock = threading.Lock()
+        self._adds: GroupWriter[_Add, bool] = GroupWriter(self._write_adds)
+        self._adds_pid = os.getpid()
 
     @property
     def _jobs(self) -> Any:
@@ -131,16 +138,48 @@ class MongoBackend(Backend):
             client.close()
 
     def add(self, record: dict[str, Any], *, report_created: bool = True) -> bool:
+        """Insert a new job's record; concurrent adds of this process share one ``bulk_write``.
+
+        perf: the document is built here, in the caller's thread; the write
+        is a :class:`~jobkit.grouping.GroupWriter` group (one round
+        trip for every add that arrived meanwhile, one more for their counts),
+        and this returns once this record's upsert is acknowledged.
+        """
         doc = _to_doc({"state": "queued", "attempts": 0} | record)
         refresh = {k: doc.pop(k) for k in _BROKER_FIELDS if doc.get(k) is not None}
         update: dict[str, Any] = {"$setOnInsert": doc}
         if refresh:
             update["$set"] = refresh
+        return self._writer().submit((doc, update))
+
+    def _writer(self) -> GroupWriter[_Add, bool]:
+        if self._adds_pid != os.getpid():  # forked: the parent's may be locked mid-write
+            self._adds, self._adds_pid = GroupWriter(self._write_adds), os.getpid()
+        return self._adds
+
+    def _write_adds(self, adds: list[_Add]) -> list[bool | BaseException]:
+        """Upsert a group of records in one unordered ``bulk_write``; an upsert that failed fails alone."""
         with self._db() as jobs:
-            result = jobs.update_one({"_id": doc["_id"]}, update, upsert=True)
-            if result.upserted_id is not None:
-                move_count(jobs, None, doc)
-        return result.upserted_id is not None
+            try:
+                ops = [UpdateOne({"_id": doc["_id"]}, update, upsert=True) for doc, update in adds]
+                result = jobs.bulk_write(ops, ordered=False)
+                upserted, failed = set(result.upserted_ids), {}
+            except mongo_errors.BulkWriteError as exc:
+                upserted = {u["index"] for u in exc.details.get("upserted", [])}
+                failed = {e["index"]: e for e in exc.details.get("writeErrors", [])}
+            count_inserted(jobs, [doc for i, (doc, _) in enumerate(adds) if i in upserted])
+        return [self._again(adds[i], failed[i]) if i in failed else i in upserted
+                for i in range(len(adds))]
+
+    def _again(self, add: _Add, error: dict[str, Any]) -> bool | BaseException:
+        """An upsert that lost a race to insert the same id (a repeated key): now it only refreshes."""
+        if error.get("code") != _DUPLICATE_KEY:
+            return BackendError(f"MongoDB: the record was not written: {error.get('errmsg')}")
+        doc, update = add
+        if "$set" in update:
+            with self._db() as jobs:
+                jobs.update_one({"_id": doc["_id"]}, {"$set": update["$set"]})
+        return False
 
     def claim(self, record: dict[str, Any]) -> dict[str, Any]:
         started = {"state": "running", "started_at": record["started_at"],
@@ -211,7 +250,7 @@ class MongoBackend(Backend):
         if requests:
             with self._db() as jobs:
                 result = jobs.bulk_write(requests, ordered=False)
-                _count_inserted(jobs, [docs[i] for i in result.upserted_ids])
+                count_inserted(jobs, [docs[i] for i in result.upserted_ids])
 
     def feed(self, job_id: str, slot: int, value: str, *, by: str) -> dict[str, Any] | None:
         """See :meth:`Backend.feed`: two conditional updates, each atomic, each safe to repeat.
@@ -373,17 +412,6 @@ def _newest_first(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Documents once each, newest first: by ``created_at``, then ``_id`` (created at the same time)."""
     unique = {doc["_id"]: doc for doc in docs}
     return sorted(unique.values(), key=lambda d: (d.get("created_at") or 0, d["_id"]), reverse=True)
-
-
-def _count_inserted(jobs: Any, docs: list[dict[str, Any]]) -> None:
-    """Count records a batch inserted: one write for all the plain queued ones, one each for others."""
-    plain = [doc for doc in docs if doc.get("state") == "queued" and doc.get("expires_at") is None]
-    if plain:
-        jobs.database["job_counts"].update_one({"_id": "queued"}, {
-            "$inc": {"n": len(plain)}, "$setOnInsert": {"state": "queued", "expires_at": None}}, upsert=True)
-    for doc in docs:
-        if not (doc.get("state") == "queued" and doc.get("expires_at") is None):
-            move_count(jobs, None, doc)
 
 
 def _live(query: dict[str, Any]) -> dict[str, Any]:

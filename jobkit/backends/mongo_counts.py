@@ -64,6 +64,23 @@ def move_count(jobs: Any, before: dict[str, Any] | None, after: dict[str, Any] |
     jobs.database["job_counts"].bulk_write(ops, ordered=False)
 
 
+def count_inserted(jobs: Any, docs: list[dict[str, Any]]) -> None:
+    """Count records just inserted (a group of adds), with one ``bulk_write`` for all of them."""
+    tally: dict[tuple[str, str, dt.datetime | None], int] = {}
+    for doc in docs:
+        key = _count_key(doc)
+        if key is not None:
+            tally[key] = tally.get(key, 0) + 1
+    _add_tally(jobs.database["job_counts"], tally)
+
+
+def _add_tally(counts: Any, tally: dict[tuple[str, str, dt.datetime | None], int]) -> None:
+    ops = [UpdateOne({"_id": key[0]}, {"$inc": {"n": n}, "$setOnInsert": {
+        "state": key[1], "expires_at": key[2]}}, upsert=True) for key, n in tally.items()]
+    if ops:
+        counts.bulk_write(ops, ordered=False)
+
+
 def _count_key(doc: dict[str, Any] | None) -> tuple[str, str, dt.datetime | None] | None:
     """(id, state, expiry) of the count document a record belongs to (None for no record)."""
     if doc is None or doc.get("state") is None:
@@ -99,10 +116,7 @@ def build_counts(jobs: Any) -> None:
         key = _count_key(doc)
         if key is not None:
             tally[key] = tally.get(key, 0) + 1
-    ops = [UpdateOne({"_id": key[0]}, {"$inc": {"n": n}, "$setOnInsert": {
-        "state": key[1], "expires_at": key[2]}}, upsert=True) for key, n in tally.items()]
-    if ops:
-        counts.bulk_write(ops, ordered=False)
+    _add_tally(counts, tally)
 
 
 def _date(seconds: float) -> dt.datetime:

@@ -34,10 +34,12 @@ import time
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
 from jobkit.backends.base import FORGET_WORKER_S, FREE_LEASE_KEEP_S, Backend, take_input
+from jobkit.backends.sqlite_wal import Checkpointer
+from jobkit.grouping import GroupWriter
 from jobkit.errors import BackendError, BackendUnavailable, ConfigError
 from jobkit.job import FINISHED_STATES, RECORD_FIELDS
 from jobkit.message import compact_encoder
@@ -51,17 +53,17 @@ _ATTENTION_STATES = ("cancelled", "failed", "retrying")  # each has a partial in
 _ADD_DEFAULTS = {"state": "queued", "attempts": 0}
 #: (field, stored as JSON text, value when absent) for every column, in RECORD_FIELDS order
 _ADD_FIELDS = tuple((f, f in _JSON_FIELDS, _ADD_DEFAULTS.get(f)) for f in RECORD_FIELDS)
+#: where add's parameters hold the fields a repeated add refreshes
+_ID, _BROKER_ID, _PRIORITY, _QUEUE = map(RECORD_FIELDS.index, ("id", "broker_id", "priority", "queue"))
 _COUNT_NEW = ("INSERT INTO job_counts (state, n) VALUES (new.state, 1)"
               " ON CONFLICT (state) DO UPDATE SET n = n + 1;")
 _COUNT_OLD = "UPDATE job_counts SET n = n - 1 WHERE state = old.state;"
 
 
 SQLITE_BUSY = 5
-CHECKPOINT_EVERY_S = 0.5  # how often a process using the file starts the WAL afresh
-CHECKPOINT_WAIT_S = 0.2  # how long such a checkpoint waits for readers and writers to finish
 log = logging.getLogger("jobkit.backends.sqlite")
 SPINS = 16  # retries after only yielding the CPU, before the naps
-SPIN_THREADS = 3  # main, heartbeat, one worker slot
+SPIN_THREADS = 4  # main, heartbeat, one worker slot, the WAL checkpoints
 FIRST_NAP_S, LAST_NAP_S = 25e-6, 0.001
 _yield = getattr(os, "sched_yield", lambda: time.sleep(0))
 
@@ -137,6 +139,13 @@ class _Connection:
         with self.lock:
             self.closed = True
             self.conn.close()
+
+
+class _Add(NamedTuple):
+    """One :meth:`SQLiteBackend.add`: its parameters (in RECORD_FIELDS order) and whether to tell created."""
+
+    params: list[Any]
+    report_created: bool
 
 
 class SQLiteBackend(Backend):
@@ -220,14 +229,15 @@ class SQLiteBackend(Backend):
         self._all: list[_Connection] = []
         self._all_lock = threading.Lock()
         self._schema_ready = False
-        self._checkpoint_lock = threading.Lock()
-        self._next_checkpoint = time.monotonic() + CHECKPOINT_EVERY_S
+        self._checkpointer = Checkpointer(self.path, self.synchronous)
+        self._adds: GroupWriter[_Add, bool] = GroupWriter(self._write_adds)
 
     # -- connections -------------------------------------------------------
 
     def _conn(self) -> _Connection:
         if self._pid != os.getpid():  # forked: the parent's connections are not ours
             self._local, self._all, self._pid = threading.local(), [], os.getpid()
+            self._adds = GroupWriter(self._write_adds)  # the parent's may be locked mid-write
         conn: _Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = self._connect()
@@ -249,11 +259,12 @@ class SQLiteBackend(Backend):
                                check_same_thread=False)
         wrapped = _Connection(conn, self.timeout_s)
         wrapped.execute(f"PRAGMA synchronous={self.synchronous}")
-        wrapped.execute("PRAGMA wal_autocheckpoint = 0")  # see _checkpoint
+        wrapped.execute("PRAGMA wal_autocheckpoint = 0")  # see jobkit.backends.sqlite_wal
         with self._all_lock:
             if not self._schema_ready:
                 self._set_up(wrapped)
                 self._schema_ready = True
+        self._checkpointer.start()
         return wrapped
 
     def _set_up(self, conn: _Connection) -> None:
@@ -308,40 +319,12 @@ class SQLiteBackend(Backend):
             with conn.lock:
                 if conn.closed:  # closed by another thread since this one took it
                     raise BackendUnavailable(f"sqlite {self.path}: the backend was closed")
+                self._checkpointer.used = True
                 yield conn
-                if time.monotonic() >= self._next_checkpoint and not conn.in_transaction:
-                    self._checkpoint(conn)
         except sqlite3.OperationalError as exc:
             raise BackendUnavailable(f"sqlite {self.path}: {exc}") from None
         except sqlite3.Error as exc:
             raise BackendError(f"sqlite {self.path}: {exc}") from None
-
-    def _checkpoint(self, conn: _Connection) -> None:
-        """Copy the WAL into the database and start it afresh, waiting briefly for readers.
-
-        SQLite's own checkpoints (after a commit that takes the WAL past 1000
-        pages) never wait: with connections writing and reading back to back
-        they rarely find a moment without readers, the WAL is never started
-        afresh and grows without bound, and every commit then checkpoints a
-        little and syncs the file (measured: 160 MB of WAL and a sync every
-        other job over 20,000 jobs). So those are off, and each process does a
-        RESTART checkpoint every :data:`CHECKPOINT_EVERY_S` while it uses the
-        file (writers wait meanwhile, a few milliseconds).
-        """
-        if not self._checkpoint_lock.acquire(blocking=False):
-            return  # another thread of this process is at it
-        try:
-            self._next_checkpoint = time.monotonic() + CHECKPOINT_EVERY_S
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()  # the bulk, writers go on
-            conn.execute(f"PRAGMA busy_timeout = {int(CHECKPOINT_WAIT_S * 1000)}")
-            try:
-                conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
-            finally:
-                conn.execute("PRAGMA busy_timeout = 0")
-        except sqlite3.Error as exc:  # the next one will do; the caller's work is done
-            log.debug("sqlite %s: checkpoint skipped: %s", self.path, exc)
-        finally:
-            self._checkpoint_lock.release()
 
     @contextmanager
     def batch(self) -> Iterator[None]:
@@ -385,21 +368,50 @@ class SQLiteBackend(Backend):
         for conn in conns:
             conn.close()
         self._local = threading.local()
+        self._checkpointer.stop()
 
     # -- the contract ------------------------------------------------------
 
     def add(self, record: dict[str, Any], *, report_created: bool = True) -> bool:
+        """Insert a new job's record; concurrent adds of this process share one transaction.
+
+        perf: the record is encoded here, in the caller's thread; the write is
+        a :class:`~jobkit.grouping.GroupWriter` group (one write lock,
+        one commit for every add that arrived meanwhile), and this returns once
+        the transaction holding this record has committed. Inside this thread's
+        own :meth:`batch` it is a statement of that transaction instead.
+        """
         get = record.get  # the record over {"state": "queued", "attempts": 0}, JSON fields encoded
         params = [v if v is None or not as_json else _encode(v)
                   for f, as_json, default in _ADD_FIELDS for v in (get(f, default),)]
-        with self._db() as db:
-            if not report_created:  # one statement: the same write as ADD, then REFRESH
-                db.execute(self.UPSERT, params)
-                return True
-            if db.execute(self.ADD, params).rowcount:
-                return True
-            db.execute(self.REFRESH, (record.get("broker_id"), record.get("priority"),
-                                      record.get("queue"), record["id"]))
+        add = _Add(params, report_created)
+        if self._in_batch():
+            with self._db() as db:
+                return self._add_one(db, add)
+        if self._pid != os.getpid():
+            self._conn()  # forked: start afresh (connections, and the groups of adds)
+        return self._adds.submit(add)
+
+    def _in_batch(self) -> bool:
+        conn: _Connection | None = getattr(self._local, "conn", None)
+        return conn is not None and (conn.begin_pending or conn.in_transaction)
+
+    def _write_adds(self, adds: list[_Add]) -> list[bool]:
+        """Write a group of adds: one statement alone, several in one transaction (all or none)."""
+        if len(adds) == 1:
+            with self._db() as db:
+                return [self._add_one(db, adds[0])]
+        with self.batch(), self._db() as db:
+            return [self._add_one(db, add) for add in adds]
+
+    def _add_one(self, db: _Connection, add: _Add) -> bool:
+        params = add.params
+        if not add.report_created:  # one statement: the same write as ADD, then REFRESH
+            db.execute(self.UPSERT, params)
+            return True
+        if db.execute(self.ADD, params).rowcount:
+            return True
+        db.execute(self.REFRESH, (params[_BROKER_ID], params[_PRIORITY], params[_QUEUE], params[_ID]))
         return False
 
     def add_many(self, records: Sequence[dict[str, Any]]) -> None:

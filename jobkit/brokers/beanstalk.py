@@ -43,6 +43,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import greenstalk
 
+from jobkit.grouping import GroupWriter
 from jobkit.brokers.base import ALL_CAPABILITIES, STATS_JOB_KEYS, Broker, Consumer, Delivery, Outgoing, Peeked
 from jobkit.errors import (
     BrokerConnectionLost,
@@ -116,6 +117,14 @@ def parse_url(url: str) -> tuple[tuple[str, int], float]:
     except ValueError:
         raise ConfigError(f"bad beanstalk URL {url!r}: connect_timeout is not a number") from None
     return (parts.hostname or "127.0.0.1", port), timeout
+
+
+class _OutOfStep(Exception):
+    """A pipeline's answers fell out of step with its commands; ``outcomes`` holds what is known."""
+
+    def __init__(self, outcomes: list[str | BaseException]) -> None:
+        super().__init__("out of step")
+        self.outcomes = outcomes
 
 
 class _Client(greenstalk.Client[bytes]):
@@ -280,6 +289,8 @@ class BeanstalkBroker(Broker):
         self.address, self.connect_timeout_s = parse_url(url)
         self._pool: list[_Connection] = []  # idle producer connections; append/pop are atomic
         self._pid = os.getpid()
+        self._puts: GroupWriter[Outgoing, str] = GroupWriter(self._put_group)
+        self._puts_pid = os.getpid()
 
     def _give(self, conn: _Connection) -> None:
         """Pool a connection whose last command was answered in full (and only then)."""
@@ -354,20 +365,68 @@ class BeanstalkBroker(Broker):
     def put(self, body: bytes, *, queue: str, priority: int, delay_s: int, ttr_s: int) -> str:
         """Store a message (see :meth:`Broker.put`).
 
+        perf: the puts of concurrent callers go out together, pipelined on one
+        connection (a :class:`~jobkit.grouping.GroupWriter` group, see
+        :meth:`_put_group`): one write and one read for all of them, where each
+        alone costs a round trip and two system calls (measured through the
+        API: about a quarter more requests a second). Each call returns once
+        its own put is answered.
+
         Raises:
             BrokerUnconfirmed: the put went out but its answer did not come
                 back (timeout, connection lost): beanstalkd may hold the job.
         """
-        def put(conn: _Connection) -> str:
-            conn.use(queue)
-            try:
-                return str(conn.client.put(body, priority=priority, delay=delay_s, ttr=ttr_s))
-            except _LOST as exc:
-                if conn.client.answer_due:
-                    raise BrokerUnconfirmed(
-                        f"beanstalkd at {self._where}: no answer to a put: {exc!r}") from None
-                raise
-        return self._call(put)
+        return self._grouped_puts().submit(Outgoing(body, queue, priority, delay_s, ttr_s))
+
+    def _grouped_puts(self) -> GroupWriter[Outgoing, str]:
+        """This process's put groups (a forked child's own: the parent's may be locked mid-write)."""
+        if self._puts_pid != os.getpid():
+            self._puts, self._puts_pid = GroupWriter(self._put_group), os.getpid()
+        return self._puts
+
+    def _put_group(self, messages: list[Outgoing]) -> list[str | BaseException]:
+        """Put the messages of concurrent :meth:`put` calls in one write on one connection.
+
+        A put refused cleanly (:data:`_CLEAN_REFUSALS`) fails alone. After any
+        other refusal (``BAD_FORMAT``: beanstalkd then reads the body as a
+        command) the answers that follow are not those of the puts that follow:
+        those fail as unconfirmed, and the connection is closed.
+        """
+        try:
+            return self._call(lambda conn: self._pipeline_puts(conn, messages))
+        except _OutOfStep as stop:
+            return stop.outcomes
+
+    def _pipeline_puts(self, conn: _Connection, messages: list[Outgoing]) -> list[str | BaseException]:
+        data, expected, owner = [], [], []  # owner: the message a command belongs to
+        for i, m in enumerate(messages):
+            if m.queue != conn.tube:
+                data.append(b"use %b\r\n" % m.queue.encode())
+                expected.append(b"USING")
+                owner.append(i)
+                conn.tube = m.queue
+            data.append(b"put %d %d %d %d\r\n%b\r\n" % (m.priority, m.delay_s, m.ttr_s, len(m.body), m.body))
+            expected.append(b"INSERTED")
+            owner.append(i)
+        try:
+            answers = conn.client.pipeline(b"".join(data), expected)
+        except _LOST as exc:
+            if conn.client.answer_due:
+                raise BrokerUnconfirmed(f"beanstalkd at {self._where}: no answer to puts: {exc!r}") from None
+            raise
+        outcomes: list[str | BaseException] = [""] * len(messages)
+        for i, want, answer in zip(owner, expected, answers, strict=True):
+            if isinstance(answer, _CLEAN_REFUSALS):
+                outcomes[i] = self._error(answer)
+            elif isinstance(answer, greenstalk.Error):
+                outcomes[i] = self._error(answer)
+                conn.tube = ""  # unknown
+                raise _OutOfStep(outcomes[:i + 1] + [BrokerUnconfirmed(
+                    f"beanstalkd at {self._where}: a put before this one was refused; the answers"
+                    " that followed cannot be trusted") for _ in messages[i + 1:]])
+            elif want == b"INSERTED" and not isinstance(outcomes[i], BaseException):
+                outcomes[i] = answer[0].decode()
+        return outcomes
 
     def put_many(self, messages: Sequence[Outgoing]) -> list[str]:
         """Store several messages (see :meth:`Broker.put_many`), pipelined on one connection.

@@ -105,7 +105,9 @@ def nested(levels: int) -> dict[str, Any]:
     ({"chord": {"header": [], "body": {"task": "add"}}}, 422, "non-empty array"),
     ({"group": [1, 2]}, 422, "workflow.group[0]: expected an object"),
     ({"group": [{"$where": "1"}]}, 422, "workflow.group[0]"),
-    ([{"task": "add"}], 422, "workflow: expected an object"),
+    ([{"task": "add"}], 400, 'the body is {"chain": [...]}'),
+    ("x", 400, 'the body is {"chain": [...]}'),
+    (None, 400, 'the body is {"chain": [...]}'),
 ])
 def test_hostile_workflows_get_a_4xx_and_enqueue_nothing(
         jobkit_app: App, body: Any, status: int, says: str) -> None:
@@ -113,6 +115,16 @@ def test_hostile_workflows_get_a_4xx_and_enqueue_nothing(
     result = post(client, "/v1/workflows", body)
     assert_refused(client, jobkit_app, result, status)
     assert says in result.json["description"]
+
+
+@pytest.mark.parametrize("path", ["/v1/jobs/batch", "/v1/workflows"])
+def test_an_idempotency_key_is_refused_not_ignored(
+        client: falcon.testing.TestClient, jobkit_app: App, path: str) -> None:
+    """A key here would promise a repeat enqueues nothing, which batches and workflows cannot keep."""
+    body = {"jobs": [{"task": "add"}]} if path.endswith("batch") else {"chain": [{"task": "add"}]}
+    result = client.simulate_post(path, json=body, headers={"Idempotency-Key": "k1"})
+    assert_refused(client, jobkit_app, result, 400)
+    assert "Idempotency-Key" in result.json["title"]
 
 
 def test_json_nested_past_64_levels_is_a_400(client: falcon.testing.TestClient, jobkit_app: App) -> None:
