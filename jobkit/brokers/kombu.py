@@ -61,6 +61,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import amqp  # type: ignore[import-untyped]
@@ -79,6 +80,7 @@ DRAIN_SLICE_S = 0.5
 MAX_DELAY_EXPONENT = 25
 QUORUM = {"x-queue-type": "quorum"}
 LOST_HEADER = "x-jobkit-lost"
+RELEASES_HEADER = "x-jobkit-releases"
 #: kombu is untyped: its classes are used as Any.
 KombuConnection: Any = kombu_connection.Connection
 KombuProducer: Any = kombu_messaging.Producer
@@ -246,6 +248,16 @@ class AMQPBroker(Broker):
                 return
 
 
+@dataclass(frozen=True)
+class _Held:
+    """A message an :class:`AMQPConsumer` holds: where it came from and what its copy must carry."""
+
+    tag: int  # the delivery tag on the consumer's channel
+    queue: str
+    broker_id: str
+    releases: int
+
+
 def _lost(message: Any) -> int:
     """Earlier unsettled deliveries: RabbitMQ's count in this queue plus what earlier copies carried."""
     headers = message.headers or {}
@@ -265,9 +277,10 @@ class AMQPConsumer(Consumer):
         self.queues = list(queues)
         self._link: _Link | None = None
         self._deliveries = itertools.count(1)
-        self._held: dict[int, tuple[int, str]] = {}  # session -> (delivery tag, queue)
+        self._held: dict[int, _Held] = {}  # by Delivery.session
         self._buffer: deque[Any] = deque()
         self._interrupted = threading.Event()
+        self._turn = 0
 
     def _connected(self) -> _Link:
         if self._link is None:
@@ -289,9 +302,22 @@ class AMQPConsumer(Consumer):
         self._held.clear()
 
     def reserve(self, timeout_s: float) -> Delivery | None:
+        """The next pushed message; while this consumer holds some, one fetched with ``basic.get``.
+
+        Prefetch 1 stops RabbitMQ pushing a queue's next message to a consumer
+        that holds one (so a busy worker never sits on a message another could
+        run), yet a consumer may reserve a second message before settling the
+        first (the worker's reserve-ahead does): then it fetches one, and
+        looks again every :data:`DRAIN_SLICE_S` while it waits.
+        """
         link = self._connected()
         deadline = time.monotonic() + max(0.0, timeout_s)
         while not self._buffer and not self._interrupted.is_set():
+            if self._held:
+                with self._guard():
+                    self._fetch(link)
+                if self._buffer:
+                    break
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
@@ -301,9 +327,20 @@ class AMQPConsumer(Consumer):
             return None
         message = self._buffer.popleft()
         session = next(self._deliveries)
-        self._held[session] = (int(message.delivery_tag), str(message.delivery_info["routing_key"]))
         broker_id = str(message.properties.get("message_id") or "")
+        headers = message.headers or {}
+        self._held[session] = _Held(int(message.delivery_tag), str(message.delivery_info["routing_key"]),
+                                    broker_id, int(headers.get(RELEASES_HEADER) or 0))
         return Delivery(broker_id, bytes(message.body), session=session, lost=_lost(message))
+
+    def _fetch(self, link: _Link) -> None:
+        """Buffer one ready message of the watched queues with ``basic.get`` (prefetch does not apply)."""
+        self._turn = (self._turn + 1) % len(self.queues)
+        for name in self.queues[self._turn:] + self.queues[:self._turn]:
+            message = link.channel.basic_get(name, no_ack=False)
+            if message is not None:
+                self._buffer.append(message)
+                return
 
     @staticmethod
     def _drain(link: _Link, timeout_s: float) -> None:
@@ -327,27 +364,42 @@ class AMQPConsumer(Consumer):
 
     def release(self, delivery: Delivery, *, priority: int, delay_s: int) -> bool:
         return self._settle(delivery, lambda queue: delay_queue(queue, delay_s) if delay_s > 0 else queue,
-                            delay_s)
+                            delay_s, released=1)
 
     def bury(self, delivery: Delivery, *, priority: int) -> bool:
         return self._settle(delivery, lambda queue: f"{queue}.dead")
 
-    def _settle(self, delivery: Delivery, target: Callable[[str], str] | None, expiration_s: int = 0) -> bool:
+    def releases(self, delivery: Delivery) -> int | None:
+        """Releases before this delivery, from the header each released copy carries; None when not held."""
+        held = self._holding(delivery)
+        return None if held is None else held.releases
+
+    def _holding(self, delivery: Delivery) -> _Held | None:
+        """What this consumer holds for ``delivery``; None for a delivery it did not give, or gave back."""
+        held = self._held.get(delivery.session)
+        return held if held is not None and held.broker_id == delivery.broker_id else None
+
+    def _settle(self, delivery: Delivery, target: Callable[[str], str] | None, expiration_s: int = 0,
+                released: int = 0) -> bool:
         """Ack a held delivery, first publishing a copy (confirmed) to ``target(its queue)`` if given.
 
-        Returns False when this consumer no longer holds it: its connection
-        broke, before or during this call (RabbitMQ puts the message back).
+        The copy carries the lost-delivery count and the release count (plus
+        ``released``). Returns False when this consumer does not hold it: it
+        never gave it, or its connection broke before or during this call
+        (RabbitMQ puts the message back).
         """
-        held = self._held.pop(delivery.session, None)
+        held = self._holding(delivery)
         if held is None or self._link is None:
             return False
-        tag, queue = held
+        del self._held[delivery.session]
         try:
             with self._guard():
                 if target is not None:
-                    self._link.publish(target(queue), delivery.body, delivery.broker_id,
-                                       {LOST_HEADER: self.lost_deliveries(delivery)}, expiration_s)
-                self._link.channel.basic_ack(tag)
+                    headers = {LOST_HEADER: self.lost_deliveries(delivery),
+                               RELEASES_HEADER: held.releases + released}
+                    self._link.publish(target(held.queue), delivery.body, delivery.broker_id, headers,
+                                       expiration_s)
+                self._link.channel.basic_ack(held.tag)
         except BrokerConnectionLost:
             return False
         return True

@@ -223,6 +223,19 @@ class RedisConsumer(Consumer):
             return False
         return self._held_script("TOUCH", delivery.broker_id, holder)
 
+    def releases(self, delivery: Delivery) -> int | None:
+        """The message's ``releases`` counter; None when this consumer no longer holds it."""
+        holder = self._held.get(delivery.broker_id)
+        if holder is None or holder != f"{self.token}:{delivery.session}":
+            return None
+        try:
+            with _wrapped(lost=True):
+                now, count = self._client.hmget(f"{self._run.prefix}m:{delivery.broker_id}",
+                                                ["holder", "releases"])
+        except BrokerConnectionLost:
+            return None
+        return int(count) if now == holder.encode() and count is not None else None
+
     def interrupt(self) -> None:
         self._interrupted.set()
         self._quietly(lambda: self._client.lpush(self._wake_key, 1) and
