@@ -38,6 +38,10 @@ the queue of the smallest power of two of seconds not below it; every
 message ahead in that queue expires no later than this one's bucket bound,
 so a job delayed ``d`` seconds becomes ready after at least ``d`` and less
 than ``2*d`` seconds. The delay is held by RabbitMQ, never in a worker.
+RabbitMQ holds a delay of at most :data:`MAX_DELAY_S` (about 49.7 days, its
+per-message TTL limit): a put asking for more is a
+:class:`~jobkit.errors.ConfigError` (a 422 at the API), a release asking
+for more waits the longest.
 
 RabbitMQ reservations: a held message stays held until it is settled or its
 consumer's connection ends (a killed worker's messages return at once). Its
@@ -71,20 +75,29 @@ from kombu.exceptions import KombuError
 
 from jobkit.brokers.base import DELAY, KICK, STATS, Broker, Consumer, Delivery
 from jobkit.brokers.redis_broker import RedisBroker
-from jobkit.errors import BrokerConnectionLost, BrokerUnavailable
+from jobkit.errors import BrokerConnectionLost, BrokerUnavailable, ConfigError
 
 CONNECT_TIMEOUT_S = 2.0
 #: How long one wait for deliveries lasts before a consumer checks for an interrupt (seconds).
 DRAIN_SLICE_S = 0.5
-#: The largest delay bucket: 2**25 s (about a year); longer delays wait in it too.
-MAX_DELAY_EXPONENT = 25
+#: The longest delay RabbitMQ holds: a per-message TTL is at most 2**32 - 1 ms (about 49.7 days).
+MAX_DELAY_S = (2**32 - 1) // 1000
+#: The largest delay bucket: 2**23 s, the first at least :data:`MAX_DELAY_S`.
+MAX_DELAY_EXPONENT = 23
 QUORUM = {"x-queue-type": "quorum"}
+#: How long a put keeps publishing a message RabbitMQ nacks (a quorum queue without a leader yet).
+NACK_RETRY_S = 3.0
 LOST_HEADER = "x-jobkit-lost"
 RELEASES_HEADER = "x-jobkit-releases"
 #: kombu is untyped: its classes are used as Any.
 KombuConnection: Any = kombu_connection.Connection
 KombuProducer: Any = kombu_messaging.Producer
 _ERRORS = (OSError, amqp.exceptions.AMQPError, amqp.exceptions.MessageNacked, KombuError)
+
+
+def _expiration(delay_s: int) -> int:
+    """A release's delay as RabbitMQ takes it: a longer wait than its longest is its longest."""
+    return min(max(0, delay_s), MAX_DELAY_S)
 
 
 def delay_queue(queue: str, delay_s: int) -> str:
@@ -128,14 +141,30 @@ class _Link:
 
     def publish(self, name: str, body: bytes, broker_id: str, headers: dict[str, Any],
                 expiration_s: int = 0) -> None:
-        """Publish persistently to queue ``name``; returns once RabbitMQ confirmed it."""
+        """Publish persistently to queue ``name``; returns once RabbitMQ confirmed it.
+
+        A quorum queue nacks publishes until its Raft leader runs, which takes
+        a moment after the queue is declared (or after a restart): a nacked
+        message was not taken, so it is published again, for up to
+        :data:`NACK_RETRY_S` seconds, before the put fails. (Should a nack
+        ever be wrong, the copy is a redelivery: the job id dedupes it.)
+        """
         if ".delay." in name:
             self.declare(name.rsplit(".delay.", 1)[0])  # where its messages expire to
         self.declare(name)
         options = {"expiration": expiration_s} if expiration_s > 0 else {}
-        KombuProducer(self.channel).publish(
-            body, routing_key=name, exchange="", delivery_mode=2, content_type="application/json",
-            content_encoding="binary", message_id=broker_id, headers=headers, retry=False, **options)
+        pause, deadline = 0.02, time.monotonic() + NACK_RETRY_S
+        while True:
+            try:
+                KombuProducer(self.channel).publish(
+                    body, routing_key=name, exchange="", delivery_mode=2, content_type="application/json",
+                    content_encoding="binary", message_id=broker_id, headers=headers, retry=False, **options)
+                return
+            except amqp.exceptions.MessageNacked:
+                if time.monotonic() + pause > deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 0.5)
 
     def count(self, name: str) -> tuple[int, int] | None:
         """(ready messages, consumers) of a queue; None when it does not exist."""
@@ -181,6 +210,14 @@ class AMQPBroker(Broker):
         self._idle.put(link)
 
     def put(self, body: bytes, *, queue: str, priority: int, delay_s: int, ttr_s: int) -> str:
+        """Publish and wait for RabbitMQ's confirm.
+
+        Raises:
+            ConfigError: ``delay_s`` is longer than RabbitMQ holds (:data:`MAX_DELAY_S`).
+        """
+        if delay_s > MAX_DELAY_S:
+            raise ConfigError(f"RabbitMQ holds a delay of at most {MAX_DELAY_S} seconds "
+                              f"(about 49 days), not {delay_s}")
         broker_id = uuid.uuid4().hex
         target = delay_queue(queue, delay_s) if delay_s > 0 else queue
         with self._link() as link:
@@ -363,6 +400,7 @@ class AMQPConsumer(Consumer):
         return self._settle(delivery, None)
 
     def release(self, delivery: Delivery, *, priority: int, delay_s: int) -> bool:
+        delay_s = _expiration(delay_s)
         return self._settle(delivery, lambda queue: delay_queue(queue, delay_s) if delay_s > 0 else queue,
                             delay_s, released=1)
 
