@@ -22,6 +22,7 @@ reserve/TTR  per-message TTR deadline; expired     unacked until ack or the chan
 touch        yes (restarts the deadline)            not declared (nothing to restart)
 lost count   counted by the scripts                 ``x-delivery-count`` (quorum) + a header
                                                     carried across release/bury/kick
+releases     counted by the scripts                 a header each released copy carries
 bury         sorted set ``…:buried``               publish to ``<queue>.dead``, ack original
 kick by id   yes (buried or delayed)                yes for buried: scans ``<queue>.dead``
 peek by id   yes, with beanstalkd's job stats       not declared (the App answers from records)
