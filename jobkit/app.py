@@ -514,14 +514,28 @@ class App:
 
     def _requeue(self, rec: dict[str, Any]) -> None:
         """Kick the job's dead letter where the broker can, else put a new message from the record."""
-        if self.broker.can(KICK):
-            stats = self.locate(rec["id"], rec.get("broker_id"))
-            if stats is not None and stats["state"] == "buried" and self.broker.kick(rec["broker_id"]):
-                return
+        if self._kicked(rec):
+            return
         env = self._envelope_of(rec)  # a message no worker can run stays buried
         broker_id = self.broker.put(env.encode(), queue=env.queue, priority=env.priority,
                                     delay_s=0, ttr_s=env.ttr)
         self.backend.update(rec["id"], {"broker_id": broker_id})
+
+    def _kicked(self, rec: dict[str, Any]) -> bool:
+        """Kick the job's own dead letter; False when the broker cannot, or holds none for it.
+
+        Where the broker can peek, the message is checked first (beanstalkd's
+        ids restart with a server that has no binlog); where it cannot, its id
+        is unique (RabbitMQ's are uuids) and kick finds the dead letter or nothing.
+        """
+        broker_id = rec.get("broker_id")
+        if broker_id is None or not self.broker.can(KICK):
+            return False
+        if self.broker.can(PEEK):
+            stats = self.locate(rec["id"], broker_id)
+            if stats is None or stats["state"] != "buried":
+                return False
+        return self.broker.kick(broker_id)
 
     def _envelope_of(self, rec: dict[str, Any], ttr: int | None = None) -> Envelope:
         """The message for a job record: its task's options fill what the record lacks.

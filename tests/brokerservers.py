@@ -135,6 +135,60 @@ class RabbitServer:
             pass
 
 
+class PrivateBroker:
+    """A broker of one kind on servers of its own, which a fault test may crash and restart.
+
+    ``kind`` is a ``broker_url`` parameter name (beanstalk, beanstalk-cluster,
+    redis, rabbitmq); every server keeps its data (binlog, append-only file,
+    quorum queue log) in ``workdir`` and restarts on the same port.
+    """
+
+    KINDS = ("beanstalk", "beanstalk-cluster", "redis", "rabbitmq")
+
+    def __init__(self, kind: str, workdir: Path) -> None:
+        from jobkit.embedded import Beanstalkd
+        from tests.clusterkit import Cluster
+
+        self.kind = kind
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.servers: list[Beanstalkd | RedisServer | RabbitServer]
+        if kind == "beanstalk-cluster":
+            cluster = Cluster(workdir)
+            self.servers, self.url = list(cluster.servers), cluster.url
+            return
+        if kind == "beanstalk":
+            self.servers = [Beanstalkd(binlog_dir=workdir / "binlog")]
+        elif kind == "redis":
+            self.servers = [RedisServer(workdir)]
+        else:
+            self.servers = [RabbitServer(workdir)]
+        self.url = self.servers[0].url
+
+    @property
+    def reservers_per_slot(self) -> int:
+        """How many ``waiting`` counts one idle worker slot adds (a cluster slot waits on every server)."""
+        return len(self.servers)
+
+    def start(self) -> PrivateBroker:
+        for server in self.servers:
+            server.start()
+        return self
+
+    def crash(self) -> None:
+        """Stop every server as a crash would: ``kill -9``, except RabbitMQ (see below).
+
+        A RabbitMQ 3.x node killed within minutes of declaring a quorum queue
+        may not restart that queue (its Ra name registry is saved lazily), so
+        it is stopped with SIGTERM; its workers' connections die all the same.
+        """
+        for server in self.servers:
+            server.stop(kill=self.kind != "rabbitmq")
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop(kill=True)
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """One redis-server for the session; tests keep apart by using their own queues."""

@@ -328,12 +328,12 @@ def waiting(app: App, queue: str) -> int:
     return int(app.broker.stats().get(queue, {}).get("waiting", 0))
 
 
-def send_concurrently(app: App, queue: str, path: Path, numbers: range) -> list[Job]:
+def send_concurrently(app: App, queue: str, path: Path, numbers: range, ttr: int | None = None) -> list[Job]:
     """Send one ``tagged`` job per number, each from its own thread (fills the producer pool)."""
     jobs: dict[int, Job] = {}
 
     def send(i: int) -> None:
-        jobs[i] = app.send("tagged", (str(path), str(i), 0.05), queue=queue)
+        jobs[i] = app.send("tagged", (str(path), str(i), 0.05), queue=queue, ttr=ttr)
 
     threads = [threading.Thread(target=send, args=(i,)) for i in numbers]
     for thread in threads:

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 import pytest
 
 from jobkit import App, Job, JobState
+from jobkit.brokers.base import PEEK
 from jobkit.embedded import free_port
 from jobkit.errors import (
     BrokerUnavailable,
@@ -76,7 +77,11 @@ def test_delay_records_the_job_as_queued(app: App) -> None:
     status = job.status()
     assert status.state is JobState.QUEUED and status.attempts == 0
     assert status.record["args"] == [1, 2] and status.record["task"] == "add"
-    assert app.locate(job.id, status.record["broker_id"])["state"] == "ready"
+    located = app.locate(job.id, status.record["broker_id"])
+    if app.broker.can(PEEK):
+        assert located is not None and located["state"] == "ready"
+    else:  # the broker cannot look: callers answer from the record
+        assert located is None
 
 
 def test_apply_async_options_reach_the_broker(app: App) -> None:
@@ -86,10 +91,13 @@ def test_apply_async_options_reach_the_broker(app: App) -> None:
 
     job = add.apply_async((1,), {"b": 2}, queue="other", priority=3, delay=30, ttr=9)
     record = job.status().record
+    assert record["kwargs"] == {"b": 2} and record["queue"] == "other"
     stats = app.locate(job.id, record["broker_id"])
+    if not app.broker.can(PEEK):  # nothing to see: it answers from the record
+        assert stats is None
+        return
     assert stats is not None
     assert (stats["tube"], stats["pri"], stats["ttr"], stats["state"]) == ("other", 3, 9, "delayed")
-    assert record["kwargs"] == {"b": 2} and record["queue"] == "other"
 
 
 @pytest.mark.parametrize("call", [
@@ -131,6 +139,11 @@ def test_values_the_broker_would_refuse_are_refused_before_anything_is_recorded(
 
 def test_the_largest_values_the_broker_takes(app: App, queue: str) -> None:
     task = app.task(name="t")(lambda: None)
+    if app.broker.url.startswith("amqp"):  # RabbitMQ holds a delay for at most about 49 days
+        with pytest.raises(ConfigError, match="at most 4294967 seconds"):
+            task.apply_async(queue=queue, delay=4294967294.5)
+        task.apply_async(queue=queue, delay=4294967, priority=2**32 - 1, ttr=2**32 - 1)
+        return
     job = task.apply_async(queue=queue, delay=4294967294.5, priority=2**32 - 1, ttr=2**32 - 1)
     stats = app.locate(job.id, job.status().record["broker_id"])
     assert stats is not None and (stats["delay"], stats["pri"], stats["ttr"]) == (2**32 - 1,) * 3
@@ -173,7 +186,8 @@ def test_cancel_a_queued_job_removes_it_from_the_broker(app: App) -> None:
     job = app.task(name="t")(lambda: None).delay()
     broker_id = job.status().record["broker_id"]
     assert job.cancel().state is JobState.CANCELLED
-    assert app.broker.peek(broker_id) is None
+    if app.broker.can(PEEK):  # (without DELETE, the worker that reserves it deletes it)
+        assert app.broker.peek(broker_id) is None
     with pytest.raises(JobCancelled):
         job.get(timeout=1)
     with pytest.raises(InvalidState):

@@ -87,8 +87,7 @@ def test_peek_kick_and_delete_go_to_the_server_the_id_names(
         assert peeked is not None and peeked.body == b"%d" % index and peeked.stats["id"] == broker_id
         own = plain(beanstalkd_cluster, [beanstalkd_cluster.name(i) for i in range(SIZE)]
                     .index(server_of(broker_id)))
-        inner: Any = int(broker_id.rpartition("/")[2])  # the server's own id (int or str: either works)
-        held = own.peek(inner)
+        held = own.peek(broker_id.rpartition("/")[2])  # the server's own id
         assert held is not None and held.body == peeked.body
         own.close()
     assert cluster.kick(ids[0]) is False  # ready: nothing to kick

@@ -115,8 +115,8 @@ def test_cli_bad_input_gives_a_clear_error(tmp_path: Path) -> None:
     assert unknown.returncode == 1 and "no task named 'no_such_task'" in unknown.stderr
     bad_app = jobkit("stats", "-A", "nowhere.module:app", env=env)
     assert bad_app.returncode == 1 and "cannot import app module" in bad_app.stderr
-    bad_url = jobkit("stats", "--broker", "redis://x", env=env)
-    assert bad_url.returncode == 1 and "known schemes are beanstalk://, memory://" in bad_url.stderr
+    bad_url = jobkit("stats", "--broker", "kafka://x", env=env)
+    assert bad_url.returncode == 1 and "known schemes are amqp://, beanstalk://, memory://" in bad_url.stderr
     for out in (not_json, unknown, bad_app, bad_url):
         assert "Traceback" not in out.stderr
 
@@ -138,7 +138,7 @@ def test_cli_reads_an_env_file_and_refuses_a_missing_one(tmp_path: Path) -> None
     (["worker", "--prune-every", "0"], "more than 0 seconds"),
     (["worker", "-q", "bad q", "--broker", "memory://"], "invalid queue name 'bad q'"),
     (["kick", "--queue", "bad q", "--broker", "memory://"], "invalid queue name 'bad q'"),
-    (["status", "x", "--broker", "foo://bar"], "known schemes are beanstalk://, memory://"),
+    (["status", "x", "--broker", "foo://bar"], "known schemes are amqp://, beanstalk://, memory://"),
     (["api", "--max-body", "-5"], "must not be negative"),
 ])
 def test_cli_refuses_bad_flags_without_a_traceback(argv: list[str], message: str, tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import pytest
 from jobkit import App, Job, JobState
 from jobkit.errors import BackendUnavailable, JobFailed, TaskNotFound
 from jobkit.message import Envelope
-from jobkit.brokers.base import Consumer
+from jobkit.brokers.base import DELETE, Consumer
 from jobkit.runner import Attempt, Runner
 from jobkit.worker import Slot, Worker
 from tests import taskapp
@@ -76,7 +76,7 @@ def test_retries_run_out_then_buried(app: App, worker: Worker, tmp_path: Path, q
     assert calls(path) == 3  # max_retries=2: three attempts in all
     status = job.status()
     assert status.attempts == 3 and status.error is not None and status.error["type"] == "RuntimeError"
-    assert app.broker.stats()[queue]["buried"] == 1
+    eventually(lambda: app.broker.stats()[queue]["buried"] == 1, what="a dead letter")
 
 
 def test_retry_on_limits_what_is_retried(app: App, worker: Worker, tmp_path: Path) -> None:
@@ -119,6 +119,8 @@ def test_poison_messages_are_buried_with_the_reason(app: App, worker: Worker, qu
     eventually(lambda: app.job("unknowntask1").status().state is JobState.FAILED, what="re-buried")
     eventually(lambda: app.broker.stats()[queue]["buried"] == 3, what="three buried again")
     assert app.job("unknowntask1").status().record["broker_id"] == broker_id  # not a new message
+    if not app.broker.can(DELETE):
+        return
     app.broker.delete(app.job("unknowntask1").status().record["broker_id"])  # gone from the broker:
     with pytest.raises(TaskNotFound):  # a retry would have to enqueue a task nobody can run
         app.retry("unknowntask1")
@@ -187,8 +189,8 @@ def test_stop_after_grace_releases_running_jobs(app: App, queue: str) -> None:
     assert time.monotonic() - started < 2
     status = job.status()
     assert status.state is JobState.QUEUED and status.attempts == 0  # not counted
-    stats = app.broker.stats()[queue]
-    assert (stats["ready"], stats["reserved"]) == (1, 0)
+    eventually(lambda: (app.broker.stats()[queue]["ready"], app.broker.stats()[queue]["reserved"]) == (1, 0),
+               what="the job ready again")  # RabbitMQ requeues a closed connection's messages a moment later
     again = Worker(app, concurrency=1)
     again.start()
     try:

@@ -39,12 +39,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from jobkit.brokers.base import ALL_CAPABILITIES, Broker, Consumer, Peeked
 from jobkit.brokers.beanstalk import BeanstalkBroker, parse_url
-from jobkit.brokers.cluster_consumer import Backoff, ClusterConsumer, inner_id
+from jobkit.brokers.cluster_consumer import Backoff, ClusterConsumer
 from jobkit.errors import BrokerUnavailable, ConfigError
 
 T = TypeVar("T")
@@ -115,10 +115,10 @@ class BeanstalkCluster(Broker):
         rotated = self.members[start:] + self.members[:start]
         return sorted(rotated, key=_Member.down)  # stable: the round-robin order stays
 
-    def _named(self, broker_id: str) -> tuple[_Member, Any] | None:
+    def _named(self, broker_id: str) -> tuple[_Member, str] | None:
         name, _, inner = broker_id.rpartition("/")
         member = self._by_name.get(name)
-        return None if member is None or not inner else (member, inner_id(inner))
+        return None if member is None or not inner else (member, inner)
 
     def _on_each(self, action: Callable[[_Member], T], *, first_only: bool = False) -> list[T]:
         """``action`` on the servers in turn, skipping those marked down once one has answered.

@@ -9,7 +9,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from jobkit.brokers.base import DEFAULT_PRIORITY, Consumer, Delivery
 from jobkit.brokers.beanstalk import BeanstalkBroker
@@ -17,11 +16,6 @@ from jobkit.errors import BrokerError, BrokerUnavailable
 
 RECONNECT_BACKOFF_S = (0.1, 5.0)  # a consumer's server reconnects after this long (first, longest)
 JOIN_S = 10.0  # how long close() waits for a server thread to end
-
-
-def inner_id(text: str) -> Any:
-    """A server's own id from its text: an int where it is one (the server's broker takes either)."""
-    return int(text) if text.isdigit() else text
 
 
 class Backoff:
@@ -79,9 +73,8 @@ class _Server:
     def give_back(self, delivery: Delivery) -> None:
         """Release a job nobody waits for any more: ready again at once, at its own priority."""
         inner = _unwrapped(delivery)
-        own_id: Any = inner.broker_id  # an int for today's BeanstalkBroker, which takes either
         try:
-            peeked = self.producer.peek(own_id)
+            peeked = self.producer.peek(inner.broker_id)
         except BrokerError:
             peeked = None
         priority = int(peeked.stats.get("pri") or DEFAULT_PRIORITY) if peeked else DEFAULT_PRIORITY
@@ -90,8 +83,7 @@ class _Server:
 
 def _unwrapped(delivery: Delivery) -> Delivery:
     """The server's own delivery inside a cluster delivery."""
-    inner = inner_id(delivery.broker_id.rpartition("/")[2])
-    return Delivery(inner, delivery.body, delivery.session, delivery.lost)
+    return Delivery(delivery.broker_id.rpartition("/")[2], delivery.body, delivery.session, delivery.lost)
 
 
 class ClusterConsumer(Consumer):
@@ -248,6 +240,13 @@ class ClusterConsumer(Consumer):
             return delivery.lost or 0
         with server.lock:
             return server.inner.lost_deliveries(_unwrapped(delivery))
+
+    def releases(self, delivery: Delivery) -> int | None:
+        server = self._server_of(delivery)
+        if server is None:
+            return None
+        with server.lock:
+            return server.inner.releases(_unwrapped(delivery))
 
     # -- ending ---------------------------------------------------------------
 

@@ -22,6 +22,7 @@ reserve/TTR  per-message TTR deadline; expired     unacked until ack or the chan
 touch        yes (restarts the deadline)            not declared (nothing to restart)
 lost count   counted by the scripts                 ``x-delivery-count`` (quorum) + a header
                                                     carried across release/bury/kick
+releases     counted by the scripts                 a header each released copy carries
 bury         sorted set ``…:buried``               publish to ``<queue>.dead``, ack original
 kick by id   yes (buried or delayed)                yes for buried: scans ``<queue>.dead``
 peek by id   yes, with beanstalkd's job stats       not declared (the App answers from records)
@@ -38,6 +39,10 @@ the queue of the smallest power of two of seconds not below it; every
 message ahead in that queue expires no later than this one's bucket bound,
 so a job delayed ``d`` seconds becomes ready after at least ``d`` and less
 than ``2*d`` seconds. The delay is held by RabbitMQ, never in a worker.
+RabbitMQ holds a delay of at most :data:`MAX_DELAY_S` (about 49.7 days, its
+per-message TTL limit): a put asking for more is a
+:class:`~jobkit.errors.ConfigError` (a 422 at the API), a release asking
+for more waits the longest.
 
 RabbitMQ reservations: a held message stays held until it is settled or its
 consumer's connection ends (a killed worker's messages return at once). Its
@@ -61,6 +66,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import amqp  # type: ignore[import-untyped]
@@ -70,19 +76,29 @@ from kombu.exceptions import KombuError
 
 from jobkit.brokers.base import DELAY, KICK, STATS, Broker, Consumer, Delivery
 from jobkit.brokers.redis_broker import RedisBroker
-from jobkit.errors import BrokerConnectionLost, BrokerUnavailable
+from jobkit.errors import BrokerConnectionLost, BrokerUnavailable, ConfigError
 
 CONNECT_TIMEOUT_S = 2.0
 #: How long one wait for deliveries lasts before a consumer checks for an interrupt (seconds).
 DRAIN_SLICE_S = 0.5
-#: The largest delay bucket: 2**25 s (about a year); longer delays wait in it too.
-MAX_DELAY_EXPONENT = 25
+#: The longest delay RabbitMQ holds: a per-message TTL is at most 2**32 - 1 ms (about 49.7 days).
+MAX_DELAY_S = (2**32 - 1) // 1000
+#: The largest delay bucket: 2**23 s, the first at least :data:`MAX_DELAY_S`.
+MAX_DELAY_EXPONENT = 23
 QUORUM = {"x-queue-type": "quorum"}
+#: How long a put keeps publishing a message RabbitMQ nacks (a quorum queue without a leader yet).
+NACK_RETRY_S = 3.0
 LOST_HEADER = "x-jobkit-lost"
+RELEASES_HEADER = "x-jobkit-releases"
 #: kombu is untyped: its classes are used as Any.
 KombuConnection: Any = kombu_connection.Connection
 KombuProducer: Any = kombu_messaging.Producer
 _ERRORS = (OSError, amqp.exceptions.AMQPError, amqp.exceptions.MessageNacked, KombuError)
+
+
+def _expiration(delay_s: int) -> int:
+    """A release's delay as RabbitMQ takes it: a longer wait than its longest is its longest."""
+    return min(max(0, delay_s), MAX_DELAY_S)
 
 
 def delay_queue(queue: str, delay_s: int) -> str:
@@ -126,14 +142,30 @@ class _Link:
 
     def publish(self, name: str, body: bytes, broker_id: str, headers: dict[str, Any],
                 expiration_s: int = 0) -> None:
-        """Publish persistently to queue ``name``; returns once RabbitMQ confirmed it."""
+        """Publish persistently to queue ``name``; returns once RabbitMQ confirmed it.
+
+        A quorum queue nacks publishes until its Raft leader runs, which takes
+        a moment after the queue is declared (or after a restart): a nacked
+        message was not taken, so it is published again, for up to
+        :data:`NACK_RETRY_S` seconds, before the put fails. (Should a nack
+        ever be wrong, the copy is a redelivery: the job id dedupes it.)
+        """
         if ".delay." in name:
             self.declare(name.rsplit(".delay.", 1)[0])  # where its messages expire to
         self.declare(name)
         options = {"expiration": expiration_s} if expiration_s > 0 else {}
-        KombuProducer(self.channel).publish(
-            body, routing_key=name, exchange="", delivery_mode=2, content_type="application/json",
-            content_encoding="binary", message_id=broker_id, headers=headers, retry=False, **options)
+        pause, deadline = 0.02, time.monotonic() + NACK_RETRY_S
+        while True:
+            try:
+                KombuProducer(self.channel).publish(
+                    body, routing_key=name, exchange="", delivery_mode=2, content_type="application/json",
+                    content_encoding="binary", message_id=broker_id, headers=headers, retry=False, **options)
+                return
+            except amqp.exceptions.MessageNacked:
+                if time.monotonic() + pause > deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 0.5)
 
     def count(self, name: str) -> tuple[int, int] | None:
         """(ready messages, consumers) of a queue; None when it does not exist."""
@@ -179,6 +211,14 @@ class AMQPBroker(Broker):
         self._idle.put(link)
 
     def put(self, body: bytes, *, queue: str, priority: int, delay_s: int, ttr_s: int) -> str:
+        """Publish and wait for RabbitMQ's confirm.
+
+        Raises:
+            ConfigError: ``delay_s`` is longer than RabbitMQ holds (:data:`MAX_DELAY_S`).
+        """
+        if delay_s > MAX_DELAY_S:
+            raise ConfigError(f"RabbitMQ holds a delay of at most {MAX_DELAY_S} seconds "
+                              f"(about 49 days), not {delay_s}")
         broker_id = uuid.uuid4().hex
         target = delay_queue(queue, delay_s) if delay_s > 0 else queue
         with self._link() as link:
@@ -246,6 +286,16 @@ class AMQPBroker(Broker):
                 return
 
 
+@dataclass(frozen=True)
+class _Held:
+    """A message an :class:`AMQPConsumer` holds: where it came from and what its copy must carry."""
+
+    tag: int  # the delivery tag on the consumer's channel
+    queue: str
+    broker_id: str
+    releases: int
+
+
 def _lost(message: Any) -> int:
     """Earlier unsettled deliveries: RabbitMQ's count in this queue plus what earlier copies carried."""
     headers = message.headers or {}
@@ -265,9 +315,10 @@ class AMQPConsumer(Consumer):
         self.queues = list(queues)
         self._link: _Link | None = None
         self._deliveries = itertools.count(1)
-        self._held: dict[int, tuple[int, str]] = {}  # session -> (delivery tag, queue)
+        self._held: dict[int, _Held] = {}  # by Delivery.session
         self._buffer: deque[Any] = deque()
         self._interrupted = threading.Event()
+        self._turn = 0
 
     def _connected(self) -> _Link:
         if self._link is None:
@@ -289,9 +340,22 @@ class AMQPConsumer(Consumer):
         self._held.clear()
 
     def reserve(self, timeout_s: float) -> Delivery | None:
+        """The next pushed message; while this consumer holds some, one fetched with ``basic.get``.
+
+        Prefetch 1 stops RabbitMQ pushing a queue's next message to a consumer
+        that holds one (so a busy worker never sits on a message another could
+        run), yet a consumer may reserve a second message before settling the
+        first (the worker's reserve-ahead does): then it fetches one, and
+        looks again every :data:`DRAIN_SLICE_S` while it waits.
+        """
         link = self._connected()
         deadline = time.monotonic() + max(0.0, timeout_s)
         while not self._buffer and not self._interrupted.is_set():
+            if self._held:
+                with self._guard():
+                    self._fetch(link)
+                if self._buffer:
+                    break
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
@@ -301,9 +365,20 @@ class AMQPConsumer(Consumer):
             return None
         message = self._buffer.popleft()
         session = next(self._deliveries)
-        self._held[session] = (int(message.delivery_tag), str(message.delivery_info["routing_key"]))
         broker_id = str(message.properties.get("message_id") or "")
+        headers = message.headers or {}
+        self._held[session] = _Held(int(message.delivery_tag), str(message.delivery_info["routing_key"]),
+                                    broker_id, int(headers.get(RELEASES_HEADER) or 0))
         return Delivery(broker_id, bytes(message.body), session=session, lost=_lost(message))
+
+    def _fetch(self, link: _Link) -> None:
+        """Buffer one ready message of the watched queues with ``basic.get`` (prefetch does not apply)."""
+        self._turn = (self._turn + 1) % len(self.queues)
+        for name in self.queues[self._turn:] + self.queues[:self._turn]:
+            message = link.channel.basic_get(name, no_ack=False)
+            if message is not None:
+                self._buffer.append(message)
+                return
 
     @staticmethod
     def _drain(link: _Link, timeout_s: float) -> None:
@@ -326,28 +401,44 @@ class AMQPConsumer(Consumer):
         return self._settle(delivery, None)
 
     def release(self, delivery: Delivery, *, priority: int, delay_s: int) -> bool:
+        delay_s = _expiration(delay_s)
         return self._settle(delivery, lambda queue: delay_queue(queue, delay_s) if delay_s > 0 else queue,
-                            delay_s)
+                            delay_s, released=1)
 
     def bury(self, delivery: Delivery, *, priority: int) -> bool:
         return self._settle(delivery, lambda queue: f"{queue}.dead")
 
-    def _settle(self, delivery: Delivery, target: Callable[[str], str] | None, expiration_s: int = 0) -> bool:
+    def releases(self, delivery: Delivery) -> int | None:
+        """Releases before this delivery, from the header each released copy carries; None when not held."""
+        held = self._holding(delivery)
+        return None if held is None else held.releases
+
+    def _holding(self, delivery: Delivery) -> _Held | None:
+        """What this consumer holds for ``delivery``; None for a delivery it did not give, or gave back."""
+        held = self._held.get(delivery.session)
+        return held if held is not None and held.broker_id == delivery.broker_id else None
+
+    def _settle(self, delivery: Delivery, target: Callable[[str], str] | None, expiration_s: int = 0,
+                released: int = 0) -> bool:
         """Ack a held delivery, first publishing a copy (confirmed) to ``target(its queue)`` if given.
 
-        Returns False when this consumer no longer holds it: its connection
-        broke, before or during this call (RabbitMQ puts the message back).
+        The copy carries the lost-delivery count and the release count (plus
+        ``released``). Returns False when this consumer does not hold it: it
+        never gave it, or its connection broke before or during this call
+        (RabbitMQ puts the message back).
         """
-        held = self._held.pop(delivery.session, None)
+        held = self._holding(delivery)
         if held is None or self._link is None:
             return False
-        tag, queue = held
+        del self._held[delivery.session]
         try:
             with self._guard():
                 if target is not None:
-                    self._link.publish(target(queue), delivery.body, delivery.broker_id,
-                                       {LOST_HEADER: self.lost_deliveries(delivery)}, expiration_s)
-                self._link.channel.basic_ack(tag)
+                    headers = {LOST_HEADER: self.lost_deliveries(delivery),
+                               RELEASES_HEADER: held.releases + released}
+                    self._link.publish(target(held.queue), delivery.body, delivery.broker_id, headers,
+                                       expiration_s)
+                self._link.channel.basic_ack(held.tag)
         except BrokerConnectionLost:
             return False
         return True

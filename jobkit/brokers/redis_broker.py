@@ -160,6 +160,8 @@ class RedisConsumer(Consumer):
         self._held: dict[str, str] = {}  # broker id -> holder
         self._interrupted = threading.Event()
         self._connected = False
+        self._closing = threading.Lock()  # interrupt() against close() (see interrupt)
+        self._closed = False
 
     def reserve(self, timeout_s: float) -> Delivery | None:
         deadline = time.monotonic() + max(0.0, timeout_s)
@@ -223,10 +225,32 @@ class RedisConsumer(Consumer):
             return False
         return self._held_script("TOUCH", delivery.broker_id, holder)
 
+    def releases(self, delivery: Delivery) -> int | None:
+        """The message's ``releases`` counter; None when this consumer no longer holds it."""
+        holder = self._held.get(delivery.broker_id)
+        if holder is None or holder != f"{self.token}:{delivery.session}":
+            return None
+        try:
+            with _wrapped(lost=True):
+                now, count = self._client.hmget(f"{self._run.prefix}m:{delivery.broker_id}",
+                                                ["holder", "releases"])
+        except BrokerConnectionLost:
+            return None
+        return int(count) if now == holder.encode() and count is not None else None
+
     def interrupt(self) -> None:
+        """Wake a blocked reserve (its BLPOP also watches this consumer's wake key).
+
+        Called from another thread, so it may meet :meth:`close` on the
+        reserving thread: the lock keeps close from closing the connection
+        pool under the push (redis-py is not safe against that), and a
+        closed consumer needs no wake-up.
+        """
         self._interrupted.set()
-        self._quietly(lambda: self._client.lpush(self._wake_key, 1) and
-                      self._client.expire(self._wake_key, 10))
+        with self._closing:
+            if not self._closed:
+                self._quietly(lambda: self._client.lpush(self._wake_key, 1) and
+                              self._client.expire(self._wake_key, 10))
 
     def close(self) -> None:
         """Give back what this consumer still holds (each counts as a lost delivery)."""
@@ -234,7 +258,9 @@ class RedisConsumer(Consumer):
         for broker_id, holder in held.items():
             self._quietly(partial(self._run, "DROP", broker_id, holder))
         self._quietly(lambda: self._run("UNWAIT", self.token, *self.queues))
-        self._client.close()
+        with self._closing:
+            self._closed = True
+            self._client.close()
 
     @staticmethod
     def _quietly(call: Callable[[], object]) -> None:

@@ -112,6 +112,7 @@ for i = 4, #ARGV do
   local q = ARGV[i]
   redis.call('ZREMRANGEBYSCORE', qk(q, 'waiting'), '-inf', now)
   redis.call('ZADD', qk(q, 'waiting'), now + wait + 2000, token)
+  redis.call('SADD', P .. 'queues', q)  -- as beanstalkd lists a watched tube
   for _, kind in ipairs({'delayed', 'reserved'}) do
     local first = redis.call('ZRANGE', qk(q, kind), 0, 0, 'WITHSCORES')
     if first[1] then wake = math.min(wake, tonumber(first[2])) end
