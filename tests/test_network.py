@@ -59,31 +59,42 @@ def holder_host(deployment: Deployment, job: Job[Any]) -> str | None:
 
 
 def send_all(app: App, queue: str, runs: Path, n: int, threads: int = 16,
-             during: Any = None) -> dict[str, Job[Any]]:
+             during: Any = None, per_client: int = 0) -> dict[str, Job[Any]]:
     """Send ``n`` ``tagged`` jobs from ``threads`` threads, each retried with its idempotency key
-    until accepted (what a client does on an error); ``during()`` runs once a third is sent."""
+    until accepted (what a client does on an error); ``during()`` runs once a third is sent.
+
+    With ``per_client``, each thread sends through a fresh App (its own connections) every
+    ``per_client`` jobs, as many short-lived clients do: the links see new connections.
+    """
     jobs: dict[str, Job[Any]] = {}
     errors: list[str] = []
     lock = threading.Lock()
 
-    def send(i: int) -> None:
+    def send(client: App, i: int) -> None:
         for attempt in range(30):
             try:
-                job = app.send("tagged", (str(runs), str(i)), queue=queue, idempotency_key=f"{queue}-{i}")
+                job = client.send("tagged", (str(runs), str(i)), queue=queue, idempotency_key=f"{queue}-{i}")
             except JobkitError as exc:
                 with lock:
                     errors.append(f"{type(exc).__name__}: {exc}")
                 time.sleep(min(0.1 * 2 ** attempt, 2.0))  # as a client backs off
                 continue
             with lock:
-                jobs[str(i)] = job
+                jobs[str(i)] = Job(app, job.id)
             return
 
     def worker(start: int) -> None:
-        for i in range(start, n, threads):
-            send(i)
+        client = app
+        for count, i in enumerate(range(start, n, threads)):
+            if per_client and count % per_client == 0:
+                if client is not app:
+                    client.close()
+                client = make_app(app.broker.url, app.backend.url)
+            send(client, i)
             if i == n // 3 and during is not None:
                 during()
+        if client is not app:
+            client.close()
 
     pool = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
     for thread in pool:
@@ -253,9 +264,11 @@ def test_2000_jobs_over_slow_lossy_links_one_record_each(lossy_net: Network, tmp
         deployment.start_workers("worker-a", queue, processes=4)
         deployment.start_workers("worker-b", queue, processes=4)
         live_workers(app, 8)
-        jobs = send_all(app, queue, runs, 2000)
+        jobs = send_all(app, queue, runs, 2000, per_client=25)  # 80 clients, each with new connections
         eventually(lambda: all_succeeded(app, jobs), timeout_s=240, what="every job succeeded")
-        print(f"links: {lossy_net.link_report()}")
+        links = lossy_net.link_report()
+        print(f"links: {links}")
         assert_each_ran_once_or_more(app, jobs, runs)
+        assert links["stall"] + links["reset"] > 0  # ~9 expected over ~450 connections: P(none) < 1e-4
     finally:
         app.close()
