@@ -43,6 +43,10 @@ class Settings:
             task it does not know (for a worker that knows it) before it
             buries it; 0 buries at once.
         unknown_task_delay: seconds such a released message waits.
+        lease: seconds a worker holds a running job without renewing it
+            (its heartbeat renews every third of it); a job whose lease ran
+            out while its worker sent no heartbeat for as long is re-enqueued
+            (see :mod:`jobkit.leases`).
     """
 
     app: str = DEFAULT_APP
@@ -56,6 +60,7 @@ class Settings:
     result_ttl: float = 7 * 24 * 3600.0
     unknown_task_releases: int = 12
     unknown_task_delay: float = 5.0
+    lease: float = 30.0
 
     @classmethod
     def from_env(
@@ -85,6 +90,7 @@ class Settings:
             unknown_task_releases=_number(pick("JOBKIT_UNKNOWN_TASK_RELEASES"), int,
                                           cls.unknown_task_releases),
             unknown_task_delay=_number(pick("JOBKIT_UNKNOWN_TASK_DELAY"), float, cls.unknown_task_delay),
+            lease=_number(pick("JOBKIT_LEASE"), float, cls.lease),
         )
 
     def replace(self, **changes: Any) -> Settings:

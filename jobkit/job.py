@@ -2,7 +2,10 @@
 
 A record is one dict per job id with the fields of :data:`RECORD_FIELDS`;
 every backend reads and writes records in this shape (times in unix seconds;
-``broker_id`` is the broker's opaque id as a string, or None).
+``broker_id`` is the broker's opaque id as a string, or None). A running
+job's ``worker`` holds it until ``lease_until``, which the worker's heartbeat
+renews; ``superseded`` is the broker id of a copy that a reconciler replaced
+with a fresh one (see :mod:`jobkit.leases`).
 """
 from __future__ import annotations
 
@@ -44,6 +47,7 @@ RECORD_FIELDS = (
     "id", "task", "args", "kwargs", "queue", "state", "broker_id", "priority", "attempts",
     "result", "error", "created_at", "started_at", "finished_at", "expires_at", "worker",
     "idempotency_key", "parent", "root", "children", "workflow", "waiting", "progress",
+    "lease_until", "superseded",
 )
 #: The fields of a record that place it in a workflow (see :mod:`jobkit.workflows`):
 #: ``root`` is the workflow's first job, ``parent`` the job whose outcome made this one

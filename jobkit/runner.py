@@ -15,6 +15,11 @@ with a delay (``JOBKIT_UNKNOWN_TASK_DELAY``, 5 s) with its record still
 are not held against it; 0 buries at first sight). The count lives in the
 broker (:meth:`Consumer.releases`), so a restarted worker keeps counting
 where the last one stopped; a broker that cannot count has it buried at once. See docs/guarantees.md.
+
+A claim makes this worker the job's holder with a lease (see
+:mod:`jobkit.leases`): an outcome is stored only while the worker still
+holds the job at that attempt, and a copy that a reconciler replaced is
+deleted without running.
 """
 from __future__ import annotations
 
@@ -31,6 +36,7 @@ from jobkit.brokers.base import DEFAULT_PRIORITY, Consumer, Delivery
 from jobkit.config import Settings
 from jobkit.context import JobContext
 from jobkit.errors import BackendError, BrokerError, PayloadError, PoisonMessage, Retry
+from jobkit.leases import stale_copy
 from jobkit.limits import Limits
 from jobkit.logs import job_context, job_fields
 from jobkit.message import Envelope, dumps
@@ -163,8 +169,10 @@ class Runner:
 
     def __init__(self, app: App, worker_name: str, stats: JobStats | None = None, *,
                  unknown_task_releases: int = Settings.unknown_task_releases,
-                 unknown_task_delay_s: float = Settings.unknown_task_delay) -> None:
+                 unknown_task_delay_s: float = Settings.unknown_task_delay,
+                 lease_s: float = Settings.lease) -> None:
         self.app = app
+        self.lease_s = lease_s
         self.worker_name = worker_name
         self.limits = Limits(app)
         self.stats = JobStats() if stats is None else stats
@@ -186,7 +194,7 @@ class Runner:
         if decoded is None:
             return None
         try:
-            record = self._claim(decoded[0])
+            record = self._claim(decoded[0], delivery)
         except BackendError:
             _release_for_outage(consumer, delivery, decoded[0])
             raise
@@ -226,16 +234,21 @@ class Runner:
         releases = consumer.releases(delivery)
         return limit if releases is None else releases
 
-    def _claim(self, env: Envelope) -> dict[str, Any]:
-        return self.app.backend.claim(env.record() | {"worker": self.worker_name,
-                                                      "started_at": time.time()})
+    def _claim(self, env: Envelope, delivery: Delivery) -> dict[str, Any]:
+        """Hold the job: this worker, a lease (see :mod:`jobkit.leases`), the copy it runs."""
+        now = time.time()
+        return self.app.backend.claim(env.record() | {
+            "worker": self.worker_name, "started_at": now, "lease_until": now + self.lease_s,
+            "broker_id": delivery.broker_id})
 
     def _admit(self, consumer: Consumer, delivery: Delivery, env: Envelope, task: Task[Any, Any],
                record: dict[str, Any]) -> Attempt | None:
         """The attempt to run for a claimed job, or None when its record says it must not run."""
         state, attempts = record["state"], record.get("attempts") or 0
         flow = record.get("workflow")
-        if state in ("succeeded", "cancelled"):
+        if stale_copy(record, delivery.broker_id):
+            consumer.delete(delivery)  # a fresh copy replaced it (see jobkit.leases): not new work
+        elif state in ("succeeded", "cancelled"):
             if self._replayed(consumer, delivery, env, record):
                 consumer.delete(delivery)  # its outcome is stored: a redelivery, not new work
         elif state == "failed":
@@ -370,13 +383,18 @@ class Runner:
                 self.write_progress(attempt)
                 stored = self._store(attempt.envelope, state, outcome, attempt.attempts)
                 due = self._advance(attempt.envelope, attempt.workflow, state, outcome, stored)
-                record = self._claim(decoded[0]) if decoded is not None else None
+                record = self._claim(decoded[0], ahead) if decoded is not None and ahead else None
         except BackendError:
             _outcome_lost(consumer, attempt.delivery, attempt.envelope)
             if ahead is not None and decoded is not None:
                 _release_for_outage(consumer, ahead, decoded[0])
             raise
         self._count(attempt, state, outcome, stored)
+        if not stored:
+            log.warning("job %s: outcome of attempt %d not stored: the job was cancelled, or re-enqueued "
+                        "after this worker's lease ran out (a duplicate run)", attempt.envelope.id,
+                        attempt.attempts, extra=job_fields(attempt.envelope.id, attempt.envelope.task,
+                                                           attempt.attempts, self.worker_name))
         if self._dispatched(consumer, attempt.delivery, attempt.envelope, due):
             self._then(consumer, attempt.delivery, attempt.envelope, state, outcome, attempt.attempts,
                        stored)
@@ -408,8 +426,8 @@ class Runner:
 
     def _store(self, env: Envelope, state: str, outcome: Outcome, attempts: int) -> bool:
         result = {"result": outcome.result} if outcome.ok else {}
-        return self.app.backend.finish(env.id, state, error=outcome.error,  # attempts: claim's count
-                                       insert=env.record() | {"attempts": attempts}, **result)
+        return self.app.backend.finish(env.id, state, error=outcome.error,  # only while it holds the job
+                                       held_by=(self.worker_name, attempts), **result)
 
     def _store_then(self, consumer: Consumer, delivery: Delivery, env: Envelope, state: str,
                     outcome: Outcome, attempts: int, flow: dict[str, Any] | None = None) -> None:
@@ -468,8 +486,9 @@ class Runner:
         """
         env = attempt.envelope
         try:
-            self.app.backend.update(env.id, {"state": "queued", "attempts": attempt.attempts - 1},
-                                    unless=("succeeded", "failed", "cancelled"))
+            self.app.backend.update_held(env.id, {"state": "queued", "attempts": attempt.attempts - 1,
+                                                  "lease_until": None},
+                                         worker=self.worker_name, attempts=attempt.attempts)
         except BackendError:
             log.warning("job %s released, but its record still says running", env.id)
         consumer.release(attempt.delivery, priority=env.priority, delay_s=0)

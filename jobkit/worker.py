@@ -15,7 +15,9 @@ on its loop), stops by force in the same way a job still running
 ``cancel_grace_s`` later (its record stays ``cancelled``), and writes the
 progress tasks reported. The heartbeat thread also rewrites the
 worker's record in the backend every few seconds (see :meth:`Worker.record`),
-which lists it as live; a worker that stops cleanly removes it.
+which lists it as live; a worker that stops cleanly removes it. On the same
+beat it renews the leases of the jobs it runs and re-enqueues those of
+vanished workers (see :mod:`jobkit.leases`).
 SIGTERM/SIGINT stop reserving and let running jobs finish within ``grace_s``;
 then (or at a second signal) the jobs still running are released and the
 worker returns.
@@ -35,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from jobkit.backends.base import BEAT_EVERY_S, LIVE_FOR_S
 from jobkit.brokers.base import DEFAULT_PRIORITY, TOUCH, Consumer, Delivery
 from jobkit.errors import (
+    BrokerError,
     BackendError,
     BrokerConnectionLost,
     BrokerUnavailable,
@@ -43,6 +46,7 @@ from jobkit.errors import (
     PoisonMessage,
     TimeLimitExceeded,
 )
+from jobkit.leases import Reconciler, renew_every_s
 from jobkit.message import Envelope
 from jobkit.metrics import JobStats
 from jobkit.runner import CANCEL_CHECK_S, Attempt, Outcome, Runner, describe
@@ -245,6 +249,8 @@ class Heartbeat:
         self.closed = False
         self.next_prune = time.monotonic()
         self.next_report = time.monotonic()
+        self.report_every_s = min(BEAT_EVERY_S, renew_every_s(worker.lease_s))
+        self.reconciler = Reconciler(worker.app, worker.name, worker.lease_s)
         self.touches = worker.app.broker.can(TOUCH)  # else the broker's own TTR rule holds
         self._idle_wake_s = float(PRUNE_EVERY_S)  # perf: see _beat
         self._wake_at = 0.0
@@ -343,12 +349,24 @@ class Heartbeat:
             log.warning("job %s: could not store its progress: %s", attempt.envelope.id, exc)
 
     def _report(self, now: float) -> None:
-        """Rewrite the worker's heartbeat record (a backend outage only delays it)."""
-        self.next_report = now + BEAT_EVERY_S
+        """Renew leases, rewrite the worker's heartbeat record, reconcile (an outage only delays them)."""
+        self.next_report = now + self.report_every_s
         try:
+            self._renew_leases()
             self.worker.app.backend.beat_worker(self.worker.record())
-        except BackendError as exc:
-            log.debug("heartbeat record not written: %s", exc)
+            self.reconciler.run()
+        except (BackendError, BrokerError) as exc:
+            log.debug("heartbeat record or leases not written: %s", exc)
+
+    def _renew_leases(self) -> None:
+        """Extend the lease of each job this worker runs (a job it no longer holds is left alone)."""
+        worker = self.worker
+        until = time.time() + worker.lease_s
+        for slot in worker.live_slots():
+            attempt = slot.attempt
+            if attempt is not None and not (attempt.done or attempt.abandoned):
+                worker.app.backend.update_held(attempt.envelope.id, {"lease_until": until},
+                                               worker=worker.name, attempts=attempt.attempts)
 
     def _prune(self) -> None:
         self.next_prune = time.monotonic() + self.worker.prune_every_s
@@ -382,13 +400,16 @@ class Worker:
         pool: the name of the process pool this worker is a child of, for its record.
         cancel_grace_s: seconds a cancelled job may run on after the worker
             saw the cancellation, before it is stopped by force.
+        lease_s: seconds it holds a running job between renewals (see
+            :mod:`jobkit.leases`); default: the app's settings (``JOBKIT_LEASE``).
     """
 
     def __init__(self, app: App, *, queues: Sequence[str] | None = None, concurrency: int = 1,
                  grace_s: float = 30.0, exit_on_time_limit: bool = False,
                  prune_every_s: float = PRUNE_EVERY_S, unknown_task_releases: int | None = None,
                  unknown_task_delay_s: float | None = None, stats: JobStats | None = None,
-                 pool: str | None = None, cancel_grace_s: float = DEFAULT_CANCEL_GRACE_S) -> None:
+                 pool: str | None = None, cancel_grace_s: float = DEFAULT_CANCEL_GRACE_S,
+                 lease_s: float | None = None) -> None:
         if concurrency < 1:
             raise ConfigError("concurrency must be at least 1")
         if app.broker.url.startswith("memory:") and exit_on_time_limit:
@@ -405,10 +426,12 @@ class Worker:
         self.pool = pool
         self.started_at = time.time()
         settings = app.settings
+        self.lease_s = settings.lease if lease_s is None else lease_s
         self.runner = Runner(app, self.name, stats, unknown_task_releases=settings.unknown_task_releases
                              if unknown_task_releases is None else unknown_task_releases,
                              unknown_task_delay_s=settings.unknown_task_delay
-                             if unknown_task_delay_s is None else unknown_task_delay_s)
+                             if unknown_task_delay_s is None else unknown_task_delay_s,
+                             lease_s=self.lease_s)
         self.stopping = threading.Event()
         self.done = threading.Event()
         self._hurry = threading.Event()

@@ -492,7 +492,7 @@ def test_sqlite_drops_the_indexes_of_earlier_schemas(tmp_path: object) -> None:
     names = {row[0] for row in sqlite3.connect(path).execute(
         "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")}
     assert names == {"jobs_cancelled_rows", "jobs_failed_rows", "jobs_retrying_rows", "jobs_expiring",
-                     "jobs_finished", "leases_ending"}
+                     "jobs_finished", "leases_ending", "jobs_leased"}
 
 
 def test_sqlite_starts_its_wal_afresh_while_in_use(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:

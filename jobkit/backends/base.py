@@ -232,6 +232,28 @@ class Backend(ABC):
     def forget_worker(self, name: str) -> None:
         """Remove a worker's record (it stopped cleanly)."""
 
+    # -- leases (see jobkit.leases) ----------------------------------------
+
+    @abstractmethod
+    def update_held(self, job_id: str, fields: dict[str, Any], *, worker: str, attempts: int) -> bool:
+        """Set ``fields`` only while the job runs under ``worker`` at attempt ``attempts``.
+
+        The one write a holder makes after its claim (lease renewal, outcome),
+        and the reconciler's take-back: whoever finds the record moved on (a
+        reconciler re-enqueued it, another worker claimed it, it was
+        cancelled) writes nothing.
+
+        Returns:
+            True when the record was written.
+        """
+
+    @abstractmethod
+    def expired_leases(self, now: float, limit: int = 100) -> list[dict[str, Any]]:
+        """Return up to ``limit`` records whose ``lease_until`` is before ``now`` (any state).
+
+        Reads an index over ``lease_until``: only records with a lease are looked at.
+        """
+
     def close(self) -> None:
         """Release connections. The backend reconnects if used again."""
 
@@ -278,10 +300,14 @@ class Backend(ABC):
         attempts: int | None = None,
         insert: dict[str, Any] | None = None,
         now: float | None = None,
+        held_by: tuple[str, int] | None = None,
     ) -> bool:
         """Store a job's outcome (``succeeded``, ``failed`` or ``retrying``).
 
         A cancelled job keeps its state. Finished records get ``expires_at``.
+        With ``held_by`` (worker, attempt), only that holder's outcome is
+        stored (see :meth:`update_held`) and its lease ends; ``insert`` is
+        then not used.
 
         Returns:
             True when the outcome was written (False: the job was cancelled).
@@ -293,6 +319,9 @@ class Backend(ABC):
         if attempts is not None:
             fields["attempts"] = attempts
         fields["expires_at"] = now + self.result_ttl if state in FINISHED_STATES else None
+        if held_by is not None:
+            return self.update_held(job_id, fields | {"lease_until": None},
+                                    worker=held_by[0], attempts=held_by[1])
         return self.update(job_id, fields, unless=("cancelled",), insert=insert)
 
     def wait(self, job_id: str, timeout: float | None) -> dict[str, Any]:

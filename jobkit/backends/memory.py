@@ -49,9 +49,10 @@ class MemoryBackend(Backend):
             if current is None:
                 current = self._records[record["id"]] = _blank() | _copy(record)
                 current["attempts"] = 0
-            if current["state"] not in FINISHED_STATES:
+            stale = current.get("superseded") is not None and current["superseded"] == record.get("broker_id")
+            if current["state"] not in FINISHED_STATES and not stale:
                 current.update(state="running", started_at=record["started_at"],
-                               worker=record.get("worker"))
+                               worker=record.get("worker"), lease_until=record.get("lease_until"))
                 current["attempts"] = (current.get("attempts") or 0) + 1
             return _copy(current)
 
@@ -73,6 +74,22 @@ class MemoryBackend(Backend):
                 return False
             current.update(_copy(fields))
             return True
+
+    def update_held(self, job_id: str, fields: dict[str, Any], *, worker: str, attempts: int) -> bool:
+        with self._lock:
+            current = self._live(job_id)
+            if current is None or (current["state"], current.get("worker"), current.get("attempts")) != (
+                    "running", worker, attempts):
+                return False
+            current.update(_copy(fields))
+            return True
+
+    def expired_leases(self, now: float, limit: int = 100) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = [r for r in self._records.values()
+                    if r.get("lease_until") is not None and r["lease_until"] < now]
+        rows.sort(key=lambda r: r["lease_until"])
+        return [_copy(r) for r in rows[:limit]]
 
     def feed(self, job_id: str, slot: int, value: str, *, by: str) -> dict[str, Any] | None:
         with self._lock:

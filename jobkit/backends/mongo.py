@@ -3,7 +3,10 @@
 URL: any pymongo URI, ``mongodb://user:pass@host:27017/dbname?authSource=admin``.
 Database: the URI's path, else ``jobs``; collection ``jobs``. Unless the URI
 says otherwise, server selection and connection time out after 2 s, so a
-down server is reported quickly instead of hanging requests.
+down server is reported quickly instead of hanging requests, and an answer
+is awaited 10 s at most (``socketTimeoutMS``): a server cut off by a silent
+network partition would otherwise hold the caller until TCP gives up, many
+minutes later.
 
 Features: one document per job (``_id`` = job id); every write of a record
 is a single upsert or conditional update; listings are newest first by ``created_at``
@@ -80,7 +83,7 @@ _DUPLICATE_KEY = 11000
 #: One add: the document to insert, and the upsert that inserts it (or refreshes an existing one).
 _Add = tuple[dict[str, Any], dict[str, Any]]
 _DOWN = (mongo_errors.ConnectionFailure, mongo_errors.ServerSelectionTimeoutError)
-_DEFAULT_OPTIONS = {"serverSelectionTimeoutMS": 2000, "connectTimeoutMS": 2000}
+_DEFAULT_OPTIONS = {"serverSelectionTimeoutMS": 2000, "connectTimeoutMS": 2000, "socketTimeoutMS": 10000}
 
 
 class MongoBackend(Backend):
@@ -180,10 +183,12 @@ class MongoBackend(Backend):
 
     def claim(self, record: dict[str, Any]) -> dict[str, Any]:
         started = {"state": "running", "started_at": record["started_at"],
-                   "worker": record.get("worker")}
+                   "worker": record.get("worker"), "lease_until": record.get("lease_until")}
         fresh = _to_doc({k: v for k, v in record.items() if k not in started})
         fresh |= started | {"attempts": 1}
-        query = {"_id": record["id"], "state": {"$nin": sorted(FINISHED_STATES)}}
+        query: dict[str, Any] = {"_id": record["id"], "state": {"$nin": sorted(FINISHED_STATES)}}
+        if record.get("broker_id") is not None:  # not a copy a reconciler replaced
+            query["superseded"] = {"$ne": record["broker_id"]}
         with self._db() as jobs:
             # a finished record is left as it was
             write_counted(jobs, query, {"$set": started, "$inc": {"attempts": 1}}, fresh)
@@ -220,6 +225,19 @@ class MongoBackend(Backend):
         except mongo_errors.DuplicateKeyError:
             return False  # exists, in a state that must not be overwritten
         return bool(result.matched_count or result.upserted_id is not None)
+
+    def update_held(self, job_id: str, fields: dict[str, Any], *, worker: str, attempts: int) -> bool:
+        query = {"_id": job_id, "state": "running", "worker": worker, "attempts": attempts}
+        changes = {"$set": _to_doc(fields)}
+        with self._db() as jobs:
+            if "state" in fields or "expires_at" in fields:  # the count moves
+                return write_counted(jobs, query, changes, None)
+            return bool(jobs.update_one(query, changes).matched_count)
+
+    def expired_leases(self, now: float, limit: int = 100) -> list[dict[str, Any]]:
+        with self._db() as jobs:  # the index on lease_until bounds the documents read
+            docs = list(jobs.find({"lease_until": {"$lt": now}}).sort("lease_until", 1).limit(limit))
+        return [_from_doc(doc) for doc in docs]
 
     def add_many(self, records: Sequence[dict[str, Any]]) -> None:
         requests, docs = [], []
@@ -367,6 +385,7 @@ def _create_indexes(jobs: Any) -> None:
         jobs.create_index([("task", 1), ("created_at", 1)])
         jobs.create_index("created_at")
         jobs.create_index([("finished_at", 1), ("state", 1)])
+        jobs.create_index("lease_until", sparse=True)
         jobs.create_index("expires_at", expireAfterSeconds=0)
         jobs.database["job_counts"].create_index("expires_at", expireAfterSeconds=0)
         jobs.database["workers"].create_index("forget_at", expireAfterSeconds=0)

@@ -48,6 +48,7 @@ _JSON_FIELDS = frozenset({"args", "kwargs", "result", "error", "children", "work
                           "progress"})
 _COLUMNS = ", ".join(RECORD_FIELDS)
 _FINISHED = "('" + "','".join(sorted(FINISHED_STATES)) + "')"
+_COLUMN_TYPES = {"lease_until": "REAL"}  # of the columns added after the first schema; else TEXT
 _ATTENTION_STATES = ("cancelled", "failed", "retrying")  # each has a partial index
 _ADD_DEFAULTS = {"state": "queued", "attempts": 0}
 #: (field, stored as JSON text, value when absent) for every column, in RECORD_FIELDS order
@@ -157,7 +158,7 @@ class SQLiteBackend(Backend):
             attempts INTEGER NOT NULL DEFAULT 0, result TEXT, error TEXT,
             created_at REAL, started_at REAL, finished_at REAL, expires_at REAL,
             worker TEXT, idempotency_key TEXT, parent TEXT, root TEXT, children TEXT,
-            workflow TEXT, waiting TEXT, progress TEXT)""",
+            workflow TEXT, waiting TEXT, progress TEXT, lease_until REAL, superseded TEXT)""",
         # perf: each index is one more b-tree every enqueue writes, so the row order stands
         # for creation order: listings walk the table newest first by rowid (the order the
         # records were written, within milliseconds of their creation), filtering by task
@@ -177,6 +178,8 @@ class SQLiteBackend(Backend):
         "CREATE INDEX IF NOT EXISTS leases_ending ON leases (key, until)",
         # the throughput chart counts the jobs finished in the last hour from this index alone
         "CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at, state) WHERE finished_at IS NOT NULL",
+        # the reconciler looks here for expired leases (a claim adds the entry, an outcome drops it)
+        "CREATE INDEX IF NOT EXISTS jobs_leased ON jobs (lease_until) WHERE lease_until IS NOT NULL",
         # indexes of earlier schemas, each a cost to every write
         *(f"DROP INDEX IF EXISTS {name}" for name in (
             "jobs_created", "jobs_task_created", *(f"jobs_{state}" for state in _ATTENTION_STATES))),
@@ -190,10 +193,12 @@ class SQLiteBackend(Backend):
               " priority = coalesce(excluded.priority, priority), queue = coalesce(excluded.queue, queue)")
     CLAIM = (
         "INSERT INTO jobs (id, task, args, kwargs, queue, priority, created_at, state, attempts,"
-        " started_at, worker) VALUES (?, ?, ?, ?, ?, ?, ?, 'running', 1, ?, ?) "
+        " started_at, worker, lease_until, broker_id) VALUES (?, ?, ?, ?, ?, ?, ?, 'running', 1, ?, ?, ?, ?) "
         "ON CONFLICT (id) DO UPDATE SET state = 'running', attempts = attempts + 1,"
-        " started_at = excluded.started_at, worker = excluded.worker"
-        f" WHERE state NOT IN {_FINISHED} RETURNING {_COLUMNS}"
+        " started_at = excluded.started_at, worker = excluded.worker, lease_until = excluded.lease_until"
+        f" WHERE state NOT IN {_FINISHED}"
+        " AND (superseded IS NULL OR superseded IS NOT excluded.broker_id)"  # a copy a reconciler replaced
+        f" RETURNING {_COLUMNS}"
     )
 
     #: Counts by state, kept by triggers; built once from the rows of a database made before them.
@@ -434,7 +439,8 @@ class SQLiteBackend(Backend):
         with self._db() as db:
             row = db.execute(self.CLAIM, (
                 r["id"], r.get("task"), args_text, kwargs_text, r.get("queue"), r.get("priority"),
-                r.get("created_at"), r["started_at"], r.get("worker"),
+                r.get("created_at"), r["started_at"], r.get("worker"), r.get("lease_until"),
+                r.get("broker_id"),
             )).fetchone()
         if row is not None:  # args and kwargs stored as sent need no decoding
             return _record(row, {"args": (args_text, args), "kwargs": (kwargs_text, kwargs)})
@@ -465,6 +471,20 @@ class SQLiteBackend(Backend):
             cols = tuple(full)
             params = [_out(c, full[c]) for c in cols] + list(unless)
             return db.execute(_upsert_sql(cols, names, len(unless)), params).rowcount > 0
+
+    def update_held(self, job_id: str, fields: dict[str, Any], *, worker: str, attempts: int) -> bool:
+        names = tuple(fields)
+        sets = ", ".join(f"{n} = ?" for n in names)
+        sql = f"UPDATE jobs SET {sets} WHERE id = ? AND state = 'running' AND worker = ? AND attempts = ?"
+        with self._db() as db:
+            params = [_out(n, fields[n]) for n in names] + [job_id, worker, attempts]
+            return db.execute(sql, params).rowcount > 0
+
+    def expired_leases(self, now: float, limit: int = 100) -> list[dict[str, Any]]:
+        with self._db() as db:  # reads the index jobs_leased
+            rows = db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE lease_until < ?"
+                              " ORDER BY lease_until LIMIT ?", (now, limit)).fetchall()
+        return [_record(row) for row in rows]
 
     def get(self, job_id: str) -> dict[str, Any] | None:
         with self._db() as db:
@@ -633,7 +653,7 @@ def _add_missing_columns(conn: _Connection) -> None:
     for name in RECORD_FIELDS:
         if name not in have:
             try:
-                conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} TEXT")
+                conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} {_COLUMN_TYPES.get(name, 'TEXT')}")
             except sqlite3.OperationalError as exc:
                 if "duplicate column" not in str(exc):  # another process added it meanwhile
                     raise
