@@ -456,6 +456,19 @@ class App:
             return None
         return peeked.stats
 
+    def broker_view(self, job_id: str, broker_id: str | None) -> dict[str, Any] | None:
+        """:meth:`locate` for readers: None, never an error, when the broker does not answer.
+
+        A job's status is its record; the broker's view of it is a detail, so a
+        broker outage (or a hiccup on one pooled connection) must not turn a
+        status read into a 503.
+        """
+        try:
+            return self.locate(job_id, broker_id)
+        except BrokerError as exc:
+            log.warning("job %s: the broker's view of it is unavailable: %s", job_id, exc)
+            return None
+
     def cancel(self, job_id: str) -> JobStatus:
         """Cancel a job: delete it from the broker, or flag it when a worker runs it.
 

@@ -104,7 +104,7 @@ class Seed:
         if status.state.finished:
             resp.media = views.seed_outcome(status)
             return
-        stats = self.api.app.locate(status.id, status.broker_id)  # None where the broker cannot peek
+        stats = self.api.app.broker_view(status.id, status.broker_id)  # None: cannot peek, or is down
         resp.media = views.seed_stats(stats) if stats is not None else views.seed_outcome(status)
 
 
@@ -129,7 +129,7 @@ class Jobs:
         status = self.api.app.status(validate.job_id(job_id))
         stats = None
         if status.state is not JobState.SUCCEEDED:
-            stats = self.api.app.locate(status.id, status.broker_id)
+            stats = self.api.app.broker_view(status.id, status.broker_id)
         resp.media = status.record | {"broker": stats}
 
     def on_delete_item(self, req: falcon.Request, resp: falcon.Response, job_id: str) -> None:

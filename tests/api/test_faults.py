@@ -73,6 +73,18 @@ def test_broker_down_during_post_is_503_fast_and_records_nothing(
     assert app.backend.counts() == {}
 
 
+def test_broker_down_during_a_status_read_answers_from_the_record(
+        broker_down: tuple[falcon.testing.TestClient, App]) -> None:
+    """The record is the job's status: a broker that does not answer only hides its stats-job."""
+    client, app = broker_down
+    app.backend.add({"id": JOB_ID, "task": "echo", "args": [1], "kwargs": {}, "queue": "default",
+                     "state": "queued", "broker_id": "7", "priority": 1024, "created_at": time.time()})
+    seed = client.simulate_get(f"/{JOB_ID}/")
+    assert seed.status_code == 200 and seed.json["_id"] == JOB_ID, seed.text
+    v1 = client.simulate_get(f"/v1/jobs/{JOB_ID}")
+    assert v1.status_code == 200 and v1.json["state"] == "queued" and v1.json["broker"] is None
+
+
 def test_broker_down_readyz_and_metrics(broker_down: tuple[falcon.testing.TestClient, App]) -> None:
     client, _ = broker_down
     ready = client.simulate_get("/readyz")
