@@ -6,6 +6,7 @@ an install that stops halfway, as Ctrl-C or a lost network leaves it.
 """
 from __future__ import annotations
 
+import os
 import shutil
 import stat
 import subprocess
@@ -40,8 +41,10 @@ chmod +x "$3/bin/python" "$3/bin/pip"
 
 
 def make(project: Path, *targets: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["make", *targets, f"PYTHON={project / 'stub-python'}"], cwd=project,
-                          capture_output=True, text=True, timeout=60)
+    """Run make there as a user would: not as a sub-make of the ``make test`` running this suite."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    return subprocess.run(["make", "--no-print-directory", *targets, f"PYTHON={project / 'stub-python'}"],
+                          cwd=project, env=env, capture_output=True, text=True, timeout=60)
 
 
 def test_a_half_made_venv_is_rebuilt_from_scratch(project: Path) -> None:
