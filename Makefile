@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 # Written last, once everything is installed: a venv without it is half-made
 # (an install stopped by Ctrl-C, a failed download) and is rebuilt from scratch.
 STAMP := $(VENV)/.jobkit-installed
+# Test files run in this many processes at once (pytest-xdist, a file's tests together): most
+# of the suite waits on servers and workers, so two halve its time even on a small machine.
+TEST_PROCESSES ?= 2
 
 .PHONY: install test up bench lint clean clean-data
 
@@ -19,7 +22,7 @@ $(STAMP): setup.cfg pyproject.toml
 install: $(STAMP)
 
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist loadfile
 
 up: install
 	$(BIN)/jobkit up

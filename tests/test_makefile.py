@@ -85,6 +85,7 @@ def test_clean_keeps_the_data_and_clean_data_says_what_it_deletes(project: Path)
 
 
 def test_the_readmes_two_commands_install_first(project: Path) -> None:
-    for target, runs in (("test", ".venv/bin/python -m pytest"), ("up", ".venv/bin/jobkit up")):
+    for target, runs in (("test", ".venv/bin/python -m pytest -n 2 --dist loadfile"),
+                         ("up", ".venv/bin/jobkit up")):
         plan = make(project, "-n", target).stdout
         assert "-m venv .venv" in plan and plan.rstrip().endswith(runs), plan
