@@ -41,17 +41,25 @@ def test_thread_and_process_workers_are_listed_then_leave_when_stopped(
     assert app.workers() == []  # a clean stop removes the record at once
 
 
+def counts(worker: Worker) -> tuple[int, int, int]:
+    """The worker's (busy slots, jobs done, jobs failed) as its record shows them."""
+    record = worker.record()
+    return record["busy"], record["jobs_done"], record["jobs_failed"]
+
+
 def test_a_worker_counts_its_jobs_and_shows_what_it_runs(app: App) -> None:
     queue = unique("q")
     worker = Worker(app, queues=[queue], concurrency=2)
     worker.start()
     try:
         app.send("add", [1, 2], queue=queue).get(timeout=10)
-        app.send("boom", queue=queue)
-        slow = app.send("sleepy", [5], queue=queue)
+        boom = app.send("boom", queue=queue)
+        eventually(lambda: app.status(boom.id).state.finished, what="the failing job failed")
+        slow = app.send("sleepy", [5], queue=queue)  # after it: two slots could run both at once
         eventually(lambda: slow.id in worker.record()["jobs"], what="the slow job running")
+        eventually(lambda: counts(worker) == (1, 2, 1), timeout_s=3,  # a slot counts just after storing
+                   what="busy 1, done 2, failed 1")
         record = worker.record()
-        assert (record["busy"], record["jobs_done"], record["jobs_failed"]) == (1, 2, 1)
         assert record["name"] == f"{os.uname().nodename}:{os.getpid()}"
     finally:
         worker.shutdown(graceful=False)
