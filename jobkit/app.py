@@ -369,7 +369,7 @@ class App:
         """
         if first is not None and _put_unsettled(first):
             same_task = first.get("task") == env.task
-            message = self._envelope_of(first, ttr=env.ttr if same_task else None)
+            message = self.envelope_of(first, ttr=env.ttr if same_task else None)
             broker_id = self.broker.put(message.encode(), queue=message.queue, priority=message.priority,
                                         delay_s=delay_s, ttr_s=message.ttr)
             self.backend.update(env.id, {"broker_id": broker_id, "waiting": None})
@@ -529,7 +529,7 @@ class App:
         """Kick the job's dead letter where the broker can, else put a new message from the record."""
         if self._kicked(rec):
             return
-        env = self._envelope_of(rec)  # a message no worker can run stays buried
+        env = self.envelope_of(rec)  # a message no worker can run stays buried
         broker_id = self.broker.put(env.encode(), queue=env.queue, priority=env.priority,
                                     delay_s=0, ttr_s=env.ttr)
         self.backend.update(rec["id"], {"broker_id": broker_id})
@@ -550,7 +550,7 @@ class App:
                 return False
         return self.broker.kick(broker_id)
 
-    def _envelope_of(self, rec: dict[str, Any], ttr: int | None = None) -> Envelope:
+    def envelope_of(self, rec: dict[str, Any], ttr: int | None = None) -> Envelope:
         """The message for a job record: its task's options fill what the record lacks.
 
         Raises:

@@ -33,7 +33,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from jobkit.errors import BrokerError, JobkitError
+from jobkit.errors import BrokerError, JobkitError, TaskNotFound
 from jobkit.message import Envelope
 
 if TYPE_CHECKING:
@@ -99,15 +99,10 @@ class Reconciler:
             return False
 
     def _envelope(self, record: dict[str, Any]) -> Envelope | None:
-        task = self.app.tasks.get(record.get("task") or "")
-        if task is None:
+        try:
+            return self.app.envelope_of(record)
+        except TaskNotFound:
             return None  # a worker that knows the task re-enqueues it
-        opts = task.options
-        return Envelope(id=record["id"], task=task.name, args=record.get("args") or [],
-                        kwargs=record.get("kwargs") or {}, queue=record.get("queue") or opts.queue,
-                        priority=opts.priority if record.get("priority") is None else record["priority"],
-                        ttr=opts.ttr, max_retries=opts.max_retries,
-                        enqueued_at=record.get("created_at") or 0.0)
 
     def _requeue(self, record: dict[str, Any], env: Envelope) -> bool:
         """Put a fresh copy, then take the record back from its holder (or delete the copy again)."""
