@@ -9,12 +9,14 @@ import contextlib
 import errno
 import fcntl
 import json
+import logging
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -22,6 +24,8 @@ from urllib.parse import urlsplit
 
 from jobkit.config import Settings, read_env
 from jobkit.errors import ConfigError
+
+log = logging.getLogger("jobkit.up")
 
 if TYPE_CHECKING:
     from jobkit.app import App
@@ -341,18 +345,8 @@ def _start_workers(settings: Settings, app: App, args: argparse.Namespace,
     env = os.environ | {"JOBKIT_APP": settings.app, "JOBKIT_BROKER_URL": settings.broker_url,
                         "JOBKIT_BACKEND_URL": settings.backend_url,
                         "JOBKIT_RESULT_TTL": str(settings.result_ttl)}
-    proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, start_new_session=True,
-                            preexec_fn=die_with_parent)
-
-    def stop() -> None:
-        proc.terminate()
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-    stack.callback(stop)
+    pool = PoolProcess(argv, env)
+    stack.callback(pool.stop)
     return f"{args.workers} worker processes and the beat (jobkit worker --pool process --beat)"
 
 
@@ -375,3 +369,45 @@ def _banner(settings: Settings, app: App, how: str, workers: str) -> None:
 try:
   curl -X POST {where} -H "Content-Type: application/json" --data '{{"example":"data"}}'
   curl {where}/<id>/""", flush=True)
+
+
+class PoolProcess:
+    """``up``'s worker pool process, started again whenever it exits before ``up`` stops it.
+
+    A pool killed outright (``kill -9``, the OOM killer) takes its workers
+    with it (they die with their parent); without this, ``up`` would go on
+    accepting jobs that nothing runs, and say nothing.
+    """
+
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        self.argv, self.env = argv, env
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self.proc = self._spawn()
+        threading.Thread(target=self._watch, name="jobkit-up-pool", daemon=True).start()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(self.argv, env=self.env, stdin=subprocess.DEVNULL, start_new_session=True,
+                                preexec_fn=die_with_parent)
+
+    def _watch(self) -> None:
+        while True:
+            code = self.proc.wait()
+            if self._stopping.wait(1.0):  # a pause: a pool that cannot start is not restarted in a tight loop
+                return
+            log.warning("jobkit up: the worker pool (pid %d) exited with %s; starting it again",
+                        self.proc.pid, code)
+            with self._lock:
+                if self._stopping.is_set():
+                    return
+                self.proc = self._spawn()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping.set()
+        self.proc.terminate()
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()

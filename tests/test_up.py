@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -170,3 +171,20 @@ def test_a_beanstalkd_that_cannot_start_is_one_line(tmp_path: Path) -> None:
         done = jobkit("up", "--port", str(free_port()), env=env, cwd=tmp_path, timeout_s=60)
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     assert done.stderr.splitlines()[-1].startswith("jobkit: ConfigError: beanstalkd did not start on")
+
+
+def test_up_starts_its_worker_pool_again_after_a_kill_9(tmp_path: Path) -> None:
+    env = worktree_env(JOBKIT_BROKER_URL=f"beanstalk://127.0.0.1:{free_port()}")
+    up, port = run_up(tmp_path, env)
+    try:
+        seed_walkthrough(port)
+        pools = [int(pid) for pid in subprocess.run(["pgrep", "-P", str(up.proc.pid), "-f", "jobkit worker"],
+                                                    capture_output=True, text=True).stdout.split()]
+        assert len(pools) == 1, pools
+        os.kill(pools[0], signal.SIGKILL)  # its workers die with it
+        eventually(lambda: "the worker pool" in up.output() and "starting it again" in up.output(),
+                   what="up starting its pool again")
+        seed_walkthrough(port)  # a job sent now runs
+    finally:
+        up.signal(signal.SIGINT)
+        assert up.wait(60) == 0, up.output()
