@@ -1,9 +1,11 @@
 """Leases: a running job is held by its worker until ``lease_until``; jobs of vanished workers run again.
 
-Why: beanstalkd 1.12 (Debian's) does not restart a job's TTR timer after
-``touch``. A worker host that touched its job and is then cut off, or dies
-without its TCP connection being closed (power loss), keeps the job reserved
-until that connection ends: possibly for ever. So jobkit does not rely on
+Why: beanstalkd (1.12, Debian's build) can lose a connection's timer: when
+it fires in the very microsecond of a reserved job's deadline, nothing
+expires and the connection is never scheduled again (README, "Not promised:
+exactly-once"). A worker host that reserved or touched its job and is then
+cut off, or dies without its TCP connection being closed (power loss), can
+keep the job reserved until that connection ends: possibly for ever. So jobkit does not rely on
 the broker alone to notice a lost worker; the record does:
 
 - **Claim**: the record names its holder (``worker``) and ``lease_until``

@@ -52,12 +52,7 @@ def gone(broker: Broker, broker_id: str) -> bool:
 
 
 def reserve_within(consumer: Consumer, timeout_s: float) -> Delivery | None:
-    """Reserve with 1 s waits until ``timeout_s`` passed.
-
-    beanstalkd 1.12 does not always hand a job whose TTR ran out to a
-    connection already waiting in reserve (seen with a 2 s TTR and a 5 s wait:
-    the job stayed ready until that wait ended); a new reserve gets it.
-    """
+    """Reserve with 1 s waits until ``timeout_s`` passed."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         delivery = consumer.reserve(1)
@@ -262,6 +257,23 @@ def test_lost_deliveries_count_only_deliveries_that_ended_unsettled(broker: Brok
         consumer.close()  # a loss: the next delivery counts it
 
 
+def lost_its_timer(broker: Broker, broker_id: str) -> bool:
+    """True when beanstalkd shows its lost-tick defect: the job is still reserved past its TTR.
+
+    beanstalkd (1.12, and its code today) drops a connection's timer when the
+    timer fires in the very microsecond of the job's deadline: ``conn_timeout``
+    finds ``deadline_at >= now``, expires nothing and does not schedule the
+    connection again. The job then stays ``reserved`` with a negative
+    ``time-left`` until its connection sends a command or closes. See
+    "TTR and touch" in docs/guarantees.md.
+    """
+    if not broker.url.startswith("beanstalk://"):
+        return False
+    peeked = broker.peek(broker_id)
+    return (peeked is not None and peeked.stats.get("state") == "reserved"
+            and int(peeked.stats.get("time-left", 0)) < 0)
+
+
 def test_ttr_expiry_returns_a_job_and_touch_prevents_it(broker: Broker, queue: str) -> None:
     """A held message comes back when its TTR runs out; on a broker without TTR (RabbitMQ: no
     ``TOUCH`` either) it stays held past it, until its consumer's connection ends."""
@@ -270,6 +282,9 @@ def test_ttr_expiry_returns_a_job_and_touch_prevents_it(broker: Broker, queue: s
     held = consumer.reserve(1)
     assert held is not None and held.broker_id == expiring
     stolen = reserve_within(other, 5)  # after TTR the job is ready again
+    if stolen is None and lost_its_timer(broker, expiring):
+        consumer.lost_deliveries(held)  # any command on the holder's connection re-arms its timer
+        stolen = reserve_within(other, 3)
     if stolen is None:  # no TTR: held until the connection ends
         assert not broker.can(TOUCH), "a broker that can touch has a TTR to restart"
         consumer.close()
