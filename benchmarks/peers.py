@@ -69,15 +69,20 @@ def peer_worker(kind: str, url: str, db_path: Path) -> Iterator[subprocess.Popen
         common.stop_group(proc)
 
 
-def timed(send: Callable[[], str], db_path: Path, n: int, producers: int) -> float:
-    """Warm the workers with one job, then time ``n`` more sent by ``producers`` threads; jobs/s."""
-    common.wait_all_stored(db_path, 1, send(), timeout_s=60)
+def timed(send: Callable[[int], str], db_path: Path, n: int, producers: int, batch: int) -> float:
+    """Warm the workers with one job, then time ``n`` more sent by ``producers`` threads; jobs/s.
+
+    ``send(k)`` enqueues ``k`` jobs and returns the last one's id; each
+    producer sends its share ``batch`` jobs at a time (one at a time when 0).
+    """
+    common.wait_all_stored(db_path, 1, send(1), timeout_s=60)
     share = [n // producers + (i < n % producers) for i in range(producers)]
     lasts: list[str] = []
+    step = max(1, batch)
 
     def produce(count: int) -> None:
-        for _ in range(count):
-            last = send()
+        for done in range(0, count, step):
+            last = send(min(step, count - done))
         lasts.append(last)
 
     threads = [threading.Thread(target=produce, args=(count,)) for count in share if count]
@@ -91,48 +96,77 @@ def timed(send: Callable[[], str], db_path: Path, n: int, producers: int) -> flo
     return n / (common.wait_all_stored(db_path, n + 1, lasts[-1]) - start)
 
 
-def run_jobkit(url: str, tmp: Path, n: int, producers: int) -> float:
+def run_jobkit(url: str, tmp: Path, n: int, producers: int, batch: int) -> float:
     db_path = tmp / "jobkit.db"
     from examples.hashing import app, hash_payload
 
     app.configure(broker=url, backend=common.sqlite_url(db_path))
     app.backend.ping()
+
+    def send(k: int) -> str:
+        if not batch:
+            return hash_payload.delay(common.PAYLOAD).id
+        return hash_payload.map([(common.PAYLOAD,)] * k)[-1].id  # one transaction, pipelined puts
+
     with common.jobkit_command("worker", "-A", common.APP, "--broker", url, "--backend",
                                common.sqlite_url(db_path), "--pool", "process", "-c", "2", "-l", "ERROR"):
-        rate = timed(lambda: hash_payload.delay(common.PAYLOAD).id, db_path, n, producers)
+        rate = timed(send, db_path, n, producers, batch)
     app.close()
     return rate
 
 
-def run_peer(kind: str, url: str, tmp: Path, n: int, producers: int) -> float:
+def run_peer(kind: str, url: str, tmp: Path, n: int, producers: int, batch: int) -> float:
     db_path = tmp / f"{kind}.db"
     db = common.bare_db(db_path)  # check_same_thread=False: the producers share it, autocommit
+    lock = threading.Lock()  # one transaction at a time on the shared connection
     sender = _celery_sender(url) if kind == "celery" else _dramatiq_sender(url)
 
-    def send() -> str:
-        job_id = uuid.uuid4().hex
-        db.execute(common.BARE_ADD, (job_id, '{"example":"data"}', time.time()))
-        sender(job_id, common.PAYLOAD)
-        return job_id
+    def send(k: int) -> str:
+        job_ids = [uuid.uuid4().hex for _ in range(k)]
+        now = time.time()
+        with lock:
+            db.execute("BEGIN")
+            db.executemany(common.BARE_ADD, [(job_id, '{"example":"data"}', now) for job_id in job_ids])
+            db.execute("COMMIT")
+        sender(job_ids, common.PAYLOAD)
+        return job_ids[-1]
 
     with peer_worker(kind, url, db_path):
-        rate = timed(send, db_path, n, producers)
+        rate = timed(send, db_path, n, producers, batch)
     db.close()
     return rate
 
 
-def _celery_sender(url: str) -> Callable[[str, Any], None]:
+def _celery_sender(url: str) -> Callable[[list[str], Any], None]:
+    """One ``send_task``, or a ``group`` of them (Celery's batch: one producer, a publish each)."""
+    from celery import group
+
     from benchmarks.peer_apps import celery_app
 
     app = celery_app(url)
-    return lambda job_id, payload: app.send_task("hash_payload", args=(job_id, payload))
+
+    def send(job_ids: list[str], payload: Any) -> None:
+        if len(job_ids) == 1:
+            app.send_task("hash_payload", args=(job_ids[0], payload))
+        else:
+            group(app.signature("hash_payload", args=(job_id, payload))
+                  for job_id in job_ids).apply_async()
+    return send
 
 
-def _dramatiq_sender(url: str) -> Callable[[str, Any], None]:
+def _dramatiq_sender(url: str) -> Callable[[list[str], Any], None]:
+    """One ``send``, or a ``group`` of messages (Dramatiq's batch: an enqueue each)."""
+    import dramatiq
+
     from benchmarks.peer_apps import dramatiq_actor
 
     actor = dramatiq_actor(url)
-    send: Callable[[str, Any], None] = actor.send
+
+    def send(job_ids: list[str], payload: Any) -> None:
+        if len(job_ids) == 1:
+            actor.send(job_ids[0], payload)
+        else:
+            dramatiq.group([actor.message(job_id, payload) for job_id in job_ids]).run()
     return send
 
 
@@ -142,6 +176,10 @@ def main(broker: str, argv: Sequence[str] | None = None) -> str:
     parser.add_argument("--rounds", type=int, default=2, help="runs of each system (default 2)")
     parser.add_argument("--producers", type=int, default=1,
                         help="threads enqueueing at once, for every system (default 1)")
+    parser.add_argument("--batch", type=int, default=0,
+                        help="enqueue this many jobs per call with each system's batch API: jobkit's"
+                             " Task.map, Celery's and Dramatiq's group (default 0: one .delay()/send"
+                             " per job)")
     args = parser.parse_args(argv)
     rates: dict[str, list[float]] = {"jobkit": [], "celery": [], "dramatiq": []}
     with tempfile.TemporaryDirectory(prefix="jobkit-bench-") as tmp_dir:
@@ -150,16 +188,19 @@ def main(broker: str, argv: Sequence[str] | None = None) -> str:
             for round_ in range(args.rounds):
                 here = tmp / f"r{round_}"
                 here.mkdir()
-                rates["celery"].append(run_peer("celery", url, here, args.jobs, args.producers))
-                rates["dramatiq"].append(run_peer("dramatiq", url, here, args.jobs, args.producers))
-                rates["jobkit"].append(run_jobkit(url, here, args.jobs, args.producers))
+                sizes = (args.jobs, args.producers, args.batch)
+                rates["celery"].append(run_peer("celery", url, here, *sizes))
+                rates["dramatiq"].append(run_peer("dramatiq", url, here, *sizes))
+                rates["jobkit"].append(run_jobkit(url, here, *sizes))
                 common.note(f"round {round_ + 1}: " + ", ".join(
                     f"{name} {values[-1]:.0f} jobs/s" for name, values in rates.items()))
     best = {name: max(values) for name, values in rates.items()}
     vs = best["jobkit"] / best["dramatiq"] if best["dramatiq"] else 0
-    return common.report(broker, best["jobkit"], best["celery"],
+    name = f"{broker}_batch" if args.batch else broker
+    return common.report(name, best["jobkit"], best["celery"],
                          f"dramatiq={best['dramatiq']:.0f}/s vs_dramatiq={vs:.2f} "
-                         f"jobs={args.jobs} best_of={args.rounds} producers={args.producers} workers=2")
+                         f"jobs={args.jobs} best_of={args.rounds} producers={args.producers}"
+                         f" batch={args.batch} workers=2")
 
 
 if __name__ == "__main__":

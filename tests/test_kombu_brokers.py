@@ -1,16 +1,20 @@
 """What the Redis and RabbitMQ brokers do beyond the shared contract (tests/test_broker_contract.py)."""
 from __future__ import annotations
 
+import subprocess
+import sys
+import threading
 import time
 
 import pytest
 
 from jobkit.brokers import Broker, broker_from_url
-from jobkit.brokers.base import PEEK, PRIORITY, TOUCH
+from jobkit.brokers.base import PEEK, PRIORITY, TOUCH, Outgoing
 from jobkit.brokers.kombu import delay_queue
 from jobkit.embedded import free_port
 from jobkit.errors import BrokerUnavailable, ConfigError, Unsupported
 from tests.brokerservers import RabbitServer, RedisServer
+from tests.helpers import eventually
 
 
 def put(broker: Broker, queue: str, body: bytes = b"x", *, delay_s: int = 0, ttr_s: int = 60) -> str:
@@ -121,3 +125,74 @@ def test_amqp_settling_after_the_connection_broke_is_false(rabbitmq_server: Rabb
     again = broker.consumer([queue])
     assert (d := again.reserve(2)) is not None and d.broker_id == delivery.broker_id
     again.close()
+
+
+def test_amqp_put_many_sends_what_put_sends_and_waits_for_every_confirm(
+        rabbitmq_server: RabbitServer, queue: str) -> None:
+    """Pipelined publishes (one wait for the confirms) carry the same properties as a put's."""
+    broker = broker_from_url(rabbitmq_server.url)
+    single = put(broker, queue, b"one")
+    many = broker.put_many([Outgoing(b"m%d" % i, queue, 1024, 0, 60) for i in range(300)])
+    assert len(set(many)) == 300 and single not in many
+    assert broker.stats()[queue]["ready"] == 301  # confirmed: every message is in the queue
+    # (stats declared missing queues passively: a new channel, whose publishes number from 1 again)
+    with broker._link() as link:  # type: ignore[attr-defined]
+        first, second = (link.channel.basic_get(queue, no_ack=False) for _ in range(2))
+        for message in (first, second):
+            link.channel.basic_reject(message.delivery_tag, requeue=True)
+    assert (first.body, second.body) == (b"one", b"m0")
+    assert first.properties["message_id"] == single and second.properties["message_id"] == many[0]
+    assert ({k: v for k, v in first.properties.items() if k != "message_id"}
+            == {k: v for k, v in second.properties.items() if k != "message_id"})
+    delayed = broker.put_many([Outgoing(b"later", queue + "d", 1024, 1, 60)])
+    consumer = broker.consumer([queue + "d"])
+    assert consumer.reserve(0) is None
+    delivery = consumer.reserve(5)  # released by RabbitMQ from the 1 s delay queue
+    assert delivery is not None and delivery.body == b"later" and delivery.broker_id == delayed[0]
+    consumer.close()
+    broker.close()
+
+
+def test_amqp_put_many_counts_confirms_read_while_it_publishes(rabbitmq_server: RabbitServer,
+                                                               queue: str) -> None:
+    """py-amqp reads frames inside a publish too: a confirm read there must still count.
+
+    With consumers in another process taking the messages at once, RabbitMQ
+    confirms the first publishes of a batch while later ones are still being
+    written; a batch that waited only for the confirms its own wait read
+    never finished.
+    """
+    consumers = subprocess.Popen([sys.executable, "-c", CONSUMERS, rabbitmq_server.url, queue])
+    broker = broker_from_url(rabbitmq_server.url)
+    sent: list[str] = []
+
+    def produce() -> None:
+        for _ in range(40):
+            sent.extend(broker.put_many([Outgoing(b"x", queue, 1024, 0, 60)] * 100))
+
+    producer = threading.Thread(target=produce, daemon=True)
+    try:
+        producer.start()
+        producer.join(60)
+        assert not producer.is_alive(), f"put_many still waits for confirms after {len(sent)} messages"
+        assert len(sent) == 4000
+        eventually(lambda: broker.stats()[queue]["ready"] == 0, timeout_s=30, what="every message consumed")
+    finally:
+        consumers.kill()
+        consumers.wait()
+        broker.close()
+
+
+CONSUMERS = """
+import sys, threading
+from jobkit.brokers import broker_from_url
+broker = broker_from_url(sys.argv[1])
+def consume():
+    consumer = broker.consumer([sys.argv[2]])
+    while True:
+        delivery = consumer.reserve(1)
+        if delivery is not None:
+            consumer.delete(delivery)
+for _ in range(8):
+    threading.Thread(target=consume).start()
+"""

@@ -74,7 +74,7 @@ from kombu import connection as kombu_connection
 from kombu import messaging as kombu_messaging
 from kombu.exceptions import KombuError
 
-from jobkit.brokers.base import DELAY, KICK, STATS, Broker, Consumer, Delivery
+from jobkit.brokers.base import DELAY, KICK, STATS, Broker, Consumer, Delivery, Outgoing
 from jobkit.brokers.redis_broker import RedisBroker
 from jobkit.errors import BrokerConnectionLost, BrokerUnavailable, ConfigError
 
@@ -134,6 +134,7 @@ class _Link:
         self.connection.connect()
         self.channel: Any = self.connection.channel()
         self.declared: set[str] = set()
+        self.published = 0  # publishes on this channel: the delivery tag of the last one once confirming
 
     def declare(self, name: str) -> None:
         if name not in self.declared:
@@ -157,6 +158,7 @@ class _Link:
         pause, deadline = 0.02, time.monotonic() + NACK_RETRY_S
         while True:
             try:
+                self.published += 1
                 KombuProducer(self.channel).publish(
                     body, routing_key=name, exchange="", delivery_mode=2, content_type="application/json",
                     content_encoding="binary", message_id=broker_id, headers=headers, retry=False, **options)
@@ -167,12 +169,65 @@ class _Link:
                 time.sleep(pause)
                 pause = min(pause * 2, 0.5)
 
+    def publish_many(self, items: Sequence[tuple[str, bytes, str, int]]) -> None:
+        """Publish ``(queue, body, broker_id, expiration_s)`` items, then wait for all their confirms.
+
+        perf: the publishes go out back to back and RabbitMQ confirms them
+        together (``multiple``), one round trip where :meth:`publish` takes
+        one per message. The messages are the ones :meth:`publish` sends. A
+        nacked item is published again with :meth:`publish` (its retries).
+
+        Confirms are counted by the channel's ``basic_ack``/``basic_nack``
+        listeners: py-amqp reads frames also inside a publish (to notice a
+        ``connection.blocked``), and a confirm read there reaches only them.
+        """
+        channel = self.channel
+        if not channel._confirm_selected:  # as py-amqp's basic_publish_confirm does on first use
+            channel._confirm_selected = True
+            channel.confirm_select()
+        unconfirmed: dict[int, tuple[str, bytes, str, int]] = {}
+        nacked: list[tuple[str, bytes, str, int]] = []
+
+        def settle(tag: int, multiple: bool, *_: Any, nack: bool = False) -> None:
+            for settled in ([t for t in unconfirmed if t <= tag] if multiple else [tag]):
+                item = unconfirmed.pop(settled, None)
+                if item is not None and nack:
+                    nacked.append(item)
+
+        def on_nack(tag: int, multiple: bool, *_: Any) -> None:
+            settle(tag, multiple, nack=True)
+
+        channel.events["basic_ack"].add(settle)
+        channel.events["basic_nack"].add(on_nack)
+        try:
+            for name, body, broker_id, expiration_s in items:
+                if ".delay." in name:
+                    self.declare(name.rsplit(".delay.", 1)[0])
+                self.declare(name)
+                properties = {"delivery_mode": 2, "message_id": broker_id}
+                if expiration_s > 0:
+                    properties["expiration"] = str(expiration_s * 1000)
+                message = channel.prepare_message(body, priority=0, content_type="application/json",
+                                                  content_encoding="binary", headers={},
+                                                  properties=properties)
+                self.published += 1
+                unconfirmed[self.published] = (name, body, broker_id, expiration_s)
+                amqp.Channel._basic_publish(channel, message, exchange="", routing_key=name)
+            while unconfirmed:
+                channel.wait([amqp.spec.Basic.Ack, amqp.spec.Basic.Nack])  # the listeners count it
+        finally:
+            channel.events["basic_ack"].discard(settle)
+            channel.events["basic_nack"].discard(on_nack)
+        for name, body, broker_id, expiration_s in nacked:
+            self.publish(name, body, broker_id, {}, expiration_s=expiration_s)
+
     def count(self, name: str) -> tuple[int, int] | None:
         """(ready messages, consumers) of a queue; None when it does not exist."""
         try:
             ok = self.channel.queue_declare(name, passive=True)
         except amqp.exceptions.NotFound:
             self.channel = self.connection.channel()  # a failed passive declare closes the channel
+            self.published = 0  # a new channel numbers its publishes from 1
             return None
         return int(ok.message_count), int(ok.consumer_count)
 
@@ -225,6 +280,30 @@ class AMQPBroker(Broker):
             link.publish(target, body, broker_id, {}, expiration_s=delay_s)
         self._known.add(queue)
         return broker_id
+
+    def put_many(self, messages: Sequence[Outgoing]) -> list[str]:
+        """Publish every message, then wait once for RabbitMQ's confirms (see :meth:`_Link.publish_many`).
+
+        All or nothing as far as RabbitMQ allows: it cannot delete a published
+        message, so when the confirms do not come back the error is raised and
+        the messages that did arrive stay (each job's record dedupes a copy).
+
+        Raises:
+            ConfigError: a delay longer than RabbitMQ holds; nothing is published.
+        """
+        items = []
+        for m in messages:
+            if m.delay_s > MAX_DELAY_S:
+                raise ConfigError(f"RabbitMQ holds a delay of at most {MAX_DELAY_S} seconds "
+                                  f"(about 49 days), not {m.delay_s}")
+            target = delay_queue(m.queue, m.delay_s) if m.delay_s > 0 else m.queue
+            items.append((target, m.body, uuid.uuid4().hex, m.delay_s))
+        if not items:
+            return []
+        with self._link() as link:
+            link.publish_many(items)
+        self._known.update(m.queue for m in messages)
+        return [broker_id for _, _, broker_id, _ in items]
 
     def consumer(self, queues: Sequence[str]) -> Consumer:
         self._known.update(queues)
