@@ -7,7 +7,7 @@ import sys
 from benchmarks.common import ROOT, clean_env
 
 NAMES = ("enqueue", "e2e", "latency", "idle", "http", "load", "dashboard", "counts", "redis", "rabbitmq",
-         "batch", "map", "limits", "asyncpool", "scaling")
+         "rabbitmq_batch", "batch", "map", "limits", "asyncpool", "scaling")
 
 
 def main() -> int:

@@ -12,8 +12,14 @@ last stored result, with two worker processes:
   --threads 4``, the same task.
 
 ``--producers P`` threads enqueue for each system (default 1, as in
-:mod:`benchmarks.e2e`). Each worker is warm (one job done) before the clock
-starts. The servers are durable for everyone: Redis with ``appendfsync
+:mod:`benchmarks.e2e`). ``--batch B`` enqueues B jobs a call with each
+system's batch API instead: jobkit's ``Task.map`` (one transaction, puts
+pipelined: on RabbitMQ one wait for all the confirms), Celery's ``group``
+and Dramatiq's ``group`` (a confirmed publish each), the peers' records in
+one transaction per batch; the line is then ``<broker>_batch``.
+``--jobkit-pool thread:4`` runs jobkit's worker as one process of four
+threads (jobkit's default pool) instead of two processes. Each worker is
+warm (one job done) before the clock starts. The servers are durable for everyone: Redis with ``appendfsync
 always``, RabbitMQ with publisher confirms (see :mod:`benchmarks.peer_apps`).
 The systems
 alternate for ``--rounds`` rounds and the best round of each counts. The
@@ -41,6 +47,9 @@ WORKER_ARGS = {
                "-c", "2", "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "ERROR"],
     "dramatiq": ["-m", "dramatiq", "benchmarks.peer_apps", "--processes", "2", "--threads", "4"],
 }
+
+
+DEFAULT_JOBKIT_POOL = "process:2"  # jobkit worker --pool process -c 2
 
 
 @contextlib.contextmanager
@@ -96,7 +105,8 @@ def timed(send: Callable[[int], str], db_path: Path, n: int, producers: int, bat
     return n / (common.wait_all_stored(db_path, n + 1, lasts[-1]) - start)
 
 
-def run_jobkit(url: str, tmp: Path, n: int, producers: int, batch: int) -> float:
+def run_jobkit(url: str, tmp: Path, n: int, producers: int, batch: int,
+               pool: str = DEFAULT_JOBKIT_POOL) -> float:
     db_path = tmp / "jobkit.db"
     from examples.hashing import app, hash_payload
 
@@ -109,7 +119,7 @@ def run_jobkit(url: str, tmp: Path, n: int, producers: int, batch: int) -> float
         return hash_payload.map([(common.PAYLOAD,)] * k)[-1].id  # one transaction, pipelined puts
 
     with common.jobkit_command("worker", "-A", common.APP, "--broker", url, "--backend",
-                               common.sqlite_url(db_path), "--pool", "process", "-c", "2", "-l", "ERROR"):
+                               common.sqlite_url(db_path), "--pool", pool.split(":")[0], "-c", pool.split(":")[1], "-l", "ERROR"):
         rate = timed(send, db_path, n, producers, batch)
     app.close()
     return rate
@@ -180,6 +190,10 @@ def main(broker: str, argv: Sequence[str] | None = None) -> str:
                         help="enqueue this many jobs per call with each system's batch API: jobkit's"
                              " Task.map, Celery's and Dramatiq's group (default 0: one .delay()/send"
                              " per job)")
+    parser.add_argument("--jobkit-pool", default=DEFAULT_JOBKIT_POOL,
+                        help="jobkit worker's pool as POOL:CONCURRENCY (default process:2, two"
+                             " processes as Celery's; thread:4 is one process of four threads, where"
+                             " Dramatiq runs two of four)")
     args = parser.parse_args(argv)
     rates: dict[str, list[float]] = {"jobkit": [], "celery": [], "dramatiq": []}
     with tempfile.TemporaryDirectory(prefix="jobkit-bench-") as tmp_dir:
@@ -191,16 +205,16 @@ def main(broker: str, argv: Sequence[str] | None = None) -> str:
                 sizes = (args.jobs, args.producers, args.batch)
                 rates["celery"].append(run_peer("celery", url, here, *sizes))
                 rates["dramatiq"].append(run_peer("dramatiq", url, here, *sizes))
-                rates["jobkit"].append(run_jobkit(url, here, *sizes))
+                rates["jobkit"].append(run_jobkit(url, here, *sizes, pool=args.jobkit_pool))
                 common.note(f"round {round_ + 1}: " + ", ".join(
                     f"{name} {values[-1]:.0f} jobs/s" for name, values in rates.items()))
     best = {name: max(values) for name, values in rates.items()}
     vs = best["jobkit"] / best["dramatiq"] if best["dramatiq"] else 0
-    name = f"{broker}_batch" if args.batch else broker
+    name = f"{broker}_batch" if args.batch else broker  # as benchmarks.rabbitmq_batch
     return common.report(name, best["jobkit"], best["celery"],
                          f"dramatiq={best['dramatiq']:.0f}/s vs_dramatiq={vs:.2f} "
                          f"jobs={args.jobs} best_of={args.rounds} producers={args.producers}"
-                         f" batch={args.batch} workers=2")
+                         f" batch={args.batch} workers=2 jobkit_pool={args.jobkit_pool}")
 
 
 if __name__ == "__main__":

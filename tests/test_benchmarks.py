@@ -15,7 +15,7 @@ from tests.processes import clean_env
 from tests.servers import missing
 
 pytestmark = pytest.mark.e2e
-LINE = re.compile(r"^(?P<name>[a-z0-9]+): jobkit=[\d.]+/s baseline=[\d.]+/s ratio=(?:[\d.]+|n/a)(?: .*)?$")
+LINE = re.compile(r"^(?P<name>[a-z0-9_]+): jobkit=[\d.]+/s baseline=[\d.]+/s ratio=(?:[\d.]+|n/a)(?: .*)?$")
 TINY = {
     "enqueue": ["-n", "50", "--chunk", "25"],
     "e2e": ["-n", "50", "--rounds", "1"],
@@ -28,6 +28,7 @@ TINY = {
     "limits": ["-n", "50", "--rounds", "1"],
     "redis": ["-n", "20", "--rounds", "1"],
     "rabbitmq": ["-n", "20", "--rounds", "1"],
+    "rabbitmq_batch": ["-n", "20", "--rounds", "1", "--batch", "10"],
     "batch": ["-n", "200", "--turn", "100", "--per-request", "50"],
     "map": ["-n", "50", "--chunk", "25"],
     "asyncpool": ["-n", "50", "--sleepers", "20", "--sleep", "0.2", "--rounds", "1"],
