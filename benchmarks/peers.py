@@ -118,8 +118,9 @@ def run_jobkit(url: str, tmp: Path, n: int, producers: int, batch: int,
             return hash_payload.delay(common.PAYLOAD).id
         return hash_payload.map([(common.PAYLOAD,)] * k)[-1].id  # one transaction, pipelined puts
 
+    kind, concurrency = pool.split(":")
     with common.jobkit_command("worker", "-A", common.APP, "--broker", url, "--backend",
-                               common.sqlite_url(db_path), "--pool", pool.split(":")[0], "-c", pool.split(":")[1], "-l", "ERROR"):
+                               common.sqlite_url(db_path), "--pool", kind, "-c", concurrency, "-l", "ERROR"):
         rate = timed(send, db_path, n, producers, batch)
     app.close()
     return rate
