@@ -1,8 +1,8 @@
 """End to end on the other brokers: the REST API, the CLI and a worker, each its own process,
 configured only by ``JOBKIT_BROKER_URL`` (Redis, RabbitMQ, a 3-server beanstalkd cluster).
 
-The same steps as on one beanstalkd: a job POSTed to the API and one sent by
-``jobkit enqueue`` both run on a ``jobkit worker``; ``jobkit status``, ``jobkit
+The same steps as on one beanstalkd: a job POSTed to the API, a batch of three
+and one sent by ``jobkit enqueue`` all run on a ``jobkit worker``; ``jobkit status``, ``jobkit
 stats``, ``GET /v1/jobs/{id}`` and the seed's ``GET /<id>/`` answer. Where the
 broker cannot look a message up (RabbitMQ), ``GET /<id>/`` of a waiting job
 answers from its record instead of beanstalkd's ``stats-job``.
@@ -73,6 +73,10 @@ def test_api_cli_and_worker_run_unchanged(env: dict[str, str], start: Callable[.
                               {"task": "hash_payload", "args": [{"example": "data"}], "queue": queue})
     assert status == 202, body
     posted = json.loads(body)["id"]
+    status, _, body = request(port, "POST", "/v1/jobs/batch", {"jobs": [
+        {"task": "hash_payload", "args": [{"example": i}], "queue": queue} for i in range(3)]})
+    assert status == 202, body  # on RabbitMQ: three publishes, one wait for their confirms
+    batch = json.loads(body)["ids"]
     sent = cli("enqueue", "hash_payload", '{"example":"data"}', "--queue", queue, env=env).strip()
     assert json.loads(cli("status", sent, env=env))["state"] == "queued"
 
@@ -85,13 +89,13 @@ def test_api_cli_and_worker_run_unchanged(env: dict[str, str], start: Callable[.
     broker.close()
 
     start(["worker", "-q", queue, "-c", "2", "--grace", "1"], env)
-    for job_id in (posted, sent):
+    for job_id in (posted, sent, *batch):
         eventually(lambda job_id=job_id: get(port, f"/v1/jobs/{job_id}")["state"] == "succeeded",
                    timeout_s=30, what=f"job {job_id} succeeded")
     assert request(port, "GET", f"/{posted}/")[2].decode() == SEED_DOC % posted
     record = json.loads(cli("status", sent, env=env))
     assert record["state"] == "succeeded" and record["result"]["hash"] == "09ee943c4fa33cd5a355eb7a4e38f7ef"
     stats = json.loads(cli("stats", env=env))
-    assert stats["jobs"] == {"succeeded": 2}
+    assert stats["jobs"] == {"succeeded": 5}
     counts = stats["queues"].get(queue, {"ready": 0, "reserved": 0})
     assert (counts["ready"], counts["reserved"]) == (0, 0)
