@@ -82,6 +82,19 @@ def beanstalkd_answers(host: str, port: int, timeout_s: float = 1.0) -> bool:
         return False
 
 
+def stop_process(proc: subprocess.Popen[Any], timeout_s: float, *, kill: bool = False) -> None:
+    """SIGTERM ``proc`` (SIGKILL when ``kill``), wait up to ``timeout_s``, then SIGKILL and reap it."""
+    if kill:
+        proc.kill()
+    else:
+        proc.terminate()
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def wait_for_port(port: int, host: str = "127.0.0.1", timeout_s: float = 10.0,
                   proc: subprocess.Popen[bytes] | None = None) -> None:
     """Poll until ``host:port`` accepts connections.
@@ -145,15 +158,7 @@ class Beanstalkd:
         """Stop it: SIGTERM (or SIGKILL when ``kill``), then wait."""
         if self.proc is None or self.proc.poll() is not None:
             return
-        if kill:
-            self.proc.kill()
-        else:
-            self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc, 10.0, kill=kill)
 
     def __enter__(self) -> Beanstalkd:
         return self.start()
@@ -405,9 +410,4 @@ class PoolProcess:
     def stop(self) -> None:
         with self._lock:
             self._stopping.set()
-        self.proc.terminate()
-        try:
-            self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc, 60.0)

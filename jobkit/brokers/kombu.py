@@ -137,7 +137,10 @@ class _Link:
         self.published = 0  # publishes on this channel: the delivery tag of the last one once confirming
 
     def declare(self, name: str) -> None:
+        """Declare queue ``name`` once; a delay queue's target first (where its messages expire to)."""
         if name not in self.declared:
+            if ".delay." in name:
+                self.declare(name.rsplit(".delay.", 1)[0])
             self.channel.queue_declare(name, durable=True, auto_delete=False, arguments=_arguments(name))
             self.declared.add(name)
 
@@ -151,8 +154,6 @@ class _Link:
         :data:`NACK_RETRY_S` seconds, before the put fails. (Should a nack
         ever be wrong, the copy is a redelivery: the job id dedupes it.)
         """
-        if ".delay." in name:
-            self.declare(name.rsplit(".delay.", 1)[0])  # where its messages expire to
         self.declare(name)
         options = {"expiration": expiration_s} if expiration_s > 0 else {}
         pause, deadline = 0.02, time.monotonic() + NACK_RETRY_S
@@ -201,8 +202,6 @@ class _Link:
         channel.events["basic_nack"].add(on_nack)
         try:
             for name, body, broker_id, expiration_s in items:
-                if ".delay." in name:
-                    self.declare(name.rsplit(".delay.", 1)[0])
                 self.declare(name)
                 properties = {"delivery_mode": 2, "message_id": broker_id}
                 if expiration_s > 0:
