@@ -97,7 +97,10 @@ def stop_process(proc: subprocess.Popen[Any], timeout_s: float, *, kill: bool = 
 
 def wait_for_port(port: int, host: str = "127.0.0.1", timeout_s: float = 10.0,
                   proc: subprocess.Popen[bytes] | None = None) -> None:
-    """Poll until ``host:port`` accepts connections.
+    """Poll until ``host:port`` accepts connections (``proc``'s, when given).
+
+    A port that answers after ``proc`` exited is someone else's (a process
+    that took the free port meanwhile): that is ``proc`` failing to start.
 
     Raises:
         TimeoutError: it did not within ``timeout_s``, or ``proc`` exited first.
@@ -107,7 +110,8 @@ def wait_for_port(port: int, host: str = "127.0.0.1", timeout_s: float = 10.0,
     while True:
         try:
             socket.create_connection((host, port), timeout=1).close()
-            return
+            if proc is None or proc.poll() is None:
+                return
         except OSError:
             pass
         if proc is not None and proc.poll() is not None:

@@ -7,6 +7,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -188,3 +189,18 @@ def test_up_starts_its_worker_pool_again_after_a_kill_9(tmp_path: Path) -> None:
     finally:
         up.signal(signal.SIGINT)
         assert up.wait(60) == 0, up.output()
+
+
+def test_a_port_another_process_opened_is_not_a_start() -> None:
+    """A child that died while another process took its free port has not started (seen in CI:
+    ``up``'s beanstalkd could not lock its binlog, and a test's beanstalkd answered on its port)."""
+    other = socket.create_server(("127.0.0.1", 0))
+    port = other.getsockname()[1]
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    try:
+        with pytest.raises(TimeoutError, match="exited with 0"):
+            wait_for_port(port, proc=child, timeout_s=5)
+        wait_for_port(port, timeout_s=5)  # without a process to check, an open port is enough
+    finally:
+        other.close()
