@@ -31,13 +31,14 @@ import time
 from typing import Any
 
 import falcon
-from waitress import create_server  # type: ignore[import-untyped]
+from waitress.adjustments import Adjustments  # type: ignore[import-untyped]
 from waitress.channel import HTTPChannel  # type: ignore[import-untyped]
 from waitress.parser import HTTPRequestParser, ParsingError  # type: ignore[import-untyped]
-from waitress.task import ErrorTask  # type: ignore[import-untyped]
+from waitress.task import ErrorTask, ThreadedTaskDispatcher  # type: ignore[import-untyped]
 
 from jobkit.api import create_app
 from jobkit.api.errors import dumps
+from jobkit.api.eventloop import Server, serving
 from jobkit.api.middleware import SECURITY_HEADERS, too_large
 from jobkit.app import App
 from jobkit.config import Settings
@@ -113,6 +114,14 @@ class JSONErrorChannel(HTTPChannel):  # type: ignore[misc]
 
     error_task_class = JSONErrorTask
     parser_class = StrictRequestParser
+
+    def service(self) -> None:
+        """Serve this connection's next request in a worker thread; the trigger it pulls names it."""
+        serving(self)
+        try:
+            super().service()
+        finally:
+            serving(None)
 
 
 class OncePer(logging.Filter):
@@ -219,7 +228,11 @@ def _family(host: str) -> socket.AddressFamily:
 
 def make_server(settings: Settings, wsgi: Any, sock: socket.socket, threads: int = 8) -> Any:
     """A waitress server for the WSGI app ``wsgi`` on the bound socket ``sock`` (not yet running)."""
-    server = create_server(wsgi, sockets=[sock], **server_options(settings, threads))
+    adj = Adjustments(sockets=[sock], **server_options(settings, threads))
+    dispatcher = ThreadedTaskDispatcher()
+    dispatcher.set_thread_count(adj.threads)
+    server = Server(wsgi, {}, True, sock, dispatcher=dispatcher, adj=adj, bind_socket=False,
+                    sockinfo=(sock.family, sock.type, sock.proto, sock.getsockname()))
     server.channel_class = JSONErrorChannel  # the server makes one channel per connection
     return server
 
