@@ -8,7 +8,7 @@ NaN/Infinity, no NUL characters, no lone surrogates, nesting at most
 from __future__ import annotations
 
 import json
-import os
+import random
 import re
 import time
 from collections.abc import Callable
@@ -64,8 +64,14 @@ def new_job_id() -> str:
     then 74 random bits. perf: ids of new jobs sort after those of older ones,
     so a database index on the id takes each new one at its right edge, a page
     that is already in memory, instead of at a random page.
+
+    The random bits come from :mod:`random`, which the OS seeds and which a
+    forked child reseeds: an id must be unique, not secret (a client that may
+    read one job may list them all). perf: no system call, so a request
+    thread keeps the GIL (``os.urandom`` gives it up, and waits to get it back
+    from the other threads).
     """
-    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
+    value = (time.time_ns() // 1_000_000) << 80 | random.getrandbits(80)
     return f"{value & _UUID7_FREE_BITS | _UUID7_FIXED_BITS:032x}"
 
 

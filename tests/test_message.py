@@ -1,6 +1,7 @@
 """The wire envelope and the JSON rules every edge shares."""
 from __future__ import annotations
 
+import os
 import time
 import uuid
 
@@ -49,6 +50,21 @@ def test_poison_keeps_the_job_id_when_it_can() -> None:
 def test_job_ids_are_unique_and_url_safe() -> None:
     ids = {new_job_id() for _ in range(1000)}
     assert len(ids) == 1000 and all(i.isalnum() and len(i) == 32 for i in ids)
+
+
+def test_a_forked_child_makes_other_ids_than_its_parent() -> None:
+    """The random part is reseeded in a forked child (API and worker processes are forked)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its ids, then out without running the parent's cleanup
+        os.write(write, " ".join(new_job_id() for _ in range(100)).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child = pipe.read().split()
+    os.waitpid(pid, 0)
+    parent = [new_job_id() for _ in range(100)]
+    assert len(child) == 100 and not {i[12:] for i in child} & {i[12:] for i in parent}
 
 
 def test_job_ids_are_uuid7_ordered_by_creation(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import falcon
+from waitress.utilities import build_http_date  # type: ignore[import-untyped]
 
 from jobkit.api.metrics import Metrics
 
@@ -45,15 +46,24 @@ class RequestMetrics:
 
 
 class SecurityHeaders:
-    """:data:`SECURITY_HEADERS` on every response, unless a resource set its own (``Cache-Control``).
+    """:data:`SECURITY_HEADERS` and ``Date`` on every response, unless a resource set its own.
 
     perf: set before the resource runs (one call), so that a resource's own
     value simply replaces it, instead of looking each one up after it ran.
     Error answers keep them: Falcon adds an error's headers to the response's.
+    ``Date`` is formatted once a second, not for every response as waitress
+    does when the application sends none (in waitress's own format).
     """
 
+    def __init__(self) -> None:
+        self._date: tuple[int, list[tuple[str, str]]] = (-1, [])
+
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.set_headers(_SECURITY_HEADER_LIST)
+        second, headers = self._date
+        if second != (now := int(time.time())):
+            headers = [*_SECURITY_HEADER_LIST, ("Date", build_http_date(now))]
+            self._date = (now, headers)  # one assignment: threads see the old pair or the new one
+        resp.set_headers(headers)
 
 
 def is_dashboard(path: str) -> bool:
