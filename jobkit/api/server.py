@@ -161,6 +161,11 @@ def server_options(settings: Settings, threads: int) -> dict[str, Any]:
         "max_request_header_size": 32 * 1024,
         "asyncore_use_poll": True,  # select() stops at 1024 file descriptors
         "expose_tracebacks": False,
+        # Proxy headers reach the app: jobkit trusts none of them for a decision. It reads
+        # X-Forwarded-Proto only to mark the dashboard's cookies Secure behind a TLS proxy
+        # (waitress's clearing made that impossible), which a client can only make stricter.
+        # perf: and no middleware around every request (6 % of a process's time under wrk).
+        "clear_untrusted_proxy_headers": False,
         "ident": "jobkit",
     }
 

@@ -1,9 +1,11 @@
 """HTTP edges: HEAD like GET, request smuggling refused, waitress's own errors shaped like jobkit's."""
 from __future__ import annotations
 
+import email.utils
 import json
 import re
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -135,3 +137,30 @@ def test_waitress_errors_have_falcons_titles(server: Server, data: bytes, title:
     error = json.loads(response.body)  # type: ignore[attr-defined]
     assert set(error) == {"title", "description"} and error["title"] == title
     assert response.getheader("X-Content-Type-Options") == "nosniff"
+
+
+def test_every_answer_has_one_current_date_header(server: Server) -> None:
+    """jobkit sets Date once a second itself (perf); it must be one header, in HTTP's format, current."""
+    sent = (b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" b"POST / HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 18\r\n\r\n{\"example\":\"data\"}"
+            b"GET /nowhere HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    before = time.time()
+    responses = raw_exchange(server.port, sent)
+    after = time.time()
+    assert [r.status for r in responses] == [200, 202, 404]  # type: ignore[attr-defined]
+    for response in responses:
+        [date] = response.msg.get_all("Date")  # type: ignore[attr-defined]
+        assert re.fullmatch(r"\w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d GMT", date)
+        assert int(before) <= email.utils.parsedate_to_datetime(date).timestamp() <= after
+
+
+@pytest.mark.parametrize("proto, secure", [("https", True), (None, False)])
+def test_the_dashboard_cookie_is_secure_behind_a_tls_proxy(server: Server, proto: str | None,
+                                                            secure: bool) -> None:
+    """X-Forwarded-Proto reaches jobkit through waitress (which would clear it by default)."""
+    forwarded = f"X-Forwarded-Proto: {proto}\r\n" if proto else ""
+    [response] = raw_exchange(server.port, f"GET /dashboard HTTP/1.1\r\nHost: x\r\n{forwarded}"
+                                           "Connection: close\r\n\r\n".encode())
+    cookies = response.msg.get_all("Set-Cookie")  # type: ignore[attr-defined]
+    assert response.status == 200 and cookies  # type: ignore[attr-defined]
+    assert all(("; Secure" in cookie) is secure for cookie in cookies)
