@@ -96,6 +96,7 @@ class TcpProxy:
         self.accepted = self.stalled = self.resets = 0
         self.lock = threading.Lock()
         self.closed = False
+        self.answers_held = threading.Event()  # set: the server's bytes are dropped (see hold_answers)
         threading.Thread(target=self._accept, name="proxy-accept", daemon=True).start()
 
     @property
@@ -136,6 +137,8 @@ class TcpProxy:
                 if fate != "ok":
                     self._fault(link, fate)
                     return
+                if src is link.pair[1] and self.answers_held.is_set():
+                    continue
                 if delayed is None:
                     dst.sendall(data)
                 else:
@@ -169,6 +172,13 @@ class TcpProxy:
         else:
             for sock in link.pair:
                 _reset(sock)
+
+    def hold_answers(self, held: bool = True) -> None:
+        """Drop what servers send while ``held`` (requests still arrive): answers that never come."""
+        if held:
+            self.answers_held.set()
+        else:
+            self.answers_held.clear()
 
     def cut(self) -> int:
         """Sever every current connection; returns how many were cut."""

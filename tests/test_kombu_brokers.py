@@ -10,10 +10,12 @@ import pytest
 
 from jobkit.brokers import Broker, broker_from_url
 from jobkit.brokers.base import PEEK, PRIORITY, TOUCH, Outgoing
+from jobkit.brokers import kombu as kombu_broker
 from jobkit.brokers.kombu import delay_queue
 from jobkit.embedded import free_port
-from jobkit.errors import BrokerUnavailable, ConfigError, Unsupported
+from jobkit.errors import BrokerUnavailable, BrokerUnconfirmed, ConfigError, Unsupported
 from tests.brokerservers import RabbitServer, RedisServer
+from tests.faultkit import TcpProxy
 from tests.helpers import eventually
 
 
@@ -125,6 +127,73 @@ def test_amqp_settling_after_the_connection_broke_is_false(rabbitmq_server: Rabb
     again = broker.consumer([queue])
     assert (d := again.reserve(2)) is not None and d.broker_id == delivery.broker_id
     again.close()
+
+
+@pytest.mark.parametrize("many", [False, True])
+def test_amqp_a_publish_never_confirmed_is_unconfirmed_not_a_hang(
+        rabbitmq_server: RabbitServer, queue: str, monkeypatch: pytest.MonkeyPatch, many: bool) -> None:
+    """RabbitMQ takes the message but its confirm never comes back (cut off, or blocked).
+
+    The put fails as unconfirmed (RabbitMQ may hold the message: here it
+    does) within the confirm timeout instead of waiting for ever, and the
+    next put uses a new connection, not one a late confirm could still reach.
+    """
+    monkeypatch.setattr(kombu_broker, "ANSWER_TIMEOUT_S", 1.0)
+    proxy = TcpProxy(("127.0.0.1", rabbitmq_server.port))
+    broker = broker_from_url(f"amqp://guest:guest@127.0.0.1:{proxy.port}//")
+    outcome: list[BaseException | str] = []
+
+    def send() -> None:
+        try:
+            if many:
+                outcome.extend(broker.put_many([Outgoing(b"unanswered", queue, 1024, 0, 60)] * 3))
+            else:
+                outcome.append(put(broker, queue, b"unanswered"))
+        except BaseException as exc:  # noqa: BLE001 - looked at below
+            outcome.append(exc)
+
+    try:
+        put(broker, queue, b"first")  # connected, the queue declared, confirms flowing
+        proxy.hold_answers()
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        sender.join(30)
+        assert not sender.is_alive(), "the put still waits for a confirm"
+        assert len(outcome) == 1 and isinstance(outcome[0], BrokerUnconfirmed), outcome
+        proxy.hold_answers(False)
+        assert put(broker, queue, b"after")  # on a new connection
+        eventually(lambda: broker.stats()[queue]["ready"] == 2 + (3 if many else 1))  # it was taken
+    finally:
+        broker.close()
+        proxy.close()
+
+
+def test_amqp_a_silent_node_fails_other_calls_too(rabbitmq_server: RabbitServer, queue: str,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Closing and counting wait for RabbitMQ's answers a bounded time each, then give up or fail."""
+    monkeypatch.setattr(kombu_broker, "ANSWER_TIMEOUT_S", 1.0)
+    proxy = TcpProxy(("127.0.0.1", rabbitmq_server.port))
+    broker = broker_from_url(f"amqp://guest:guest@127.0.0.1:{proxy.port}//")
+    outcome: list[BaseException | dict[str, dict[str, int]]] = []
+
+    def close_then_count() -> None:
+        broker.close()  # its idle link's close handshake is never answered
+        try:
+            outcome.append(broker.stats())  # a new link, whose opening is never answered
+        except BaseException as exc:  # noqa: BLE001 - looked at below
+            outcome.append(exc)
+
+    try:
+        put(broker, queue)
+        assert broker.stats()[queue]["ready"] == 1
+        proxy.hold_answers()
+        worker = threading.Thread(target=close_then_count, daemon=True)
+        worker.start()
+        worker.join(30)
+        assert not worker.is_alive(), "still waiting for RabbitMQ"
+        assert len(outcome) == 1 and isinstance(outcome[0], BrokerUnavailable), outcome
+    finally:
+        proxy.close()
 
 
 def test_amqp_put_many_sends_what_put_sends_and_waits_for_every_confirm(

@@ -76,7 +76,7 @@ from kombu.exceptions import KombuError
 
 from jobkit.brokers.base import DELAY, KICK, STATS, Broker, Consumer, Delivery, Outgoing
 from jobkit.brokers.redis_broker import RedisBroker
-from jobkit.errors import BrokerConnectionLost, BrokerUnavailable, ConfigError
+from jobkit.errors import BrokerConnectionLost, BrokerUnavailable, BrokerUnconfirmed, ConfigError
 
 CONNECT_TIMEOUT_S = 2.0
 #: How long one wait for deliveries lasts before a consumer checks for an interrupt (seconds).
@@ -88,6 +88,9 @@ MAX_DELAY_EXPONENT = 23
 QUORUM = {"x-queue-type": "quorum"}
 #: How long a put keeps publishing a message RabbitMQ nacks (a quorum queue without a leader yet).
 NACK_RETRY_S = 3.0
+#: How long a write, or a wait for RabbitMQ's answer (a confirm, a declare, a close), may take:
+#: a node that is cut off, or blocks publishers (a memory or disk alarm), never answers.
+ANSWER_TIMEOUT_S = 5.0
 LOST_HEADER = "x-jobkit-lost"
 RELEASES_HEADER = "x-jobkit-releases"
 #: kombu is untyped: its classes are used as Any.
@@ -115,6 +118,12 @@ def _arguments(name: str) -> dict[str, Any]:
                      "x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
 
 
+def _unconfirmed(exc: BaseException) -> BrokerUnconfirmed:
+    """The error of a publish that went out (or partly) and was not confirmed: RabbitMQ may hold it."""
+    return BrokerUnconfirmed(f"amqp: published, but no confirm came back ({type(exc).__name__}: {exc});"
+                             " RabbitMQ may hold the message")
+
+
 @contextmanager
 def _wrapped(lost: bool = False) -> Iterator[None]:
     """Turn kombu, py-amqp and socket errors into jobkit's."""
@@ -129,8 +138,10 @@ class _Link:
     """One connection and channel with publisher confirms, and the queues declared on it."""
 
     def __init__(self, url: str) -> None:
-        self.connection: Any = KombuConnection(url, connect_timeout=CONNECT_TIMEOUT_S, heartbeat=0,
-                                           transport_options={"confirm_publish": True})
+        self.connection: Any = KombuConnection(
+            url, connect_timeout=CONNECT_TIMEOUT_S, heartbeat=0,
+            transport_options={"confirm_publish": True, "read_timeout": ANSWER_TIMEOUT_S,
+                               "write_timeout": ANSWER_TIMEOUT_S})
         self.connection.connect()
         self.channel: Any = self.connection.channel()
         self.declared: set[str] = set()
@@ -153,6 +164,12 @@ class _Link:
         message was not taken, so it is published again, for up to
         :data:`NACK_RETRY_S` seconds, before the put fails. (Should a nack
         ever be wrong, the copy is a redelivery: the job id dedupes it.)
+
+        Raises:
+            BrokerUnconfirmed: the message went out (or partly) but no confirm
+                came within :data:`ANSWER_TIMEOUT_S` or the connection broke
+                first: RabbitMQ may hold it. The link must not be used again (a
+                late confirm would be taken for another message's).
         """
         self.declare(name)
         options = {"expiration": expiration_s} if expiration_s > 0 else {}
@@ -162,13 +179,16 @@ class _Link:
                 self.published += 1
                 KombuProducer(self.channel).publish(
                     body, routing_key=name, exchange="", delivery_mode=2, content_type="application/json",
-                    content_encoding="binary", message_id=broker_id, headers=headers, retry=False, **options)
+                    content_encoding="binary", message_id=broker_id, headers=headers, retry=False,
+                    timeout=ANSWER_TIMEOUT_S, confirm_timeout=ANSWER_TIMEOUT_S, **options)
                 return
             except amqp.exceptions.MessageNacked:
                 if time.monotonic() + pause > deadline:
                     raise
                 time.sleep(pause)
                 pause = min(pause * 2, 0.5)
+            except _ERRORS as exc:
+                raise _unconfirmed(exc) from None
 
     def publish_many(self, items: Sequence[tuple[str, bytes, str, int]]) -> None:
         """Publish ``(queue, body, broker_id, expiration_s)`` items, then wait for all their confirms.
@@ -200,6 +220,7 @@ class _Link:
 
         channel.events["basic_ack"].add(settle)
         channel.events["basic_nack"].add(on_nack)
+        deadline = time.monotonic() + ANSWER_TIMEOUT_S
         try:
             for name, body, broker_id, expiration_s in items:
                 self.declare(name)
@@ -211,9 +232,17 @@ class _Link:
                                                   properties=properties)
                 self.published += 1
                 unconfirmed[self.published] = (name, body, broker_id, expiration_s)
-                amqp.Channel._basic_publish(channel, message, exchange="", routing_key=name)
+                try:
+                    amqp.Channel._basic_publish(channel, message, exchange="", routing_key=name,
+                                                timeout=ANSWER_TIMEOUT_S)
+                except _ERRORS as exc:
+                    raise _unconfirmed(exc) from None
             while unconfirmed:
-                channel.wait([amqp.spec.Basic.Ack, amqp.spec.Basic.Nack])  # the listeners count it
+                try:  # the listeners count what arrives
+                    channel.wait([amqp.spec.Basic.Ack, amqp.spec.Basic.Nack],
+                                 timeout=max(0.001, deadline - time.monotonic()))
+                except _ERRORS as exc:
+                    raise _unconfirmed(exc) from None
         finally:
             channel.events["basic_ack"].discard(settle)
             channel.events["basic_nack"].discard(on_nack)
@@ -231,8 +260,16 @@ class _Link:
         return int(ok.message_count), int(ok.consumer_count)
 
     def close(self) -> None:
+        """Close with AMQP's handshake (each wait bounded by :data:`ANSWER_TIMEOUT_S`)."""
         try:
             self.connection.close()
+        except _ERRORS:
+            self.drop()
+
+    def drop(self) -> None:
+        """Close a link that failed at once, without a handshake its server may never answer."""
+        try:
+            self.connection.collect()
         except _ERRORS:
             pass
 
@@ -260,7 +297,7 @@ class AMQPBroker(Broker):
             with _wrapped():
                 yield link
         except BaseException:
-            link.close()
+            link.drop()
             raise
         self._idle.put(link)
 
@@ -409,10 +446,16 @@ class AMQPConsumer(Consumer):
             self._link = link
         return self._link
 
-    def _broken(self) -> None:
-        """Forget a connection that failed: what it held is back in ready, its tags are void."""
+    def _broken(self, drop: bool = True) -> None:
+        """Forget a connection that failed (closed at once; with ``drop`` False, closed politely).
+
+        What it held is back in ready, its tags are void.
+        """
         if self._link is not None:
-            self._link.close()
+            if drop:
+                self._link.drop()
+            else:
+                self._link.close()
         self._link = None
         self._buffer.clear()
         self._held.clear()
@@ -468,12 +511,16 @@ class AMQPConsumer(Consumer):
 
     @contextmanager
     def _guard(self) -> Iterator[None]:
+        """Errors break the connection: what it held returns to ready (a copy left unconfirmed, too)."""
         try:
             with _wrapped(lost=True):
                 yield
         except BrokerConnectionLost:
             self._broken()
             raise
+        except BrokerUnconfirmed as exc:
+            self._broken()
+            raise BrokerConnectionLost(str(exc)) from None
 
     def delete(self, delivery: Delivery) -> bool:
         return self._settle(delivery, None)
@@ -525,7 +572,7 @@ class AMQPConsumer(Consumer):
         self._interrupted.set()
 
     def close(self) -> None:
-        self._broken()
+        self._broken(drop=False)
 
 
 __all__ = ["AMQPBroker", "RedisBroker", "delay_queue"]
