@@ -9,18 +9,21 @@ message instead of a kick, no queue counts).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast, overload
 
 from jobkit import workflows
 from jobkit.backends import Backend, backend_from_url
 from jobkit.backends.base import LIVE_FOR_S
 from jobkit.brokers import Broker, broker_from_url
-from jobkit.brokers.base import DELAY, DELETE, KICK, PEEK, STATS
+from jobkit.brokers.base import DELAY, DELETE, KICK, PEEK, STATS, Outgoing
 from jobkit.config import Settings
+from jobkit.grouping import GroupWriter
 from jobkit.errors import (
     BackendError,
     BrokerError,
@@ -58,6 +61,16 @@ R = TypeVar("R")
 _KEY_SPACE = uuid.UUID("6f1d2a8e-6b0e-4f55-9d0b-7a4c1c2b9e31")
 
 
+@dataclass(frozen=True, slots=True)
+class _Send:
+    """A send without an idempotency key, gathered with others (see :meth:`App._write_sends`)."""
+
+    env: Envelope
+    body: bytes
+    record: dict[str, Any]
+    delay_s: int
+
+
 class App:
     """A set of tasks and where their jobs go.
 
@@ -87,6 +100,7 @@ class App:
         self._broker: Broker | None = broker if isinstance(broker, Broker) else None
         self._backend: Backend | None = backend if isinstance(backend, Backend) else None
         self._lock = threading.Lock()  # threads racing to first use must share one broker/backend
+        self._sends: tuple[int, GroupWriter[_Send, str]] | None = None  # (pid, gathered sends)
 
     def __repr__(self) -> str:
         return f"<App {self.name}: {len(self.tasks)} tasks>"
@@ -323,6 +337,9 @@ class App:
     def _enqueue(self, env: Envelope, delay_s: int, key: str | None, *, again: bool = True) -> Job[Any]:
         body = env.encode()
         record = env.record() | {"idempotency_key": key}
+        if key is None and self.broker.pipelines_puts:
+            self._gathered_sends().submit(_Send(env, body, record, delay_s))
+            return Job(self, env.id)
         if key is not None and not self.backend.add(record):
             first = self.backend.get(env.id)
             if first is None and again:  # the first request's put was refused: it removed the record
@@ -335,6 +352,36 @@ class App:
             self._take_back(broker_id, env.id)
             raise
         return Job(self, env.id)
+
+    def _gathered_sends(self) -> GroupWriter[_Send, str]:
+        """This process's group of concurrent sends (a forked child's own: see :meth:`_write_sends`)."""
+        pid = os.getpid()
+        if self._sends is None or self._sends[0] != pid:
+            self._sends = (pid, GroupWriter(self._write_sends))
+        return self._sends[1]
+
+    def _write_sends(self, sends: list[_Send]) -> list[str | BaseException]:
+        """Put the sends of concurrent callers in one go, then record those the broker took, in one write.
+
+        perf: one leader does both steps for everyone who arrived meanwhile,
+        where each send would wait its turn in the broker's group and then in
+        the backend's (two hand-offs between threads a send). Each send's
+        guarantee is unchanged: its caller returns once its message and its
+        record both exist. A message the broker refused fails its send alone;
+        when the records cannot be written, the messages are taken back and
+        every send of the group fails.
+        """
+        outcomes: list[str | BaseException] = list(self.broker.put_each(
+            [Outgoing(s.body, s.env.queue, s.env.priority, s.delay_s, s.env.ttr) for s in sends]))
+        taken = [(send, broker_id) for send, broker_id in zip(sends, outcomes, strict=True)
+                 if isinstance(broker_id, str)]
+        try:
+            self.backend.add_many([send.record | {"broker_id": broker_id} for send, broker_id in taken])
+        except BackendError as exc:
+            for send, broker_id in taken:
+                self._take_back(broker_id, send.env.id)
+            return [exc if isinstance(outcome, str) else outcome for outcome in outcomes]
+        return outcomes
 
     def _put(self, env: Envelope, body: bytes, delay_s: int, *, keyed: bool) -> str:
         """Put the message; remove a keyed record written before only when the broker surely refused it."""

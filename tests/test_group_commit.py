@@ -6,6 +6,7 @@ at once, on SQLite and on a real MongoDB server.
 """
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -17,7 +18,7 @@ import pytest
 
 from jobkit.backends import Backend, backend_from_url
 from jobkit.grouping import GroupWriter
-from jobkit.errors import BackendError, BackendUnavailable
+from jobkit.errors import BackendError, BackendUnavailable, PayloadTooLarge
 from tests.conftest import unique
 
 
@@ -245,3 +246,105 @@ def test_a_forked_child_adds_even_when_forked_mid_write(tmp_path: Path) -> None:
 
 def _add_forked(backend: Backend, job_id: str) -> None:
     backend.add(record(job_id))
+
+
+# -- the App gathers concurrent sends: one leader puts them all, then records them all -----------
+
+
+class HeldPuts:
+    """Wraps a broker's ``put_each``: counts the messages of each call; the first call waits."""
+
+    def __init__(self, put_each: Callable[..., Any]) -> None:
+        self.put_each = put_each
+        self.calls: list[int] = []
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, messages: Sequence[Any]) -> Any:
+        self.calls.append(len(messages))
+        if len(self.calls) == 1:
+            self.entered.set()
+            assert self.release.wait(30)
+        return self.put_each(messages)
+
+
+def gathered_app(beanstalkd: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, HeldPuts]:
+    from jobkit import App
+
+    app = App("gathered", broker=beanstalkd.url, backend=f"sqlite:///{tmp_path / 'jobs.db'}")
+
+    @app.task(queue=unique("q"))
+    def echo(value: str) -> str:
+        return value
+
+    held = HeldPuts(app.broker.put_each)
+    monkeypatch.setattr(app.broker, "put_each", held)
+    return app, held
+
+
+def send_behind_a_held_one(app: Any, held: HeldPuts, values: list[str]) -> dict[str, Any]:
+    """Send ``values[0]`` (its put is held), then the others, which gather; release; the outcomes."""
+    outcomes: dict[str, Any] = {}
+
+    def send(value: str) -> None:
+        try:
+            outcomes[value] = app.send("echo", [value])
+        except Exception as exc:  # noqa: BLE001 - looked at by the tests
+            outcomes[value] = exc
+
+    threads = [threading.Thread(target=send, args=(value,)) for value in values]
+    threads[0].start()
+    assert held.entered.wait(30)
+    for thread in threads[1:]:
+        thread.start()
+    deadline = time.monotonic() + 30
+    while len(app._sends[1]._queue) < len(values) - 1:  # every other send waits behind the first
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    held.release.set()
+    for thread in threads:
+        thread.join(30)
+    return outcomes
+
+
+def test_concurrent_sends_are_put_together_and_each_is_recorded_with_its_message(
+        beanstalkd: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    app, held = gathered_app(beanstalkd, tmp_path, monkeypatch)
+    values = [f"v{i}" for i in range(12)]
+    outcomes = send_behind_a_held_one(app, held, values)
+    assert held.calls == [1, 11]  # the first alone, then everyone who arrived meanwhile
+    for value in values:
+        record = app.backend.get(outcomes[value].id)
+        assert record is not None and record["args"] == [value] and record["state"] == "queued"
+        peeked = app.broker.peek(record["broker_id"])
+        assert peeked is not None and json.loads(peeked.body)["args"] == [value]  # its own message
+    app.close()
+
+
+def test_a_message_the_broker_refuses_fails_its_send_alone(
+        beanstalkd: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    app, held = gathered_app(beanstalkd, tmp_path, monkeypatch)
+    too_big = "x" * 1_100_000  # over the max-job-size of jobkit's beanstalkd (1 MiB)
+    outcomes = send_behind_a_held_one(app, held, ["first", "before", too_big, "after"])
+    assert held.calls == [1, 3]
+    assert isinstance(outcomes[too_big], PayloadTooLarge)
+    for value in ("first", "before", "after"):
+        record = app.backend.get(outcomes[value].id)
+        assert record is not None and record["broker_id"]
+    assert app.broker.stats()[app.get_task("echo").options.queue]["ready"] == 3
+    assert app.backend.counts().get("queued") == 3  # no record for the refused one
+    app.close()
+
+
+def test_records_that_cannot_be_written_take_the_messages_back(
+        beanstalkd: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    app, held = gathered_app(beanstalkd, tmp_path, monkeypatch)
+
+    def add_many(records: Sequence[dict[str, Any]]) -> None:
+        raise BackendUnavailable("sqlite jobs.db: database is locked")
+
+    monkeypatch.setattr(app.backend, "add_many", add_many)
+    outcomes = send_behind_a_held_one(app, held, ["a", "b", "c"])
+    assert all(isinstance(outcome, BackendUnavailable) for outcome in outcomes.values()), outcomes
+    assert app.broker.stats().get(app.get_task("echo").options.queue, {}).get("ready", 0) == 0
+    app.close()

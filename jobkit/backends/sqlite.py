@@ -417,6 +417,10 @@ class SQLiteBackend(Backend):
     def add_many(self, records: Sequence[dict[str, Any]]) -> None:
         rows = [[v if v is None or not as_json else _encode(v)
                  for f, as_json, default in _ADD_FIELDS for v in (r.get(f, default),)] for r in records]
+        if len(rows) == 1 and not self._in_batch():
+            with self._db() as db:  # perf: one statement commits alone (no BEGIN, no COMMIT)
+                db.execute(self.UPSERT, rows[0])
+            return
         with self._transaction() as db:
             db.executemany(self.UPSERT, rows)
 

@@ -41,7 +41,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from jobkit.errors import Unsupported
+from jobkit.errors import JobkitError, Unsupported
 
 DEFAULT_PRIORITY = 1024  # beanstalkd's convention: 0 is most urgent
 DEFAULT_TTR = 60
@@ -190,6 +190,9 @@ class Broker(ABC):
 
     #: The optional capabilities this broker has (see the module docstring).
     capabilities: ClassVar[frozenset[str]] = frozenset()
+    #: perf: :meth:`put_each` sends its puts together (one round trip), so the App gathers the
+    #: sends of concurrent callers into one call of it. False: each caller puts on its own.
+    pipelines_puts: ClassVar[bool] = False
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -214,6 +217,24 @@ class Broker(ABC):
             BrokerUnavailable: the broker is down or draining; the message is not stored.
             PayloadTooLarge: the body is larger than the broker accepts.
         """
+
+    def put_each(self, messages: Sequence[Outgoing]) -> list[str | JobkitError]:
+        """Store each message on its own account: its broker id, or the error that refused it alone.
+
+        For the sends of concurrent callers, gathered (see :attr:`pipelines_puts`):
+        one refused message fails only its own send.
+
+        Raises:
+            BrokerUnavailable: the broker could not be reached; no message is stored.
+        """
+        outcomes: list[str | JobkitError] = []
+        for m in messages:
+            try:
+                outcomes.append(self.put(m.body, queue=m.queue, priority=m.priority,
+                                         delay_s=m.delay_s, ttr_s=m.ttr_s))
+            except JobkitError as exc:
+                outcomes.append(exc)
+        return outcomes
 
     def put_many(self, messages: Sequence[Outgoing]) -> list[str]:
         """Store several messages; return their broker ids, in order.

@@ -51,6 +51,7 @@ from jobkit.errors import (
     BrokerUnavailable,
     BrokerUnconfirmed,
     ConfigError,
+    JobkitError,
     PayloadTooLarge,
 )
 
@@ -122,7 +123,7 @@ def parse_url(url: str) -> tuple[tuple[str, int], float]:
 class _OutOfStep(Exception):
     """A pipeline's answers fell out of step with its commands; ``outcomes`` holds what is known."""
 
-    def __init__(self, outcomes: list[str | BaseException]) -> None:
+    def __init__(self, outcomes: list[str | JobkitError]) -> None:
         super().__init__("out of step")
         self.outcomes = outcomes
 
@@ -283,6 +284,7 @@ class BeanstalkBroker(Broker):
     """beanstalkd as jobkit's broker."""
 
     capabilities = ALL_CAPABILITIES
+    pipelines_puts = True
 
     def __init__(self, url: str) -> None:
         super().__init__(url)
@@ -337,7 +339,7 @@ class BeanstalkBroker(Broker):
         self._give(conn)
         return result
 
-    def _error(self, exc: BaseException) -> Exception:
+    def _error(self, exc: BaseException) -> JobkitError:
         """The jobkit error for a greenstalk error or a lost connection."""
         if isinstance(exc, greenstalk.DrainingError):
             return BrokerUnavailable(f"beanstalkd at {self._where} is draining")
@@ -378,13 +380,22 @@ class BeanstalkBroker(Broker):
         """
         return self._grouped_puts().submit(Outgoing(body, queue, priority, delay_s, ttr_s))
 
+    def put_each(self, messages: Sequence[Outgoing]) -> list[str | JobkitError]:
+        """Pipeline the puts on one connection (see :meth:`_put_group`): one write, one read.
+
+        Raises:
+            BrokerUnavailable: no connection could be made; nothing was sent.
+            BrokerUnconfirmed: the puts went out and no answer came back.
+        """
+        return self._put_group(list(messages))
+
     def _grouped_puts(self) -> GroupWriter[Outgoing, str]:
         """This process's put groups (a forked child's own: the parent's may be locked mid-write)."""
         if self._puts_pid != os.getpid():
             self._puts, self._puts_pid = GroupWriter(self._put_group), os.getpid()
         return self._puts
 
-    def _put_group(self, messages: list[Outgoing]) -> list[str | BaseException]:
+    def _put_group(self, messages: list[Outgoing]) -> list[str | JobkitError]:
         """Put the messages of concurrent :meth:`put` calls in one write on one connection.
 
         A put refused cleanly (:data:`_CLEAN_REFUSALS`) fails alone. After any
@@ -397,7 +408,7 @@ class BeanstalkBroker(Broker):
         except _OutOfStep as stop:
             return stop.outcomes
 
-    def _pipeline_puts(self, conn: _Connection, messages: list[Outgoing]) -> list[str | BaseException]:
+    def _pipeline_puts(self, conn: _Connection, messages: list[Outgoing]) -> list[str | JobkitError]:
         data, expected, owner = [], [], []  # owner: the message a command belongs to
         for i, m in enumerate(messages):
             if m.queue != conn.tube:
@@ -414,7 +425,7 @@ class BeanstalkBroker(Broker):
             if conn.client.answer_due:
                 raise BrokerUnconfirmed(f"beanstalkd at {self._where}: no answer to puts: {exc!r}") from None
             raise
-        outcomes: list[str | BaseException] = [""] * len(messages)
+        outcomes: list[str | JobkitError] = [""] * len(messages)
         for i, want, answer in zip(owner, expected, answers, strict=True):
             if isinstance(answer, _CLEAN_REFUSALS):
                 outcomes[i] = self._error(answer)
