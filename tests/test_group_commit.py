@@ -6,6 +6,7 @@ at once, on SQLite and on a real MongoDB server.
 """
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import threading
@@ -55,6 +56,21 @@ class HeldWrite:
         return [item * 10 for item in items]
 
 
+def start_behind_the_first(calls: list[Callable[[], None]], entered: threading.Event,
+                           waiting: Callable[[], int]) -> list[threading.Thread]:
+    """Start the first call; once its write is held (``entered``), the others; return once all wait."""
+    threads = [threading.Thread(target=call) for call in calls]
+    threads[0].start()
+    assert entered.wait(30)
+    for thread in threads[1:]:
+        thread.start()
+    deadline = time.monotonic() + 30
+    while waiting() < len(calls) - 1:  # every other call queued behind the held write
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    return threads
+
+
 def queue_behind_first(writer: GroupWriter[int, int], write: HeldWrite,
                        results: dict[int, Any], items: range) -> list[threading.Thread]:
     """Start a thread per item; the first leads and is held; return once the others all wait."""
@@ -64,16 +80,8 @@ def queue_behind_first(writer: GroupWriter[int, int], write: HeldWrite,
         except BackendError as exc:
             results[item] = exc
 
-    threads = [threading.Thread(target=submit, args=(item,)) for item in items]
-    threads[0].start()
-    assert write.entered.wait(30)
-    for thread in threads[1:]:
-        thread.start()
-    deadline = time.monotonic() + 30
-    while len(writer._queue) < len(items) - 1:  # every other item queued behind the held write
-        assert time.monotonic() < deadline
-        time.sleep(0.001)
-    return threads
+    return start_behind_the_first([functools.partial(submit, item) for item in items], write.entered,
+                                  lambda: len(writer._queue))
 
 
 def test_calls_that_arrive_during_a_write_share_the_next_one() -> None:
@@ -292,15 +300,8 @@ def send_behind_a_held_one(app: Any, held: HeldPuts, values: list[str]) -> dict[
         except Exception as exc:  # noqa: BLE001 - looked at by the tests
             outcomes[value] = exc
 
-    threads = [threading.Thread(target=send, args=(value,)) for value in values]
-    threads[0].start()
-    assert held.entered.wait(30)
-    for thread in threads[1:]:
-        thread.start()
-    deadline = time.monotonic() + 30
-    while len(app._sends[1]._queue) < len(values) - 1:  # every other send waits behind the first
-        assert time.monotonic() < deadline
-        time.sleep(0.001)
+    threads = start_behind_the_first([functools.partial(send, value) for value in values], held.entered,
+                                     lambda: len(app._sends[1]._queue))
     held.release.set()
     for thread in threads:
         thread.join(30)

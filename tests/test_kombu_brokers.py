@@ -5,6 +5,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -129,6 +130,14 @@ def test_amqp_settling_after_the_connection_broke_is_false(rabbitmq_server: Rabb
     again.close()
 
 
+def finishes(call: Callable[[], None], what: str, within_s: float = 30) -> None:
+    """Run ``call`` in a thread; fail with ``what`` when it is still running after ``within_s``."""
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    thread.join(within_s)
+    assert not thread.is_alive(), what
+
+
 @pytest.mark.parametrize("many", [False, True])
 def test_amqp_a_publish_never_confirmed_is_unconfirmed_not_a_hang(
         rabbitmq_server: RabbitServer, queue: str, monkeypatch: pytest.MonkeyPatch, many: bool) -> None:
@@ -155,10 +164,7 @@ def test_amqp_a_publish_never_confirmed_is_unconfirmed_not_a_hang(
     try:
         put(broker, queue, b"first")  # connected, the queue declared, confirms flowing
         proxy.hold_answers()
-        sender = threading.Thread(target=send, daemon=True)
-        sender.start()
-        sender.join(30)
-        assert not sender.is_alive(), "the put still waits for a confirm"
+        finishes(send, "the put still waits for a confirm")
         assert len(outcome) == 1 and isinstance(outcome[0], BrokerUnconfirmed), outcome
         proxy.hold_answers(False)
         assert put(broker, queue, b"after")  # on a new connection
@@ -187,10 +193,7 @@ def test_amqp_a_silent_node_fails_other_calls_too(rabbitmq_server: RabbitServer,
         put(broker, queue)
         assert broker.stats()[queue]["ready"] == 1
         proxy.hold_answers()
-        worker = threading.Thread(target=close_then_count, daemon=True)
-        worker.start()
-        worker.join(30)
-        assert not worker.is_alive(), "still waiting for RabbitMQ"
+        finishes(close_then_count, "still waiting for RabbitMQ")
         assert len(outcome) == 1 and isinstance(outcome[0], BrokerUnavailable), outcome
     finally:
         proxy.close()
