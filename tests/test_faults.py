@@ -111,7 +111,7 @@ def test_f2_sigterm_mid_job(app: App, queue: str, workers: StartWorker, tmp_path
     path = tmp_path / "runs"
     proc = workers(app, queue, concurrency=2, pool=pool, grace=grace)
     job = app.send("slow_first_run", (str(path), 1.5 if fate == "finishes" else 30), queue=queue)
-    eventually(lambda: job.status().state is JobState.RUNNING, what="job running")
+    eventually(lambda: len(lines(path)) == 1, what="the task started")  # not the claim: see test_worker
     proc.signal(signal.SIGTERM)
     eventually(lambda: waiting(app, queue) == 0, what="the idle slot stopped reserving")
     late = app.send("add", (1, 2), queue=queue)  # sent after the stop: must not be taken
@@ -140,7 +140,7 @@ def test_f2_a_job_released_at_shutdown_is_claimed_cleanly_by_another_worker(
     path = tmp_path / "runs"
     stopping = workers(app, queue, grace=0.2)
     job = app.send("slow_first_run", (str(path), 30), queue=queue)
-    eventually(lambda: job.status().state is JobState.RUNNING, what="job running")
+    eventually(lambda: len(lines(path)) == 1, what="the task started")  # not the claim: see test_worker
     workers(app, queue)  # stands by, takes the job the moment it is released
     stopping.signal(signal.SIGTERM)
     assert stopping.wait(10) == 0
@@ -156,7 +156,7 @@ def test_f3_sigterm_then_sigkill_before_the_job_ends(app: App, queue: str, worke
     path, ttr = tmp_path / "runs", 2
     first = workers(app, queue, grace=30)
     job = app.send("slow_first_run", (str(path), 30), queue=queue, ttr=ttr)
-    eventually(lambda: job.status().state is JobState.RUNNING, what="job running")
+    eventually(lambda: len(lines(path)) == 1, what="the task started")  # not the claim: see test_worker
     first.signal(signal.SIGTERM)
     eventually(lambda: "finishing running jobs" in first.output(), what="SIGTERM handled")
     os.kill(first.pid, signal.SIGKILL)
