@@ -9,7 +9,6 @@ message instead of a kick, no queue counts).
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 import uuid
@@ -100,7 +99,7 @@ class App:
         self._broker: Broker | None = broker if isinstance(broker, Broker) else None
         self._backend: Backend | None = backend if isinstance(backend, Backend) else None
         self._lock = threading.Lock()  # threads racing to first use must share one broker/backend
-        self._sends: tuple[int, GroupWriter[_Send, str]] | None = None  # (pid, gathered sends)
+        self._sends: GroupWriter[_Send, str] = GroupWriter(self._write_sends)  # see _write_sends
 
     def __repr__(self) -> str:
         return f"<App {self.name}: {len(self.tasks)} tasks>"
@@ -338,7 +337,7 @@ class App:
         body = env.encode()
         record = env.record() | {"idempotency_key": key}
         if key is None and self.broker.pipelines_puts:
-            self._gathered_sends().submit(_Send(env, body, record, delay_s))
+            self._sends.submit(_Send(env, body, record, delay_s))
             return Job(self, env.id)
         if key is not None and not self.backend.add(record):
             first = self.backend.get(env.id)
@@ -352,13 +351,6 @@ class App:
             self._take_back(broker_id, env.id)
             raise
         return Job(self, env.id)
-
-    def _gathered_sends(self) -> GroupWriter[_Send, str]:
-        """This process's group of concurrent sends (a forked child's own: see :meth:`_write_sends`)."""
-        pid = os.getpid()
-        if self._sends is None or self._sends[0] != pid:
-            self._sends = (pid, GroupWriter(self._write_sends))
-        return self._sends[1]
 
     def _write_sends(self, sends: list[_Send]) -> list[str | BaseException]:
         """Put the sends of concurrent callers in one go, then record those the broker took, in one write.

@@ -5,8 +5,8 @@ one job and puts one message. Written one by one, every record costs a
 transaction of its own (SQLite: the write lock, a WAL commit; MongoDB: a
 round trip), and every put a round trip to beanstalkd. A
 :class:`GroupWriter` lets the first caller in (the leader) write everything
-queued meanwhile in one go while the others (followers) wait on a condition
-variable; whoever arrives during that write is taken by the next leader.
+queued meanwhile in one go while the others (followers) wait, each on a lock
+of its own; whoever arrives during that write is taken by the next leader.
 No call ever sleeps for a fixed time to gather company: a lone call writes
 at once, and groups grow only as large as the write before them was long.
 
@@ -16,6 +16,7 @@ means "the record exists".
 """
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
@@ -50,6 +51,16 @@ class _Pending(Generic[T, R]):
         self.wake.acquire()
 
 
+class _Groups(Generic[T, R]):
+    """One process's queue of items and whether a write is under way (guarded by ``mutex``)."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.mutex = threading.Lock()
+        self.queue: list[_Pending[T, R]] = []
+        self.writing = False
+
+
 class GroupWriter(Generic[T, R]):
     """Write items given by concurrent threads in groups, one group at a time.
 
@@ -57,6 +68,9 @@ class GroupWriter(Generic[T, R]):
     queued (its own included, up to ``max_group``), wakes their callers, and
     hands the lead to the first caller still queued, if any. The others wait
     on a lock of their own until they are woken with their outcome or the lead.
+
+    A forked child starts afresh: the parent may have been mid-write when it
+    forked, and its waiting callers are not in the child.
 
     Args:
         write: writes a group in one step (one transaction, one bulk call) and
@@ -70,9 +84,12 @@ class GroupWriter(Generic[T, R]):
                  max_group: int = MAX_GROUP) -> None:
         self._write = write
         self._max_group = max_group
-        self._mutex = threading.Lock()  # guards _queue and _writing
-        self._queue: list[_Pending[T, R]] = []
-        self._writing = False
+        self._groups: _Groups[T, R] = _Groups()
+
+    @property
+    def waiting(self) -> int:
+        """Items queued behind the write under way (for tests and metrics)."""
+        return len(self._groups.queue)
 
     def submit(self, item: T) -> R:
         """Write ``item`` (with whatever else is queued), and return its outcome once written.
@@ -81,23 +98,26 @@ class GroupWriter(Generic[T, R]):
             JobkitError: the write failed (the error ``write`` raised, or its
                 per-item exception); a fresh instance per caller.
         """
+        groups = self._groups
+        if groups.pid != os.getpid():  # forked (threads racing here each get a working queue)
+            groups = self._groups = _Groups()
         pending: _Pending[T, R] = _Pending(item)
-        with self._mutex:
-            self._queue.append(pending)
-            lead = not self._writing
-            self._writing = True
+        with groups.mutex:
+            groups.queue.append(pending)
+            lead = not groups.writing
+            groups.writing = True
         if not lead:
             pending.wake.acquire()  # woken with the outcome, or with the lead
         if not pending.done:
-            self._lead()
+            self._lead(groups)
         if pending.error is not None:
             raise _fresh(pending.error)
         return pending.result  # type: ignore[return-value]
 
-    def _lead(self) -> None:
+    def _lead(self, groups: _Groups[T, R]) -> None:
         """Write the queued items, wake their callers, and hand the lead on (or give it up)."""
-        with self._mutex:
-            group, self._queue = self._queue[:self._max_group], self._queue[self._max_group:]
+        with groups.mutex:
+            group, groups.queue = groups.queue[:self._max_group], groups.queue[self._max_group:]
         try:
             outcomes: Sequence[R | BaseException] = self._write([p.item for p in group])
             if len(outcomes) != len(group):
@@ -110,9 +130,9 @@ class GroupWriter(Generic[T, R]):
             else:
                 pending.result = outcome
             pending.done = True
-        with self._mutex:
-            successor = self._queue[0] if self._queue else None
-            self._writing = successor is not None
+        with groups.mutex:
+            successor = groups.queue[0] if groups.queue else None
+            groups.writing = successor is not None
         for pending in group:
             if pending.wake.locked():
                 pending.wake.release()

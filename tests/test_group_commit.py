@@ -81,7 +81,7 @@ def queue_behind_first(writer: GroupWriter[int, int], write: HeldWrite,
             results[item] = exc
 
     return start_behind_the_first([functools.partial(submit, item) for item in items], write.entered,
-                                  lambda: len(writer._queue))
+                                  lambda: writer.waiting)
 
 
 def test_calls_that_arrive_during_a_write_share_the_next_one() -> None:
@@ -239,7 +239,7 @@ def test_a_forked_child_adds_even_when_forked_mid_write(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'jobs.db'}"
     backend = backend_from_url(url)
     backend.add(record(unique()))
-    backend._adds._writing = True  # type: ignore[attr-defined]  # as if forked mid-write
+    backend._adds._groups.writing = True  # type: ignore[attr-defined]  # as if forked mid-write
     job_id = unique()
     try:
         child = multiprocessing.get_context("fork").Process(target=_add_forked, args=(backend, job_id))
@@ -247,7 +247,7 @@ def test_a_forked_child_adds_even_when_forked_mid_write(tmp_path: Path) -> None:
         child.join(30)
         assert child.exitcode == 0
     finally:
-        backend._adds._writing = False  # type: ignore[attr-defined]
+        backend._adds._groups.writing = False  # type: ignore[attr-defined]
     assert backend.get(job_id) is not None
     backend.close()
 
@@ -301,7 +301,7 @@ def send_behind_a_held_one(app: Any, held: HeldPuts, values: list[str]) -> dict[
             outcomes[value] = exc
 
     threads = start_behind_the_first([functools.partial(send, value) for value in values], held.entered,
-                                     lambda: len(app._sends[1]._queue))
+                                     lambda: app._sends.waiting)
     held.release.set()
     for thread in threads:
         thread.join(30)

@@ -103,7 +103,6 @@ class MongoBackend(Backend):
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._adds: GroupWriter[_Add, bool] = GroupWriter(self._write_adds)
-        self._adds_pid = os.getpid()
 
     @property
     def _jobs(self) -> Any:
@@ -150,12 +149,7 @@ class MongoBackend(Backend):
         update: dict[str, Any] = {"$setOnInsert": doc}
         if refresh:
             update["$set"] = refresh
-        return self._writer().submit((doc, update))
-
-    def _writer(self) -> GroupWriter[_Add, bool]:
-        if self._adds_pid != os.getpid():  # forked: the parent's may be locked mid-write
-            self._adds, self._adds_pid = GroupWriter(self._write_adds), os.getpid()
-        return self._adds
+        return self._adds.submit((doc, update))
 
     def _write_adds(self, adds: list[_Add]) -> list[bool | BaseException]:
         """Upsert a group of records in one unordered ``bulk_write``; an upsert that failed fails alone."""

@@ -237,7 +237,6 @@ class SQLiteBackend(Backend):
     def _conn(self) -> _Connection:
         if self._pid != os.getpid():  # forked: the parent's connections are not ours
             self._local, self._all, self._pid = threading.local(), [], os.getpid()
-            self._adds = GroupWriter(self._write_adds)  # the parent's may be locked mid-write
         conn: _Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = self._connect()
@@ -388,8 +387,6 @@ class SQLiteBackend(Backend):
         if self._in_batch():
             with self._db() as db:
                 return self._add_one(db, add)
-        if self._pid != os.getpid():
-            self._conn()  # forked: start afresh (connections, and the groups of adds)
         return self._adds.submit(add)
 
     def _in_batch(self) -> bool:

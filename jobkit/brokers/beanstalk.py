@@ -292,7 +292,6 @@ class BeanstalkBroker(Broker):
         self._pool: list[_Connection] = []  # idle producer connections; append/pop are atomic
         self._pid = os.getpid()
         self._puts: GroupWriter[Outgoing, str] = GroupWriter(self._put_group)
-        self._puts_pid = os.getpid()
 
     def _give(self, conn: _Connection) -> None:
         """Pool a connection whose last command was answered in full (and only then)."""
@@ -378,7 +377,7 @@ class BeanstalkBroker(Broker):
             BrokerUnconfirmed: the put went out but its answer did not come
                 back (timeout, connection lost): beanstalkd may hold the job.
         """
-        return self._grouped_puts().submit(Outgoing(body, queue, priority, delay_s, ttr_s))
+        return self._puts.submit(Outgoing(body, queue, priority, delay_s, ttr_s))
 
     def put_each(self, messages: Sequence[Outgoing]) -> list[str | JobkitError]:
         """Pipeline the puts on one connection (see :meth:`_put_group`): one write, one read.
@@ -388,12 +387,6 @@ class BeanstalkBroker(Broker):
             BrokerUnconfirmed: the puts went out and no answer came back.
         """
         return self._put_group(list(messages))
-
-    def _grouped_puts(self) -> GroupWriter[Outgoing, str]:
-        """This process's put groups (a forked child's own: the parent's may be locked mid-write)."""
-        if self._puts_pid != os.getpid():
-            self._puts, self._puts_pid = GroupWriter(self._put_group), os.getpid()
-        return self._puts
 
     def _put_group(self, messages: list[Outgoing]) -> list[str | JobkitError]:
         """Put the messages of concurrent :meth:`put` calls in one write on one connection.
