@@ -110,6 +110,18 @@ def delay_queue(queue: str, delay_s: int) -> str:
     return f"{queue}.delay.{2 ** exponent}"
 
 
+def _put_target(queue: str, delay_s: int) -> str:
+    """Where a put goes: ``queue``, or its delay queue for ``delay_s``.
+
+    Raises:
+        ConfigError: ``delay_s`` is longer than RabbitMQ holds (:data:`MAX_DELAY_S`).
+    """
+    if delay_s > MAX_DELAY_S:
+        raise ConfigError(f"RabbitMQ holds a delay of at most {MAX_DELAY_S} seconds "
+                          f"(about 49 days), not {delay_s}")
+    return delay_queue(queue, delay_s) if delay_s > 0 else queue
+
+
 def _arguments(name: str) -> dict[str, Any]:
     """Queue arguments: all quorum; a delay queue dead-letters expired messages into its queue."""
     if ".delay." not in name:
@@ -307,13 +319,9 @@ class AMQPBroker(Broker):
         Raises:
             ConfigError: ``delay_s`` is longer than RabbitMQ holds (:data:`MAX_DELAY_S`).
         """
-        if delay_s > MAX_DELAY_S:
-            raise ConfigError(f"RabbitMQ holds a delay of at most {MAX_DELAY_S} seconds "
-                              f"(about 49 days), not {delay_s}")
         broker_id = uuid.uuid4().hex
-        target = delay_queue(queue, delay_s) if delay_s > 0 else queue
         with self._link() as link:
-            link.publish(target, body, broker_id, {}, expiration_s=delay_s)
+            link.publish(_put_target(queue, delay_s), body, broker_id, {}, expiration_s=delay_s)
         self._known.add(queue)
         return broker_id
 
@@ -327,13 +335,7 @@ class AMQPBroker(Broker):
         Raises:
             ConfigError: a delay longer than RabbitMQ holds; nothing is published.
         """
-        items = []
-        for m in messages:
-            if m.delay_s > MAX_DELAY_S:
-                raise ConfigError(f"RabbitMQ holds a delay of at most {MAX_DELAY_S} seconds "
-                                  f"(about 49 days), not {m.delay_s}")
-            target = delay_queue(m.queue, m.delay_s) if m.delay_s > 0 else m.queue
-            items.append((target, m.body, uuid.uuid4().hex, m.delay_s))
+        items = [(_put_target(m.queue, m.delay_s), m.body, uuid.uuid4().hex, m.delay_s) for m in messages]
         if not items:
             return []
         with self._link() as link:
@@ -446,16 +448,13 @@ class AMQPConsumer(Consumer):
             self._link = link
         return self._link
 
-    def _broken(self, drop: bool = True) -> None:
-        """Forget a connection that failed (closed at once; with ``drop`` False, closed politely).
+    def _broken(self) -> None:
+        """Forget a connection that failed (dropped, no handshake).
 
         What it held is back in ready, its tags are void.
         """
         if self._link is not None:
-            if drop:
-                self._link.drop()
-            else:
-                self._link.close()
+            self._link.drop()
         self._link = None
         self._buffer.clear()
         self._held.clear()
@@ -572,7 +571,10 @@ class AMQPConsumer(Consumer):
         self._interrupted.set()
 
     def close(self) -> None:
-        self._broken(drop=False)
+        if self._link is not None:
+            self._link.close()  # politely: with AMQP's handshake
+            self._link = None
+        self._broken()
 
 
 __all__ = ["AMQPBroker", "RedisBroker", "delay_queue"]
