@@ -204,13 +204,14 @@ class Slot:
         return False
 
     def _reserve_ahead(self) -> Any:
-        """The next job when one is ready now (None when not, or when stopping).
+        """The next job when one is ready now (None when not, when stopping, or when the consumer
+        does not reserve ahead: :attr:`Consumer.reserves_ahead`).
 
         perf: reserved before the outcome is stored, so that the outcome and
         the next claim share one transaction and the previous delete rides
         with this reserve.
         """
-        if self.worker.stopping.is_set() or self.retired:
+        if self.worker.stopping.is_set() or self.retired or not self.consumer.reserves_ahead:
             return None
         try:
             return self.consumer.reserve(0)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -264,6 +264,40 @@ def test_a_job_reserved_as_the_stop_comes_goes_back_with_its_priority() -> None:
     peeked = app.broker.peek(broker_id)
     assert peeked is not None and peeked.stats["state"] == "ready" and peeked.stats["pri"] == 7
     assert job.status().state is JobState.QUEUED
+
+
+class RecordsReserves:
+    """A consumer that notes each reserve's timeout; the worker stops once ``done()`` says so."""
+
+    def __init__(self, consumer: Consumer, worker: Worker, done: Callable[[], bool]) -> None:
+        self.consumer, self.worker, self.done = consumer, worker, done
+        self.timeouts: list[float] = []
+
+    def reserve(self, timeout_s: float) -> object:
+        self.timeouts.append(timeout_s)
+        if self.done():
+            self.worker.stopping.set()
+            return None
+        return self.consumer.reserve(timeout_s)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.consumer, name)
+
+
+def test_a_slot_looks_ahead_only_where_its_consumer_says_it_pays(app: App, queue: str) -> None:
+    """RabbitMQ's look ahead is a basic.get round trip that costs more than it saves: not made there."""
+    jobs = [app.tasks["add"].delay(i, i) for i in range(5)]
+    worker = Worker(app, concurrency=1)
+    slot = Slot(worker, 0)
+    recording = RecordsReserves(slot.consumer, worker,
+                                lambda: all(job.status().state is JobState.SUCCEEDED for job in jobs))
+    slot.consumer = recording  # type: ignore[assignment]
+    slot._loop()
+    assert [job.get(timeout=0) for job in jobs] == [0, 2, 4, 6, 8]
+    looks_ahead = type(recording.consumer).reserves_ahead
+    assert looks_ahead is (not app.broker.url.startswith("amqp"))
+    assert (0 in recording.timeouts) is looks_ahead  # five jobs waiting: a slot that looks ahead did
+    slot.consumer.close()
 
 
 def start_three_times(ending: str) -> Job:

@@ -117,6 +117,11 @@ class Consumer(ABC):
     longer held by this consumer (its connection was lost in between).
     """
 
+    #: perf: a worker slot reserves its next job with ``reserve(0)`` before
+    #: storing an outcome, so that both share one transaction. False where
+    #: that look costs more than it saves (it is then not made).
+    reserves_ahead: ClassVar[bool] = True
+
     @abstractmethod
     def reserve(self, timeout_s: float) -> Delivery | None:
         """Wait up to ``timeout_s`` seconds for a message; None when none came.

@@ -427,6 +427,12 @@ class AMQPConsumer(Consumer):
     all when its connection breaks (RabbitMQ has put them back in ready).
     """
 
+    #: perf: while the slot holds its job, prefetch 1 keeps the next one from
+    #: being pushed, so a look ahead is a ``basic.get`` round trip (and a
+    #: Raft command on a quorum queue), empty whenever workers keep up.
+    #: Measured: end to end 10-25% faster without it, a backlog drains as fast.
+    reserves_ahead: ClassVar[bool] = False
+
     def __init__(self, url: str, queues: Sequence[str]) -> None:
         self.url = url
         self.queues = list(queues)
@@ -465,7 +471,7 @@ class AMQPConsumer(Consumer):
         Prefetch 1 stops RabbitMQ pushing a queue's next message to a consumer
         that holds one (so a busy worker never sits on a message another could
         run), yet a consumer may reserve a second message before settling the
-        first (the worker's reserve-ahead does): then it fetches one, and
+        first (a worker does not: :attr:`reserves_ahead`): then it fetches one, and
         looks again every :data:`DRAIN_SLICE_S` while it waits.
         """
         link = self._connected()
