@@ -11,6 +11,12 @@ last stored result, with two worker processes:
 - Dramatiq: a record upsert here + ``send``; ``dramatiq --processes 2
   --threads 4``, the same task.
 
+- bare (RabbitMQ only, one job a call): what any client must do at least,
+  in the same run: a record upsert here + one py-amqp publish to a quorum
+  queue, waiting for its confirm; two consumer processes (``basic.consume``,
+  prefetch 4) that hash, upsert and ack. Reported as ``bare=`` beside the
+  line: the ceiling a single producer meets on this broker.
+
 ``--producers P`` threads enqueue for each system (default 1, as in
 :mod:`benchmarks.e2e`). ``--batch B`` enqueues B jobs a call with each
 system's batch API instead: jobkit's ``Task.map`` (one transaction, puts
@@ -19,16 +25,19 @@ and Dramatiq's ``group`` (a confirmed publish each), the peers' records in
 one transaction per batch; the line is then ``<broker>_batch``.
 ``--jobkit-pool thread:4`` runs jobkit's worker as one process of four
 threads (jobkit's default pool) instead of two processes. Each worker is
-warm (one job done) before the clock starts. The servers are durable for everyone: Redis with ``appendfsync
-always``, RabbitMQ with publisher confirms (see :mod:`benchmarks.peer_apps`).
-The systems
-alternate for ``--rounds`` rounds and the best round of each counts. The
-last line is ``<broker>: jobkit=<x>/s baseline=<celery>/s ratio=<x/celery>
-dramatiq=<z>/s vs_dramatiq=<x/z>``.
+warm (one job done) before the clock starts. The servers are durable for
+everyone: Redis with ``appendfsync always``, RabbitMQ with publisher
+confirms (see :mod:`benchmarks.peer_apps`). The systems alternate for
+``--rounds`` rounds and the best round of each counts. The last line is
+``<broker>: jobkit=<x>/s baseline=<celery>/s ratio=<x/celery>
+dramatiq=<z>/s vs_dramatiq=<x/z>``, then ``bare=<b>/s vs_bare=<x/b>`` on
+RabbitMQ.
 """
 from __future__ import annotations
 
 import contextlib
+import json
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -148,6 +157,82 @@ def run_peer(kind: str, url: str, tmp: Path, n: int, producers: int, batch: int)
     return rate
 
 
+BARE_AMQP_QUEUE = "bare"
+
+
+def _bare_amqp_channel(url: str) -> Any:
+    """A py-amqp connection's channel in confirm mode, with the bare quorum queue declared."""
+    import amqp
+    from kombu.utils.url import url_to_parts
+
+    _, host, port, user, password, _, _ = url_to_parts(url)
+    connection = amqp.Connection(f"{host}:{port}", userid=user, password=password, confirm_publish=True)
+    connection.connect()
+    channel = connection.channel()
+    channel.queue_declare(BARE_AMQP_QUEUE, durable=True, auto_delete=False,
+                          arguments={"x-queue-type": "quorum"})
+    return channel
+
+
+def _bare_amqp_consume(url: str, db_path: Path) -> None:
+    """A bare consumer: pushed messages (prefetch 4), md5 as hash_payload does, one upsert, ack."""
+    from examples.hashing import hash_payload
+    from jobkit.embedded import die_with_parent
+
+    die_with_parent()
+    db = common.bare_db(db_path)
+    channel = _bare_amqp_channel(url)
+    channel.basic_qos(0, 4, False)
+
+    def on_message(message: Any) -> None:
+        job_id, payload = json.loads(message.body)
+        result = hash_payload(payload)  # calling a task runs it here
+        db.execute(common.BARE_DONE, (job_id, json.dumps(result, separators=(",", ":")), time.time()))
+        channel.basic_ack(message.delivery_tag)
+
+    channel.basic_consume(BARE_AMQP_QUEUE, callback=on_message, no_ack=False)
+    while True:
+        channel.connection.drain_events()
+
+
+def run_bare_amqp(url: str, tmp: Path, n: int, producers: int) -> float:
+    """The bare loop on RabbitMQ (see the module docstring); one channel per producer thread."""
+    import amqp
+
+    db_path = tmp / "bare.db"
+    db = common.bare_db(db_path)
+    lock = threading.Lock()
+    local = threading.local()
+    channels: list[Any] = []
+    consumers = [multiprocessing.get_context("fork").Process(target=_bare_amqp_consume, args=(url, db_path),
+                                                             daemon=True) for _ in range(2)]
+    for proc in consumers:
+        proc.start()
+
+    def send(k: int) -> str:
+        if not hasattr(local, "channel"):
+            local.channel = _bare_amqp_channel(url)
+            channels.append(local.channel)
+        for _ in range(k):
+            job_id = uuid.uuid4().hex
+            with lock:
+                db.execute(common.BARE_ADD, (job_id, '{"example":"data"}', time.time()))
+            body = json.dumps([job_id, common.PAYLOAD], separators=(",", ":"))
+            local.channel.basic_publish(amqp.Message(body, delivery_mode=2), routing_key=BARE_AMQP_QUEUE)
+        return job_id
+
+    try:
+        return timed(send, db_path, n, producers, 0)
+    finally:
+        for proc in consumers:
+            proc.terminate()
+        for proc in consumers:
+            proc.join(5)
+        for channel in channels:
+            channel.connection.close()
+        db.close()
+
+
 def _celery_sender(url: str) -> Callable[[list[str], Any], None]:
     """One ``send_task``, or a ``group`` of them (Celery's batch: one producer, a publish each)."""
     from celery import group
@@ -197,6 +282,9 @@ def main(broker: str, argv: Sequence[str] | None = None) -> str:
                              " Dramatiq runs two of four)")
     args = parser.parse_args(argv)
     rates: dict[str, list[float]] = {"jobkit": [], "celery": [], "dramatiq": []}
+    bare = broker == "rabbitmq" and not args.batch
+    if bare:
+        rates["bare"] = []
     with tempfile.TemporaryDirectory(prefix="jobkit-bench-") as tmp_dir:
         tmp = Path(tmp_dir)
         with broker_server(broker, tmp / "server") as url:
@@ -207,13 +295,16 @@ def main(broker: str, argv: Sequence[str] | None = None) -> str:
                 rates["celery"].append(run_peer("celery", url, here, *sizes))
                 rates["dramatiq"].append(run_peer("dramatiq", url, here, *sizes))
                 rates["jobkit"].append(run_jobkit(url, here, *sizes, pool=args.jobkit_pool))
+                if bare:
+                    rates["bare"].append(run_bare_amqp(url, here, args.jobs, args.producers))
                 common.note(f"round {round_ + 1}: " + ", ".join(
                     f"{name} {values[-1]:.0f} jobs/s" for name, values in rates.items()))
     best = {name: max(values) for name, values in rates.items()}
     vs = best["jobkit"] / best["dramatiq"] if best["dramatiq"] else 0
     name = f"{broker}_batch" if args.batch else broker  # as benchmarks.rabbitmq_batch
+    beside = f"bare={best['bare']:.0f}/s vs_bare={best['jobkit'] / best['bare']:.2f} " if bare else ""
     return common.report(name, best["jobkit"], best["celery"],
-                         f"dramatiq={best['dramatiq']:.0f}/s vs_dramatiq={vs:.2f} "
+                         f"dramatiq={best['dramatiq']:.0f}/s vs_dramatiq={vs:.2f} {beside}"
                          f"jobs={args.jobs} best_of={args.rounds} producers={args.producers}"
                          f" batch={args.batch} workers=2 jobkit_pool={args.jobkit_pool}")
 

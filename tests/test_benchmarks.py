@@ -51,3 +51,5 @@ def test_benchmark_runs_and_prints_its_line(name: str) -> None:
     match = LINE.match(last)
     assert match is not None, last
     assert match["name"] == name
+    if name == "rabbitmq":
+        assert re.search(r" bare=\d+/s vs_bare=[\d.]+ ", last), last  # the bare loop ran beside
