@@ -122,6 +122,10 @@ def wait_for_port(port: int, host: str = "127.0.0.1", timeout_s: float = 10.0,
         pause = min(pause * 2, 0.1)
 
 
+#: How long :meth:`Beanstalkd.start` waits for it to serve (a long binlog takes a while to replay).
+SERVE_TIMEOUT_S = 30.0
+
+
 class Beanstalkd:
     """A beanstalkd child process.
 
@@ -151,12 +155,30 @@ class Beanstalkd:
     def url(self) -> str:
         return f"beanstalk://{self.host}:{self.port}"
 
-    def start(self) -> Beanstalkd:
-        """Start beanstalkd and wait until it accepts connections."""
+    def start(self, timeout_s: float = SERVE_TIMEOUT_S) -> Beanstalkd:
+        """Start beanstalkd and wait until it answers a command.
+
+        beanstalkd listens before it locks and replays its binlog, so an open
+        port is not yet a server: one whose binlog folder another beanstalkd
+        holds exits right after opening it.
+
+        Raises:
+            TimeoutError: it exited, or did not answer within ``timeout_s``.
+        """
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, start_new_session=True,
                                      preexec_fn=die_with_parent)
-        wait_for_port(self.port, self.host, proc=self.proc)
-        return self
+        deadline = time.monotonic() + timeout_s
+        wait_for_port(self.port, self.host, timeout_s=timeout_s, proc=self.proc)
+        while True:
+            answers = beanstalkd_answers(self.host, self.port, max(0.1, deadline - time.monotonic()))
+            if self.proc.poll() is not None:  # what answered, if anything, is someone else's
+                raise TimeoutError(f"beanstalkd exited with {self.proc.returncode} before it served "
+                                   f"{self.host}:{self.port}")
+            if answers:
+                return self
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"beanstalkd on {self.host}:{self.port} did not answer in {timeout_s} s")
+            time.sleep(0.01)
 
     def stop(self, kill: bool = False) -> None:
         """Stop it: SIGTERM (or SIGKILL when ``kill``), then wait."""

@@ -174,6 +174,33 @@ def test_a_beanstalkd_that_cannot_start_is_one_line(tmp_path: Path) -> None:
     assert done.stderr.splitlines()[-1].startswith("jobkit: ConfigError: beanstalkd did not start on")
 
 
+LISTENS_THEN_EXITS = """#!{python}
+import socket, sys, time
+args = sys.argv[1:]
+server = socket.socket()
+server.bind((args[args.index("-l") + 1], int(args[args.index("-p") + 1])))
+server.listen()
+time.sleep(1)  # as a beanstalkd that opened its port, then failed to lock its binlog folder
+sys.exit(10)
+"""
+
+
+def test_a_beanstalkd_that_listens_then_exits_did_not_start(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """beanstalkd opens its port before it locks its binlog: an open port is not a started server."""
+    fake = tmp_path / "bin" / "beanstalkd"
+    fake.parent.mkdir()
+    fake.write_text(LISTENS_THEN_EXITS.replace("{python}", sys.executable))
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    server = Beanstalkd(binlog_dir=tmp_path / "binlog")
+    try:
+        with pytest.raises(TimeoutError, match="exited with 10 before it served"):
+            server.start()
+    finally:
+        server.stop()
+
+
 def test_up_starts_its_worker_pool_again_after_a_kill_9(tmp_path: Path) -> None:
     env = worktree_env(JOBKIT_BROKER_URL=f"beanstalk://127.0.0.1:{free_port()}")
     up, port = run_up(tmp_path, env)
