@@ -29,6 +29,13 @@ from tests.servers import MongoServer, missing
 StartWorker = Callable[..., JobkitProcess]
 
 
+# A fault strikes within a connection's first bytes, in its first request or that request's answer:
+# every connection here carries that many (a job's ``put``, a MongoDB handshake), so a connection
+# drawn for a fault gets it. Points drawn over kilobytes missed short connections, and a run of
+# ~470 connections could see no fault at all.
+FAULT_WITHIN = 64
+
+
 @dataclass(frozen=True)
 class LinkFaults:
     """What a proxied link does to the connections through it.
@@ -36,7 +43,7 @@ class LinkFaults:
     Attributes:
         delay_s: added to every chunk, each way (a round trip gets twice this).
         stall: the share of connections that go silent (a black hole) at a
-            random point of their first few kilobytes, for ``stall_s``, then are cut.
+            random point of their first ``FAULT_WITHIN`` bytes, for ``stall_s``, then are cut.
         reset: the share of connections reset (RST) at such a point.
         stall_s: how long a stalled connection hangs before the cut.
         seed: seeds the choice of the connections hit (None: random).
@@ -124,7 +131,7 @@ class TcpProxy:
         """Whether a new connection is stalled, reset or left alone, and after how many bytes."""
         draw, faults = self.random.random(), self.faults
         fate = "stall" if draw < faults.stall else "reset" if draw < faults.stall + faults.reset else "ok"
-        return fate, self.random.randrange(1, 4096)
+        return fate, self.random.randrange(1, FAULT_WITHIN)
 
     def _pump(self, link: _Link, src: socket.socket, dst: socket.socket) -> None:
         delayed: queue.Queue[tuple[float, bytes] | None] | None = None

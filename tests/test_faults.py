@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sqlite3
 import threading
 import time
@@ -26,6 +27,7 @@ from jobkit.message import Envelope
 from jobkit.runner import OUTAGE_DELAY_S
 from tests.brokerservers import PrivateBroker
 from tests.faultkit import (
+    LinkFaults,
     StartWorker,
     TcpProxy,
     cli_servers,
@@ -213,6 +215,27 @@ def test_f5_worker_connection_cut_mid_job(app: App, beanstalk: Beanstalkd, queue
         more = [app.send("add", (i, 1), queue=queue) for i in range(5)]
         assert [m.get(timeout=10) for m in more] == [1, 2, 3, 4, 5]
         assert {m.status().record["worker"] for m in more} == {worker_name(cut_off)}
+    finally:
+        proxy.close()
+
+
+def test_a_lossy_link_faults_the_short_connections_it_draws(beanstalk: Beanstalkd) -> None:
+    """A connection drawn for a reset gets it, even one that carries a single small job.
+
+    The lossy-links network test counts faults that fired; a proxy that struck only after kilobytes
+    missed every short connection, and a run saw none.
+    """
+    proxy = TcpProxy((beanstalk.host, beanstalk.port), LinkFaults(reset=1.0, seed=1))
+    try:
+        for _ in range(5):
+            with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as sock:
+                sock.sendall(b"put 0 0 10 60\r\n" + b"x" * 60 + b"\r\n")  # one small job: 77 bytes
+                try:
+                    while sock.recv(4096):
+                        pass
+                except OSError:
+                    pass
+        eventually(lambda: proxy.resets == 5, timeout_s=5, what="every connection reset")
     finally:
         proxy.close()
 
