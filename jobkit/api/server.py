@@ -214,16 +214,31 @@ def hold(host: str, port: int) -> socket.socket:
 
     The socket is bound but never listens: the kernel hands connections to
     the listeners only, and any other server, which would bind without
-    ``SO_REUSEPORT`` or as another user, is refused the port.
+    ``SO_REUSEPORT`` or as another user, is refused the port. Nothing listens
+    on the port until the first listener does, so a client that reached the
+    port reached a process that serves it (a listening socket closed before
+    the listeners opened would reset what it had queued, then refuse).
+
+    Raises:
+        ConfigError: another socket listens on the port (a plain probe, bound
+            without ``SO_REUSEPORT``, finds it, even one that does use it).
     """
-    sock = socket.socket(_family(host), socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc}") from None
+    family = _family(host)
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a closed server's TIME_WAIT is no owner
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc}") from None
+        port = probe.getsockname()[1]  # port 0: the one picked
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            sock.bind((host, port))  # beside the probe: neither listens, both reuse the address
+        except OSError as exc:
+            sock.close()
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc}") from None
     return sock
 
 
@@ -263,7 +278,9 @@ def _serve(settings: Settings, app: App, processes: int, threads: int) -> None:
     wsgi = create_app(settings, app, long_polls=long_polls(threads))  # a bad configuration fails here, once
     if processes > 1 and "memory://" in (app.broker.url, app.backend.url):
         raise ConfigError("memory:// lives in one process: use --processes 1 or a real broker and backend")
-    sock = bind(settings.api_host, settings.api_port)
+    spread = processes > 1 and SPREAD_BY_KERNEL  # each child listens on a socket of its own
+    host, port = settings.api_host, settings.api_port
+    sock = hold(host, port) if spread else bind(host, port)
     queue_log = logging.getLogger("waitress.queue")
     if not any(isinstance(f, OncePer) for f in queue_log.filters):
         queue_log.addFilter(OncePer(10.0))
@@ -274,18 +291,20 @@ def _serve(settings: Settings, app: App, processes: int, threads: int) -> None:
     if processes == 1:
         _run(make_server(settings, wsgi, sock, threads))
     else:
-        _serve_forked(settings, wsgi, sock, processes, threads)
+        _serve_forked(settings, wsgi, sock, processes, threads, spread)
 
 
-def _serve_forked(settings: Settings, wsgi: Any, sock: socket.socket, processes: int, threads: int) -> None:
-    """Serve ``wsgi`` from ``processes`` children; ``sock`` is the parent's bound socket."""
+def _serve_forked(settings: Settings, wsgi: Any, sock: socket.socket, processes: int, threads: int,
+                  spread: bool) -> None:
+    """Serve ``wsgi`` from ``processes`` children.
+
+    Args:
+        sock: the parent's socket: held (see :func:`hold`) when ``spread``, else listening and shared.
+        spread: each child listens on its own ``SO_REUSEPORT`` socket. perf: with one shared
+            listening socket, whichever process polls first accepts a burst of connections
+            (27 of 32 was seen), and that process's GIL is the limit.
+    """
     host, port = sock.getsockname()[:2]
-    spread = SPREAD_BY_KERNEL
-    if spread:
-        # perf: with one shared listening socket, whichever process polls first accepts a
-        # burst of connections (27 of 32 was seen), and that process's GIL is the limit.
-        sock.close()
-        sock = hold(host, port)
 
     def child() -> None:
         listener = bind(host, port, reuse_port=True) if spread else sock

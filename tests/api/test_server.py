@@ -200,6 +200,51 @@ def test_a_held_port_takes_the_processes_listeners_and_no_other_server() -> None
     assert accepted == 20  # none went to the holding socket
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_REUSEPORT spreads connections on Linux")
+def test_hold_refuses_a_port_another_server_listens_on() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as plain, pytest.raises(ConfigError, match="cannot listen"):
+        hold("127.0.0.1", plain.getsockname()[1])
+    with hold("127.0.0.1", 0) as held:
+        port = held.getsockname()[1]
+        with bind("127.0.0.1", port, reuse_port=True), pytest.raises(ConfigError, match="cannot listen"):
+            hold("127.0.0.1", port)  # another jobkit api's listeners
+
+
+def _answer_on_a_new_connection(port: int) -> bytes | None:
+    """The status line of GET /healthz on a new connection; None if the connection was refused."""
+    try:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    except ConnectionRefusedError:
+        return None
+    with sock:
+        try:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            return sock.recv(4096).split(b"\r\n", 1)[0]
+        except OSError as exc:
+            return f"{type(exc).__name__}".encode()
+
+
+@pytest.mark.parametrize("start", range(3))
+def test_the_processes_port_answers_every_connection_from_the_first(tmp_path: Path, start: int) -> None:
+    """--processes 2: once a connection to the port is accepted, that one and every later one gets an
+    answer. The parent used to listen for a moment before its children did, then close: a connection
+    queued on it was reset, and the next ones were refused until a child listened (seen in CI as a
+    refused POST right after the port had answered)."""
+    port = free_port()
+    command = Command(["api", "--broker", "beanstalk://127.0.0.1:1", "--backend",
+                       f"sqlite:///{tmp_path / 'jobs.sqlite3'}", "--host", "127.0.0.1", "--port", str(port),
+                       "--processes", "2", "--threads", "2"], clean_env(), tmp_path / "api.log")
+    try:
+        answers: list[bytes | None] = []
+        while len([a for a in answers if a is not None]) < 20:
+            assert command.proc.poll() is None, command.output()
+            answers.append(_answer_on_a_new_connection(port))
+        from_first = answers[next(i for i, a in enumerate(answers) if a is not None):]
+        assert all(a is not None and a.startswith(b"HTTP/1.1 ") for a in from_first), from_first
+    finally:
+        command.stop()
+
+
 def test_several_processes_need_a_shared_broker(tmp_path: Path) -> None:
     command = Command(["api", "--broker", "memory://", "--backend", "memory://", "--processes", "2",
                        "--port", str(free_port())], clean_env(), tmp_path / "api.log")
