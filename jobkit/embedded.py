@@ -65,19 +65,32 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
 def beanstalkd_answers(host: str, port: int, timeout_s: float = 1.0) -> bool:
     """Whether something speaking beanstalkd's protocol listens on ``host:port``.
 
-    It must answer ``list-tubes`` with ``OK``: an open port alone could be
-    anything, and jobs put into anything else would wait for ever.
+    It must answer ``list-tubes`` with ``OK <bytes>``: an open port alone could
+    be anything, and jobs put into anything else would wait for ever. The whole
+    answer is read before closing: a socket closed with bytes unread is reset,
+    and beanstalkd prints the reset on its stderr (the first line ``jobkit up``
+    showed).
     """
     try:
         with socket.create_connection((host, port), timeout=timeout_s) as sock:
             sock.sendall(b"list-tubes\r\n")
             reply = b""
-            while len(reply) < 3:
-                chunk = sock.recv(3 - len(reply))
+            while b"\r\n" not in reply and len(reply) < 64:
+                chunk = sock.recv(64)
                 if not chunk:
-                    break
+                    return False
                 reply += chunk
-            return reply == b"OK "
+            head, _, body = reply.partition(b"\r\n")
+            size = head.removeprefix(b"OK ")
+            if not (head.startswith(b"OK ") and size.isdigit()):
+                return False
+            missing = int(size) + 2 - len(body)  # the YAML list, then CRLF
+            while missing > 0:
+                chunk = sock.recv(min(missing, 65536))
+                if not chunk:
+                    return False
+                missing -= len(chunk)
+            return True
     except OSError:
         return False
 

@@ -8,6 +8,8 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -70,6 +72,37 @@ def test_up_starts_beanstalkd_at_the_broker_address_and_the_cli_reaches_it(tmp_p
         assert up.wait(60) == 0, up.output()
     with pytest.raises(TimeoutError):  # its beanstalkd went with it
         wait_for_port(broker_port, timeout_s=0.5)
+
+
+def test_probing_beanstalkd_leaves_nothing_on_its_stderr(tmp_path: Path) -> None:
+    """The probe reads the whole answer before closing: ``jobkit up``'s first line used to be
+    beanstalkd's "read(): Connection reset by peer", from a probe that closed with bytes unread."""
+    if shutil.which("beanstalkd") is None:
+        missing("beanstalkd is not installed (apt-get install beanstalkd)")
+    port = free_port()
+    with open(tmp_path / "stderr", "wb") as stderr:
+        server = subprocess.Popen(["beanstalkd", "-l", "127.0.0.1", "-p", str(port)], stderr=stderr)
+    try:
+        wait_for_port(port, proc=server)
+        assert all(beanstalkd_answers("127.0.0.1", port) for _ in range(5))
+        time.sleep(0.2)  # beanstalkd reads a reset at its next poll
+    finally:
+        server.terminate()
+        server.wait(10)
+    assert (tmp_path / "stderr").read_text() == ""
+
+
+def test_a_server_that_answers_otherwise_is_not_beanstalkd() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as other:
+        def answer() -> None:
+            conn, _ = other.accept()
+            with conn:
+                conn.recv(64)
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+        thread = threading.Thread(target=answer, daemon=True)
+        thread.start()
+        assert not beanstalkd_answers("127.0.0.1", other.getsockname()[1])
+        thread.join(5)
 
 
 def cli_walkthrough(cwd: Path, env: dict[str, str]) -> None:
