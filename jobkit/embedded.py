@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+import greenstalk
+
 from jobkit.config import Settings, read_env
 from jobkit.errors import ConfigError
 
@@ -73,25 +75,9 @@ def beanstalkd_answers(host: str, port: int, timeout_s: float = 1.0) -> bool:
     """
     try:
         with socket.create_connection((host, port), timeout=timeout_s) as sock:
-            sock.sendall(b"list-tubes\r\n")
-            reply = b""
-            while b"\r\n" not in reply and len(reply) < 64:
-                chunk = sock.recv(64)
-                if not chunk:
-                    return False
-                reply += chunk
-            head, _, body = reply.partition(b"\r\n")
-            size = head.removeprefix(b"OK ")
-            if not (head.startswith(b"OK ") and size.isdigit()):
-                return False
-            missing = int(size) + 2 - len(body)  # the YAML list, then CRLF
-            while missing > 0:
-                chunk = sock.recv(min(missing, 65536))
-                if not chunk:
-                    return False
-                missing -= len(chunk)
+            greenstalk.Client(sock, encoding=None).tubes()  # reads the answer whole
             return True
-    except OSError:
+    except (OSError, ValueError, greenstalk.Error):  # ValueError: an answer that is not beanstalkd's
         return False
 
 
