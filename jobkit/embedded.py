@@ -74,8 +74,9 @@ def beanstalkd_answers(host: str, port: int, timeout_s: float = 1.0) -> bool:
     showed).
     """
     try:
-        with socket.create_connection((host, port), timeout=timeout_s) as sock:
-            greenstalk.Client(sock, encoding=None).tubes()  # reads the answer whole
+        with socket.create_connection((host, port), timeout=timeout_s) as sock, \
+                greenstalk.Client(sock, encoding=None) as client:
+            client.tubes()  # reads the answer whole
             return True
     except (OSError, ValueError, greenstalk.Error):  # ValueError: an answer that is not beanstalkd's
         return False
