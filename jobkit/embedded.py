@@ -285,17 +285,24 @@ def up(settings: Settings, app: App, args: argparse.Namespace) -> int:
     settings = settings.replace(api_host=args.api_host or env.get("JOBKIT_API_HOST") or "127.0.0.1")
     _check_can_listen(settings.api_host, settings.api_port)  # before starting anything
     args.workers = args.workers or cores()
-    with contextlib.ExitStack() as stack:
-        lock = UpLock()
-        lock.acquire()
-        stack.callback(lock.release)
-        broker_url, how = _choose_broker(settings, _broker_configured(args, env), stack)
-        app.configure(broker=broker_url)
-        settings = settings.replace(broker_url=broker_url)
-        workers = _start_workers(settings, app, args, stack)
-        lock.write(pid=os.getpid(), broker=broker_url, api=f"{_reach(settings)}:{settings.api_port}")
-        _banner(settings, app, how, workers)
-        serve(settings, app, processes=processes_for(app, args.processes), threads=8)
+    started = False
+    try:
+        with contextlib.ExitStack() as stack:
+            lock = UpLock()
+            lock.acquire()
+            stack.callback(lock.release)
+            broker_url, how = _choose_broker(settings, _broker_configured(args, env), stack)
+            app.configure(broker=broker_url)
+            settings = settings.replace(broker_url=broker_url)
+            workers = _start_workers(settings, app, args, stack)
+            lock.write(pid=os.getpid(), broker=broker_url, api=f"{_reach(settings)}:{settings.api_port}")
+            _banner(settings, app, how, workers)
+            started = True
+            serve(settings, app, processes=processes_for(app, args.processes), threads=8)
+    finally:
+        if started:  # said once the stack has unwound: every process up started has exited
+            with contextlib.suppress(OSError):  # a closed stdout must not hide why up stopped
+                print("jobkit up: stopped (everything it started has exited)", flush=True)
     return 0
 
 

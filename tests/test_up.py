@@ -70,6 +70,7 @@ def test_up_starts_beanstalkd_at_the_broker_address_and_the_cli_reaches_it(tmp_p
     finally:
         up.signal(signal.SIGINT)
         assert up.wait(60) == 0, up.output()
+    assert up.output().rstrip().endswith("jobkit up: stopped (everything it started has exited)"), up.output()
     with pytest.raises(TimeoutError):  # its beanstalkd went with it
         wait_for_port(broker_port, timeout_s=0.5)
 
@@ -144,6 +145,8 @@ def test_up_uses_the_beanstalkd_already_listening_at_the_default_address(tmp_pat
     finally:
         up.signal(signal.SIGINT)
         assert up.wait(60) == 0, up.output()
+    assert beanstalkd_answers("127.0.0.1", 11300)  # not up's to stop
+    assert "jobkit up: stopped" in up.output()
 
 
 def test_up_without_beanstalkd_uses_the_memory_broker(tmp_path: Path) -> None:
@@ -160,6 +163,7 @@ def test_up_without_beanstalkd_uses_the_memory_broker(tmp_path: Path) -> None:
     finally:
         up.signal(signal.SIGTERM)
         assert up.wait(60) == 0, up.output()
+    assert up.output().rstrip().endswith("jobkit up: stopped (everything it started has exited)"), up.output()
 
 
 def the_cli_says_to_use_the_http_api(cwd: Path, env: dict[str, str], port: int) -> None:
@@ -176,6 +180,7 @@ def a_second_up_here_is_refused_in_one_line(cwd: Path, env: dict[str, str], firs
     assert second.stderr.splitlines() == [
         f"jobkit: ConfigError: another jobkit up is running in this directory (pid {first_pid}): "
         "stop it, or run this one from another directory"]
+    assert second.stdout == ""  # it started nothing, so it says nothing of stopping
 
 
 def test_up_binds_loopback_unless_told_and_says_what_it_binds(tmp_path: Path) -> None:
