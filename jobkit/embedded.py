@@ -279,30 +279,25 @@ def up(settings: Settings, app: App, args: argparse.Namespace) -> int:
         ConfigError: another ``up`` runs in this directory, or a port is taken.
     """
     from jobkit.api.server import cores, processes_for, serve, stop_on_signals
+    from jobkit.cli import emit
 
     stop_on_signals()  # a signal at any point from here stops up cleanly (the ExitStack unwinds)
     env = read_env(env_file=args.env_file or ".env")
     settings = settings.replace(api_host=args.api_host or env.get("JOBKIT_API_HOST") or "127.0.0.1")
     _check_can_listen(settings.api_host, settings.api_port)  # before starting anything
     args.workers = args.workers or cores()
-    started = False
-    try:
-        with contextlib.ExitStack() as stack:
-            lock = UpLock()
-            lock.acquire()
-            stack.callback(lock.release)
-            broker_url, how = _choose_broker(settings, _broker_configured(args, env), stack)
-            app.configure(broker=broker_url)
-            settings = settings.replace(broker_url=broker_url)
-            workers = _start_workers(settings, app, args, stack)
-            lock.write(pid=os.getpid(), broker=broker_url, api=f"{_reach(settings)}:{settings.api_port}")
-            _banner(settings, app, how, workers)
-            started = True
-            serve(settings, app, processes=processes_for(app, args.processes), threads=8)
-    finally:
-        if started:  # said once the stack has unwound: every process up started has exited
-            with contextlib.suppress(OSError):  # a closed stdout must not hide why up stopped
-                print("jobkit up: stopped (everything it started has exited)", flush=True)
+    with contextlib.ExitStack() as stack:
+        lock = UpLock()
+        lock.acquire()
+        stack.callback(lock.release)
+        broker_url, how = _choose_broker(settings, _broker_configured(args, env), stack)
+        app.configure(broker=broker_url)
+        settings = settings.replace(broker_url=broker_url)
+        workers = _start_workers(settings, app, args, stack)
+        lock.write(pid=os.getpid(), broker=broker_url, api=f"{_reach(settings)}:{settings.api_port}")
+        _banner(settings, app, how, workers)
+        serve(settings, app, processes=processes_for(app, args.processes), threads=8)  # returns at a signal
+    emit("jobkit up: stopped (everything it started has exited)")  # the stack has unwound
     return 0
 
 
